@@ -1,0 +1,165 @@
+//! The coordinator: the live member list (nodes and gateways, each with a
+//! lease) and its monotonically increasing epoch, published on a `watch`
+//! channel. `embedded` serves one process; `redis` a real cluster; both pass
+//! the one `conformance` suite.
+
+pub mod conformance;
+pub mod embedded;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ids::{Epoch, NodeId};
+use crate::ring::Ring;
+
+pub use embedded::Embedded;
+
+/// What a member does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An application node, owning rooms.
+    Node,
+    /// A gateway, holding client connections.
+    Gateway,
+}
+
+/// A member's state; only `active` nodes are on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Serving.
+    Active,
+    /// Leaving: off the ring, handing its rooms off.
+    Draining,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Node or gateway.
+    pub role: Role,
+    /// The address others reach it at.
+    pub addr: String,
+    /// Active or draining.
+    pub state: MemberState,
+    /// Increases each time a process joins with this id.
+    pub generation: u64,
+    /// Rooms (nodes) or connections (gateways), as of its last renewal.
+    pub load: u64,
+}
+
+/// The member list at one epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    /// Increases on every change of membership or state (not of load).
+    pub epoch: Epoch,
+    /// Members sorted by id.
+    pub members: Vec<Member>,
+}
+
+impl View {
+    /// Members of one role.
+    pub fn with_role(&self, role: Role) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.role == role)
+    }
+
+    /// One member by id.
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| &m.id == id)
+    }
+
+    /// The ring over the active nodes.
+    pub fn ring(&self) -> Ring {
+        Ring::new(
+            self.with_role(Role::Node)
+                .filter(|m| m.state == MemberState::Active)
+                .map(|m| m.id.clone()),
+        )
+    }
+}
+
+/// A held lease: the generation it was granted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The member's generation.
+    pub generation: u64,
+}
+
+/// Coordinator failures.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The lease lapsed (or a newer generation took the id): stop serving.
+    #[error("lease lost")]
+    LeaseLost,
+    /// No member with that id.
+    #[error("no member {0}")]
+    NoMember(NodeId),
+    /// The backend cannot be reached.
+    #[error("coordinator unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The membership service every role talks to.
+#[async_trait::async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// Joins (or re-joins as a new generation) with a lease.
+    async fn join(&self, role: Role, id: &NodeId, addr: &str) -> Result<Lease, CoordError>;
+    /// Renews the lease and reports the member's load.
+    async fn renew(&self, id: &NodeId, lease: Lease, load: u64) -> Result<(), CoordError>;
+    /// Sets a member's state (any member may drain another).
+    async fn set_state(&self, id: &NodeId, state: MemberState) -> Result<(), CoordError>;
+    /// Leaves for good.
+    async fn leave(&self, id: &NodeId, lease: Lease) -> Result<(), CoordError>;
+    /// The current view and every later one.
+    fn watch(&self) -> watch::Receiver<Arc<View>>;
+    /// How long a lease lasts without renewal.
+    fn lease_ttl(&self) -> Duration;
+}
+
+/// A shared coordinator handle.
+pub type Coordinator = Arc<dyn Membership>;
+
+/// The ring as of one epoch, with the view it was computed from.
+#[derive(Clone, Default)]
+pub struct RingView {
+    /// The view.
+    pub view: Arc<View>,
+    /// Its ring of active nodes.
+    pub ring: Arc<Ring>,
+}
+
+/// Follows the coordinator and recomputes the ring when the epoch changes;
+/// the task ends when the coordinator's channel closes or every receiver is
+/// dropped.
+pub fn watch_ring(m: &dyn Membership) -> watch::Receiver<Arc<RingView>> {
+    let mut views = m.watch();
+    let first = views.borrow_and_update().clone();
+    let initial = RingView {
+        ring: Arc::new(first.ring()),
+        view: first,
+    };
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let view = views.borrow_and_update().clone();
+            let epoch_changed = tx.borrow().view.epoch != view.epoch;
+            let ring = if epoch_changed {
+                Arc::new(view.ring())
+            } else {
+                tx.borrow().ring.clone()
+            };
+            tx.send_replace(Arc::new(RingView { view, ring }));
+        }
+    });
+    rx
+}

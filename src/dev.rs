@@ -1,0 +1,207 @@
+//! `roomring dev`: a whole cluster in one process. An embedded coordinator,
+//! application nodes and gateways, all linked over real loopback TCP, so that
+//! what runs here is what runs across machines.
+//!
+//! Task tree: each node and gateway runs its own tasks (see `node`,
+//! `gateway`); `DevCluster` owns their handles and stops gateways first
+//! (clients get 1012), then nodes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::coordinator::{Coordinator, Embedded};
+use crate::gateway::{self, Auth, DevControl, GatewayConfig, GatewayHandle};
+use crate::ids::NodeId;
+use crate::node::{self, NodeConfig, NodeHandle};
+
+/// Lease TTL of the embedded coordinator.
+pub const DEV_LEASE: Duration = Duration::from_secs(3);
+
+/// How a dev cluster is laid out.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The first gateway's address (later ones take free ports).
+    pub listen: SocketAddr,
+    /// Application nodes at start.
+    pub nodes: usize,
+    /// Gateways.
+    pub gateways: usize,
+    /// Client identification.
+    pub auth: Auth,
+    /// Stored events kept per room.
+    pub history_keep: usize,
+    /// Client frames per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of client frames per connection.
+    pub rate_burst: u32,
+}
+
+impl DevOptions {
+    /// Free ports, `--auth none`, default limits.
+    pub fn for_test(nodes: usize, gateways: usize) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes,
+            gateways,
+            auth: Auth::None,
+            history_keep: 1000,
+            rate_per_sec: 1000,
+            rate_burst: 2000,
+        }
+    }
+}
+
+/// A dev cluster failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A node did not start.
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    /// A gateway did not start.
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
+}
+
+/// The nodes of a dev cluster; `DevControl` for the HTTP API.
+pub struct Nodes {
+    coordinator: Coordinator,
+    secret: String,
+    history_keep: usize,
+    next: AtomicUsize,
+    /// Running nodes; held only to push or take handles.
+    running: Mutex<Vec<NodeHandle>>,
+}
+
+impl Nodes {
+    /// Starts one more node, `node-N`.
+    pub async fn add(&self) -> Result<NodeId, node::NodeError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
+        config.history_keep = self.history_keep;
+        let handle = node::start(config, self.coordinator.clone()).await?;
+        let id = handle.id.clone();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        Ok(id)
+    }
+
+    /// Takes the handle of a running node (to stop or kill it).
+    pub fn take(&self, id: &NodeId) -> Option<NodeHandle> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let at = running.iter().position(|n| &n.id == id)?;
+        Some(running.remove(at))
+    }
+
+    /// Ids of the running nodes.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    async fn stop_all(&self) {
+        let all: Vec<NodeHandle> =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        for node in all {
+            node.stop().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DevControl for Nodes {
+    async fn add_node(&self) -> Result<NodeId, String> {
+        self.add().await.map_err(|e| e.to_string())
+    }
+}
+
+/// A running dev cluster.
+pub struct DevCluster {
+    /// The shared coordinator.
+    pub coordinator: Coordinator,
+    /// The application nodes.
+    pub nodes: Arc<Nodes>,
+    /// The gateways, the first on `listen`.
+    pub gateways: Vec<GatewayHandle>,
+}
+
+impl DevCluster {
+    /// Starts the coordinator, the nodes and the gateways.
+    pub async fn start(options: DevOptions) -> Result<Self, DevError> {
+        let coordinator: Coordinator = Arc::new(Embedded::new(DEV_LEASE));
+        let secret = random_secret();
+        let nodes = Arc::new(Nodes {
+            coordinator: coordinator.clone(),
+            secret: secret.clone(),
+            history_keep: options.history_keep,
+            next: AtomicUsize::new(0),
+            running: Mutex::default(),
+        });
+        for _ in 0..options.nodes {
+            nodes.add().await?;
+        }
+        let mut gateways = Vec::new();
+        for i in 0..options.gateways.max(1) {
+            let mut config = GatewayConfig::for_test(&format!("gw-{}", i + 1), &secret);
+            if i == 0 {
+                config.listen = options.listen;
+            }
+            config.auth = options.auth.clone();
+            config.rate_per_sec = options.rate_per_sec;
+            config.rate_burst = options.rate_burst;
+            let control: Arc<dyn DevControl> = nodes.clone();
+            gateways.push(gateway::start(config, coordinator.clone(), Some(control)).await?);
+        }
+        Ok(Self {
+            coordinator,
+            nodes,
+            gateways,
+        })
+    }
+
+    /// The first gateway's client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.gateways[0].addr
+    }
+
+    /// Stops gateways (clients get 1012), then nodes.
+    pub async fn stop(self) {
+        for gw in self.gateways {
+            gw.stop().await;
+        }
+        self.nodes.stop_all().await;
+    }
+}
+
+/// A secret for in-process links, unguessable from outside the process.
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Runs a dev cluster until SIGINT/SIGTERM.
+pub async fn run(options: DevOptions) -> Result<(), DevError> {
+    let cluster = DevCluster::start(options).await?;
+    println!("ready dev dev {}", cluster.addr());
+    crate::shutdown::signal().await;
+    cluster.stop().await;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The gateway: the stateless edge. It terminates client WebSockets and HTTP,
+//! authenticates and validates, and forwards room operations to each room's
+//! owner over one link per node, subscribing once per room and fanning events
+//! out to its local sockets.
+//!
+//! Task tree (all ended by the gateway's `Trigger`):
+//! - the axum server (`serve`), one task per HTTP connection and one per
+//!   client WebSocket (`ws::Connection::run`);
+//! - `Upstream`'s supervisor and one link task per node;
+//! - `keep_lease`: renews membership and reports the connection count.
+//!
+//! On shutdown it stops accepting, closes every socket with 1012, waits a
+//! short grace period for them to go, and leaves the cluster.
+
+mod assets;
+pub mod auth;
+mod http;
+pub mod sessions;
+mod upstream;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{any, get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::coordinator::{CoordError, Coordinator, Lease, Role};
+use crate::ids::NodeId;
+use crate::shutdown::{self, Shutdown, Trigger};
+pub use auth::Auth;
+use sessions::{Close, Sessions, CLOSE_RESTART};
+use upstream::Upstream;
+
+/// How long sockets get to close on shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a gateway is run.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Its member id.
+    pub id: NodeId,
+    /// Where it listens for clients.
+    pub listen: SocketAddr,
+    /// The address others reach it at, when not the bound one.
+    pub advertise: Option<String>,
+    /// How clients are identified.
+    pub auth: Auth,
+    /// Authenticates the links to the nodes.
+    pub cluster_secret: String,
+    /// Sustained client frames per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of client frames per connection.
+    pub rate_burst: u32,
+}
+
+impl GatewayConfig {
+    /// A gateway on a free loopback port with `--auth none`, for tests.
+    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
+        Self {
+            id: NodeId::parse(id).expect("valid test gateway id"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            auth: Auth::None,
+            cluster_secret: cluster_secret.to_string(),
+            rate_per_sec: 1000,
+            rate_burst: 2000,
+        }
+    }
+}
+
+/// What only `dev` can do, offered to the HTTP API.
+#[async_trait::async_trait]
+pub trait DevControl: Send + Sync {
+    /// Starts one more in-process node.
+    async fn add_node(&self) -> Result<NodeId, String>;
+}
+
+/// State shared by the gateway's handlers.
+pub(crate) struct Gateway {
+    config: GatewayConfig,
+    coordinator: Coordinator,
+    sessions: Arc<Sessions>,
+    upstream: Arc<Upstream>,
+    dev: Option<Arc<dyn DevControl>>,
+}
+
+/// The HTTP and WebSocket routes.
+fn app(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/api/rooms/{room}", get(http::room_info))
+        .route(
+            "/api/rooms/{room}/messages",
+            get(http::room_messages).post(http::post_message),
+        )
+        .route("/api/users/{user}/notify", post(http::notify))
+        .route("/api/cluster", get(http::cluster))
+        .route("/api/cluster/nodes", post(http::add_node))
+        .route("/api/cluster/nodes/{id}/drain", post(http::drain))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/api", any(http::not_found))
+        .route("/api/{*rest}", any(http::not_found))
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .fallback(assets::serve)
+        .with_state(gw)
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    /// Its id.
+    pub id: NodeId,
+    /// The bound client address.
+    pub addr: SocketAddr,
+    trigger: Trigger,
+    task: JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// Closes every client with 1012, leaves the cluster, and waits.
+    pub async fn stop(self) {
+        self.trigger.fire();
+        let _ = self.task.await;
+    }
+}
+
+/// A gateway failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// The coordinator refused or could not be reached.
+    #[error(transparent)]
+    Coordinator(#[from] CoordError),
+}
+
+/// Binds, joins the cluster and starts serving.
+pub async fn start(
+    config: GatewayConfig,
+    coordinator: Coordinator,
+    dev: Option<Arc<dyn DevControl>>,
+) -> Result<GatewayHandle, GatewayError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| GatewayError::Bind(config.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Bind(config.listen, e))?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let lease = coordinator
+        .join(Role::Gateway, &config.id, &advertise)
+        .await?;
+    let (trigger, shutdown) = shutdown::channel();
+    let id = config.id.clone();
+    let span = tracing::info_span!("gateway", node.id = %id);
+    let sessions = Arc::new(Sessions::default());
+    let ring = crate::coordinator::watch_ring(coordinator.as_ref());
+    let upstream = span.in_scope(|| {
+        Upstream::spawn(
+            id.clone(),
+            config.cluster_secret.clone(),
+            ring,
+            sessions.clone(),
+            shutdown.clone(),
+        )
+    });
+    let gw = Arc::new(Gateway {
+        config,
+        coordinator,
+        sessions,
+        upstream,
+        dev,
+    });
+    let task = tokio::spawn(serve(gw, listener, lease, shutdown, advertise).instrument(span));
+    Ok(GatewayHandle {
+        id,
+        addr,
+        trigger,
+        task,
+    })
+}
+
+async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    lease: Lease,
+    shutdown: Shutdown,
+    advertise: String,
+) {
+    let keeper =
+        tokio::spawn(keep_lease(gw.clone(), lease, advertise, shutdown.clone()).in_current_span());
+    let mut stop = shutdown.clone();
+    let service = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, service).with_graceful_shutdown(async move { stop.wait().await });
+    let closer = {
+        let (gw, mut shutdown) = (gw.clone(), shutdown.clone());
+        async move {
+            shutdown.wait().await;
+            gw.sessions.close_all(Close {
+                code: CLOSE_RESTART,
+                reason: "service restart",
+            });
+            let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+            while !gw.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (served, ()) = tokio::join!(async { server.await }, closer);
+    if let Err(e) = served {
+        tracing::error!(error = %e, "server failed");
+    }
+    let _ = keeper.await;
+    tracing::info!("gateway stopped");
+}
+
+/// Renews the gateway's membership (joining again if it lapsed) until
+/// shutdown, then leaves.
+async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut shutdown: Shutdown) {
+    let period = gw.coordinator.lease_ttl() / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait() => break,
+        }
+        let load = gw.sessions.len() as u64;
+        match gw.coordinator.renew(&gw.config.id, lease, load).await {
+            Ok(()) => {}
+            Err(CoordError::LeaseLost) => match gw
+                .coordinator
+                .join(Role::Gateway, &gw.config.id, &advertise)
+                .await
+            {
+                Ok(new) => lease = new,
+                Err(e) => tracing::warn!(error = %e, "joining again failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+    if let Err(e) = gw.coordinator.leave(&gw.config.id, lease).await {
+        tracing::warn!(error = %e, "leaving the cluster failed");
+    }
+}
+
+/// Runs a gateway until SIGINT/SIGTERM.
+pub async fn run(config: GatewayConfig, coordinator: Coordinator) -> Result<(), GatewayError> {
+    let gateway = start(config, coordinator, None).await?;
+    println!("ready gateway {} {}", gateway.id, gateway.addr);
+    shutdown::signal().await;
+    gateway.stop().await;
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! The gateway's links to the application nodes: one multiplexed WebSocket
+//! per node, routing by the ring, replies matched by request id, and
+//! re-routing when a node answers that it does not own a room.
+//!
+//! Task tree: `Upstream::spawn` starts a supervisor that follows the ring
+//! view and keeps one `LinkTask` per node member; each link task connects
+//! (with backoff), runs a writer beside its reader, and ends when its node
+//! leaves the view or the gateway shuts down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
+
+use super::sessions::Sessions;
+use crate::coordinator::{RingView, Role};
+use crate::ids::{NodeId, RoomId, UserId};
+use crate::protocol::client::RoomOp;
+use crate::protocol::link::{self, ConnId, LinkMsg, Query, Rid, Status, ToGateway, ToNode};
+use crate::protocol::server::error_frame;
+use crate::protocol::{ErrorCode, Failure};
+use crate::shutdown::Shutdown;
+
+/// Requests a link may queue while its node is slow or reconnecting.
+const LINK_QUEUE: usize = 16 * 1024;
+/// Pauses between routing attempts while a room has no reachable owner.
+const RETRY_BACKOFF_MS: [u64; 8] = [10, 20, 50, 100, 200, 300, 500, 800];
+
+/// A client operation on its way to a room's owner.
+#[derive(Debug, Clone)]
+pub(super) struct OpRequest {
+    /// The room.
+    pub room: RoomId,
+    /// The client connection.
+    pub conn: ConnId,
+    /// Its user.
+    pub user: UserId,
+    /// The client frame's id.
+    pub id: Option<String>,
+    /// The operation.
+    pub op: RoomOp,
+}
+
+/// What to do with a reply.
+enum Pending {
+    /// Forward to a client connection (and keep subscriptions in step).
+    Op { req: OpRequest, attempt: usize },
+    /// Hand to an HTTP handler.
+    Query(oneshot::Sender<(Status, String)>),
+}
+
+/// One node's link as the router sees it.
+struct Link {
+    /// Bounded; a full queue makes requesters wait (backpressure on the
+    /// client connection that sends too fast).
+    tx: mpsc::Sender<LinkMsg>,
+    next_rid: AtomicU64,
+    /// Requests sent and not yet answered; short critical sections only.
+    pending: Mutex<HashMap<Rid, Pending>>,
+}
+
+impl Link {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Rid, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Routes room operations to their owners.
+pub(super) struct Upstream {
+    gateway: NodeId,
+    secret: String,
+    ring: watch::Receiver<Arc<RingView>>,
+    sessions: Arc<Sessions>,
+    /// Links by node; short critical sections only.
+    links: Mutex<HashMap<NodeId, Arc<Link>>>,
+}
+
+impl Upstream {
+    /// Starts the router and its link supervisor.
+    pub(super) fn spawn(
+        gateway: NodeId,
+        secret: String,
+        ring: watch::Receiver<Arc<RingView>>,
+        sessions: Arc<Sessions>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let up = Arc::new(Self {
+            gateway,
+            secret,
+            ring,
+            sessions,
+            links: Mutex::default(),
+        });
+        tokio::spawn(up.clone().supervise(shutdown).in_current_span());
+        up
+    }
+
+    /// The current ring view.
+    pub(super) fn view(&self) -> Arc<RingView> {
+        self.ring.borrow().clone()
+    }
+
+    fn link_to_owner(&self, key: &str) -> Option<(NodeId, Arc<Link>)> {
+        let owner = self.ring.borrow().ring.owner_of(key)?.clone();
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&owner)?
+            .clone();
+        Some((owner, link))
+    }
+
+    /// Sends a client operation to its room's owner; the reply goes straight
+    /// to the connection.
+    pub(super) async fn op(self: &Arc<Self>, req: OpRequest) {
+        self.op_attempt(req, 0).await;
+    }
+
+    async fn op_attempt(self: &Arc<Self>, req: OpRequest, attempt: usize) {
+        let Some((_, link)) = self.link_to_owner(req.room.as_str()) else {
+            return self.retry(req, attempt);
+        };
+        let rid = link.next_rid.fetch_add(1, Ordering::Relaxed);
+        let msg = ToNode::Op {
+            rid,
+            room: req.room.clone(),
+            conn: req.conn,
+            user: req.user.clone(),
+            id: req.id.clone(),
+            op: req.op.clone(),
+        };
+        let text = link::encode(&msg, None);
+        link.lock_pending()
+            .insert(rid, Pending::Op { req, attempt });
+        if link.tx.send(text.into()).await.is_err() {
+            if let Some(Pending::Op { req, attempt }) = link.lock_pending().remove(&rid) {
+                self.retry(req, attempt);
+            }
+        }
+    }
+
+    /// Tries again a little later, or gives up with `unavailable`.
+    fn retry(self: &Arc<Self>, req: OpRequest, attempt: usize) {
+        let Some(&pause) = RETRY_BACKOFF_MS.get(attempt) else {
+            let failure = Failure::new(
+                ErrorCode::Unavailable,
+                format!("{} cannot be served right now; retry", req.room),
+            );
+            let frame = error_frame(&failure, req.id.as_deref(), Some(req.room.as_str()));
+            self.sessions.send_to(req.conn, frame.into());
+            return;
+        };
+        let up = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            Box::pin(up.op_attempt(req, attempt + 1)).await;
+        });
+    }
+
+    /// Asks a room's owner an HTTP API question.
+    pub(super) async fn query(&self, room: &RoomId, query: Query) -> Result<String, Failure> {
+        for pause in RETRY_BACKOFF_MS {
+            if let Some((_, link)) = self.link_to_owner(room.as_str()) {
+                let rid = link.next_rid.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                link.lock_pending().insert(rid, Pending::Query(tx));
+                let msg = ToNode::Query {
+                    rid,
+                    room: room.clone(),
+                    query: query.clone(),
+                };
+                if link.tx.send(link::encode(&msg, None).into()).await.is_ok() {
+                    match rx.await {
+                        Ok((Status::Ok, payload)) => return Ok(payload),
+                        Ok((Status::Failed(f), _)) => return Err(f),
+                        Ok((Status::Moved, _)) => {}
+                        // The link dropped with the request in flight: it may
+                        // have been applied, so a post is not sent twice.
+                        Err(_) => {
+                            return Err(Failure::new(
+                                ErrorCode::Unavailable,
+                                "the room's node went away; retry",
+                            ))
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        Err(Failure::new(
+            ErrorCode::Unavailable,
+            format!("{room} cannot be served right now; retry"),
+        ))
+    }
+
+    /// Sends a notification through the node that owns the user's key; that
+    /// node relays it to every gateway.
+    pub(super) async fn notify(&self, user: &UserId, body: Box<RawValue>) -> Result<(), Failure> {
+        let key = format!("user:{user}");
+        let (_, link) = self
+            .link_to_owner(&key)
+            .ok_or_else(|| Failure::new(ErrorCode::Unavailable, "no node is reachable; retry"))?;
+        let msg = ToNode::Notify {
+            user: user.clone(),
+            body,
+        };
+        link.tx
+            .send(link::encode(&msg, None).into())
+            .await
+            .map_err(|_| Failure::new(ErrorCode::Unavailable, "no node is reachable; retry"))
+    }
+
+    /// Keeps one link per node member until shutdown.
+    async fn supervise(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut ring = self.ring.clone();
+        let mut tasks: HashMap<NodeId, (String, watch::Sender<bool>)> = HashMap::new();
+        loop {
+            let view = ring.borrow_and_update().clone();
+            let members: HashMap<NodeId, String> = view
+                .view
+                .with_role(Role::Node)
+                .map(|m| (m.id.clone(), m.addr.clone()))
+                .collect();
+            tasks.retain(|id, (addr, _stop)| members.get(id) == Some(addr));
+            self.links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id, _| tasks.contains_key(id));
+            for (id, addr) in members {
+                if tasks.contains_key(&id) {
+                    continue;
+                }
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let (tx, rx) = mpsc::channel(LINK_QUEUE);
+                let link = Arc::new(Link {
+                    tx,
+                    next_rid: AtomicU64::new(1),
+                    pending: Mutex::default(),
+                });
+                self.links
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), link.clone());
+                let task = LinkTask {
+                    up: self.clone(),
+                    node: id.clone(),
+                    addr: addr.clone(),
+                    link,
+                    rx,
+                    stop: stop_rx,
+                };
+                let span = tracing::debug_span!("upstream", node.id = %id);
+                tokio::spawn(task.run(shutdown.clone()).instrument(span));
+                tasks.insert(id, (addr, stop_tx));
+            }
+            tokio::select! {
+                changed = ring.changed() => if changed.is_err() { return },
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Handles one message from a node.
+    fn on_message(self: &Arc<Self>, link: &Link, msg: LinkMsg) {
+        let text = msg.as_str();
+        let (header, at) = match link::decode::<ToGateway>(text) {
+            Ok(decoded) => decoded,
+            Err(e) => return tracing::warn!(error = %e, "dropping a bad link message"),
+        };
+        let payload = || -> Utf8Bytes {
+            let bytes: bytes::Bytes = msg.clone().into();
+            Utf8Bytes::try_from(bytes.slice(at..)).unwrap_or_default()
+        };
+        match header {
+            ToGateway::Event { room, seq, skip } => {
+                self.sessions.dispatch(&room, seq, skip, payload())
+            }
+            ToGateway::Notify { user } => {
+                self.sessions.send_to_user(&user, payload());
+            }
+            ToGateway::Reply { rid, status, seq } => match link.lock_pending().remove(&rid) {
+                Some(Pending::Query(tx)) => {
+                    let _ = tx.send((status, text[at..].to_string()));
+                }
+                Some(Pending::Op { req, attempt }) => {
+                    self.on_op_reply(req, attempt, status, seq, payload())
+                }
+                None => {}
+            },
+        }
+    }
+
+    fn on_op_reply(
+        self: &Arc<Self>,
+        req: OpRequest,
+        attempt: usize,
+        status: Status,
+        seq: Option<u64>,
+        payload: Utf8Bytes,
+    ) {
+        match status {
+            Status::Moved => self.retry(req, attempt),
+            Status::Failed(f) => {
+                let frame = error_frame(&f, req.id.as_deref(), Some(req.room.as_str()));
+                self.sessions.send_to(req.conn, frame.into());
+            }
+            Status::Ok => {
+                if !payload.is_empty() {
+                    self.sessions.send_to(req.conn, payload);
+                }
+                match (&req.op, seq) {
+                    // After the `joined` frame is queued, so that the
+                    // connection sees exactly the events after its seq.
+                    (RoomOp::Join { .. }, Some(seq)) => {
+                        self.sessions.subscribe(&req.room, req.conn, seq)
+                    }
+                    (RoomOp::Leave, _) => self.sessions.unsubscribe(&req.room, req.conn),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Connects to one node and serves the link until told to stop.
+struct LinkTask {
+    up: Arc<Upstream>,
+    node: NodeId,
+    addr: String,
+    link: Arc<Link>,
+    rx: mpsc::Receiver<LinkMsg>,
+    stop: watch::Receiver<bool>,
+}
+
+impl LinkTask {
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.connect().await {
+                Ok(ws) => {
+                    backoff = Duration::from_millis(50);
+                    tracing::debug!(addr = %self.addr, "link up");
+                    self.serve(ws, &mut shutdown).await;
+                    self.fail_pending();
+                }
+                Err(e) => tracing::debug!(addr = %self.addr, error = %e, "link connect failed"),
+            }
+            if shutdown.is_fired() || *self.stop.borrow() || self.stop.has_changed().is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return,
+                _ = self.stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        String,
+    > {
+        let url = format!("ws://{}{}", self.addr, link::LINK_PATH);
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        let headers = req.headers_mut();
+        headers.insert(
+            link::SECRET_HEADER,
+            self.up.secret.parse().map_err(|_| "bad secret")?,
+        );
+        headers.insert(
+            link::PEER_HEADER,
+            self.up.gateway.as_str().parse().map_err(|_| "bad id")?,
+        );
+        let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(ws)
+    }
+
+    async fn serve(
+        &mut self,
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        shutdown: &mut Shutdown,
+    ) {
+        let (mut sink, mut stream) = ws.split();
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(text))) => self.up.on_message(&self.link, text),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                n = self.rx.recv_many(&mut batch, 256) => {
+                    if n == 0 { break }
+                    let mut ok = true;
+                    for msg in batch.drain(..) {
+                        ok = ok && sink.feed(Message::Text(msg)).await.is_ok();
+                    }
+                    if !ok || sink.flush().await.is_err() { break }
+                }
+                _ = shutdown.wait() => break,
+                _ = self.stop.changed() => break,
+            }
+        }
+        tracing::debug!(node.id = %self.node, "link down");
+    }
+
+    /// Requests in flight when a link drops: operations are routed again
+    /// (a retried `send` is idempotent by its id), queries fail.
+    fn fail_pending(&self) {
+        let pending: Vec<Pending> = self.link.lock_pending().drain().map(|(_, p)| p).collect();
+        for p in pending {
+            match p {
+                Pending::Op { req, attempt } => self.up.retry(req, attempt),
+                Pending::Query(tx) => drop(tx),
+            }
+        }
+    }
+}

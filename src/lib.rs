@@ -1,0 +1,29 @@
+//! roomring: a real-time room server that scales out by consistent hashing.
+//!
+//! # Layout
+//!
+//! - `ids`: validated ids (rooms, users, members) and the membership epoch.
+//! - `protocol`: the wire; client frames, server frames, the gateway↔node link.
+//! - `ring`: the consistent-hash ring and the pure diff of two rings.
+//! - `coordinator`: the `Membership` trait, its backends and their one suite.
+//! - `rooms`: pure chat and board state, and the room task (single writer).
+//! - `node`: the application node; room registry, gateway links, lease.
+//! - `gateway`: the stateless edge; WebSocket and HTTP, fan-out, upstream links.
+//! - `dev`: a whole cluster in one process.
+//! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
+//!
+//! Dependencies point one way: `dev` → `gateway`, `node` → `ring`,
+//! `coordinator`, `rooms` → `protocol` → `ids`. The gateway and the node never
+//! import each other; they meet only on the wire.
+
+pub mod config;
+pub mod coordinator;
+pub mod dev;
+pub mod gateway;
+pub mod ids;
+pub mod node;
+pub mod protocol;
+pub mod ring;
+pub mod rooms;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,65 @@
+//! Keeps the node's membership lease: renews it, reports the room count, and
+//! fences the node (it serves no room) as soon as the lease is in doubt, well
+//! before it could expire and the ring hand its rooms to another node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{timeout, Instant};
+
+use super::Node;
+use crate::coordinator::{CoordError, Lease, Role};
+use crate::shutdown::Shutdown;
+
+/// Renews until shutdown, then leaves the cluster.
+pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdown) {
+    let ttl = node.coordinator.lease_ttl();
+    let period = ttl / 3;
+    let id = node.config.id.clone();
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait() => break,
+        }
+        let load = node.registry.len() as u64;
+        match timeout(period, node.coordinator.renew(&id, lease, load)).await {
+            Ok(Ok(())) => {
+                renewed = Instant::now();
+                node.registry.set_fenced(false);
+            }
+            Ok(Err(CoordError::LeaseLost)) => {
+                tracing::warn!("lease lost; dropping rooms and joining again");
+                node.registry.set_fenced(true);
+                node.registry.clear();
+                if let Some(new) = rejoin(&node).await {
+                    lease = new;
+                    renewed = Instant::now();
+                    node.registry.set_fenced(false);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!("lease renewal timed out"),
+        }
+        if renewed.elapsed() > ttl / 2 {
+            node.registry.set_fenced(true);
+        }
+    }
+    if let Err(e) = node.coordinator.leave(&id, lease).await {
+        tracing::warn!(error = %e, "leaving the cluster failed");
+    }
+}
+
+async fn rejoin(node: &Node) -> Option<Lease> {
+    let join = node
+        .coordinator
+        .join(Role::Node, &node.config.id, &node.advertise);
+    match timeout(Duration::from_secs(2), join).await {
+        Ok(Ok(lease)) => Some(lease),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "joining again failed");
+            None
+        }
+        Err(_) => None,
+    }
+}

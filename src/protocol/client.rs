@@ -1,0 +1,359 @@
+//! Client frames: parsing and validation of what a WebSocket client sends.
+//! A frame is read once into borrowed raw fields, so a message `body` is
+//! forwarded as the bytes the client sent, never re-encoded.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{ErrorCode, Failure};
+use crate::ids::{RoomId, RoomKind};
+
+/// Largest client frame answered normally; larger ones get `too_large`.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest encoded `send` body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest client `id`.
+pub const MAX_ID_BYTES: usize = 64;
+/// Most widgets in one `board.move`.
+pub const MAX_MOVES: usize = 5000;
+
+/// One validated client frame.
+#[derive(Debug)]
+pub struct ClientFrame {
+    /// The client's correlation id, echoed in every reply.
+    pub id: Option<String>,
+    /// What the frame asks for.
+    pub cmd: Command,
+}
+
+/// What a client frame asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// `ping`, answered by the gateway itself.
+    Ping,
+    /// An operation on one room, answered by its owner.
+    Room {
+        /// The room.
+        room: RoomId,
+        /// The operation.
+        op: RoomOp,
+    },
+}
+
+/// A room operation as the owner applies it (also the link's encoding).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomOp {
+    /// Subscribe, optionally resuming after `since`.
+    Join {
+        /// The last seq the client has.
+        since: Option<u64>,
+    },
+    /// Unsubscribe.
+    Leave,
+    /// Post a chat message.
+    Send {
+        /// The message body, as the client encoded it.
+        body: Box<RawValue>,
+    },
+    /// Ephemeral typing notice.
+    Typing,
+    /// Read receipt up to `seq`.
+    Read {
+        /// The last seq read.
+        seq: u64,
+    },
+    /// Create or replace a widget.
+    BoardPut {
+        /// The widget.
+        widget: Widget,
+        /// The version the client saw, for a conditional write.
+        base: Option<u64>,
+    },
+    /// Move many widgets atomically.
+    BoardMove {
+        /// The moves.
+        moves: Vec<WidgetMove>,
+    },
+    /// Delete widgets.
+    BoardDelete {
+        /// Widget ids.
+        ids: Vec<String>,
+    },
+    /// Ephemeral cursor position.
+    BoardCursor {
+        /// X coordinate.
+        x: f64,
+        /// Y coordinate.
+        y: f64,
+    },
+}
+
+impl RoomOp {
+    /// The frame type the client used, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Leave => "leave",
+            Self::Send { .. } => "send",
+            Self::Typing => "typing",
+            Self::Read { .. } => "read",
+            Self::BoardPut { .. } => "board.put",
+            Self::BoardMove { .. } => "board.move",
+            Self::BoardDelete { .. } => "board.delete",
+            Self::BoardCursor { .. } => "board.cursor",
+        }
+    }
+}
+
+/// A board widget as clients send it; the server adds its version `v`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Widget {
+    /// Widget id, unique in the board.
+    pub id: String,
+    /// Free-form kind (`sticky`, `shape`, ...).
+    pub kind: String,
+    /// X position.
+    pub x: f64,
+    /// Y position.
+    pub y: f64,
+    /// Width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<f64>,
+    /// Height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h: Option<f64>,
+    /// Text content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Color.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+/// One entry of `board.move`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidgetMove {
+    /// Widget id.
+    pub id: String,
+    /// New x.
+    pub x: f64,
+    /// New y.
+    pub y: f64,
+}
+
+/// A rejected frame: the failure plus what the reply can still echo.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why.
+    pub failure: Failure,
+    /// The frame's `id`, when it had a valid one.
+    pub id: Option<String>,
+    /// The frame's room, when it had a valid one.
+    pub room: Option<String>,
+}
+
+/// The frame as read, every field still raw.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    t: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    widget: Option<&'a RawValue>,
+    #[serde(borrow)]
+    base: Option<&'a RawValue>,
+    #[serde(borrow)]
+    moves: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ids: Option<&'a RawValue>,
+    #[serde(borrow)]
+    x: Option<&'a RawValue>,
+    #[serde(borrow)]
+    y: Option<&'a RawValue>,
+}
+
+/// Parses and validates one text frame.
+pub fn parse(text: &str) -> Result<ClientFrame, Rejected> {
+    let reject = |failure, id: Option<String>, room: Option<String>| Rejected { failure, id, room };
+    if text.len() > MAX_FRAME_BYTES {
+        let f = Failure::new(
+            ErrorCode::TooLarge,
+            format!("frame is larger than {MAX_FRAME_BYTES} bytes"),
+        );
+        return Err(reject(f, None, None));
+    }
+    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| {
+        reject(
+            Failure::bad_request(format!("frame is not a JSON object: {e}")),
+            None,
+            None,
+        )
+    })?;
+    let id = match raw.id {
+        None => None,
+        Some(v) => match serde_json::from_str::<String>(v.get()) {
+            Ok(s) if s.len() <= MAX_ID_BYTES => Some(s),
+            _ => {
+                let f = Failure::bad_request(format!(
+                    "id must be a string of at most {MAX_ID_BYTES} bytes"
+                ));
+                return Err(reject(f, None, None));
+            }
+        },
+    };
+    let t: String = required(raw.t, "t").map_err(|f| reject(f, id.clone(), None))?;
+    if t == "ping" {
+        return Ok(ClientFrame {
+            id,
+            cmd: Command::Ping,
+        });
+    }
+    if !is_room_frame(&t) {
+        return Err(reject(
+            Failure::bad_request(format!("unknown frame type {t:?}")),
+            id,
+            None,
+        ));
+    }
+    let room_str: String = required(raw.room, "room").map_err(|f| reject(f, id.clone(), None))?;
+    let room = RoomId::parse(&room_str)
+        .map_err(|e| reject(Failure::bad_request(e.to_string()), id.clone(), None))?;
+    let op = room_op(&t, &raw, &room, id.is_some())
+        .map_err(|f| reject(f, id.clone(), Some(room_str.clone())))?;
+    Ok(ClientFrame {
+        id,
+        cmd: Command::Room { room, op },
+    })
+}
+
+fn is_room_frame(t: &str) -> bool {
+    matches!(
+        t,
+        "join"
+            | "leave"
+            | "send"
+            | "typing"
+            | "read"
+            | "board.put"
+            | "board.move"
+            | "board.delete"
+            | "board.cursor"
+    )
+}
+
+fn room_op(t: &str, raw: &Raw<'_>, room: &RoomId, has_id: bool) -> Result<RoomOp, Failure> {
+    if t.starts_with("board.") && room.kind() != RoomKind::Board {
+        return Err(Failure::bad_request(format!("{t} needs a board: room")));
+    }
+    Ok(match t {
+        "join" => RoomOp::Join {
+            since: optional(raw.since, "since")?,
+        },
+        "leave" => RoomOp::Leave,
+        "typing" => RoomOp::Typing,
+        "read" => RoomOp::Read {
+            seq: required(raw.seq, "seq")?,
+        },
+        "send" => {
+            if !has_id {
+                return Err(Failure::bad_request("send needs an id"));
+            }
+            let body = raw
+                .body
+                .ok_or_else(|| Failure::bad_request("send needs a body"))?;
+            if body.get().len() > MAX_BODY_BYTES {
+                let msg = format!("body is larger than {MAX_BODY_BYTES} bytes");
+                return Err(Failure::new(ErrorCode::TooLarge, msg));
+            }
+            RoomOp::Send {
+                body: body.to_owned(),
+            }
+        }
+        "board.put" => {
+            let widget: Widget = required(raw.widget, "widget")?;
+            check_widget(&widget)?;
+            RoomOp::BoardPut {
+                widget,
+                base: optional(raw.base, "base")?,
+            }
+        }
+        "board.move" => RoomOp::BoardMove {
+            moves: moves(raw.moves)?,
+        },
+        "board.delete" => {
+            let ids: Vec<String> = required(raw.ids, "ids")?;
+            RoomOp::BoardDelete { ids }
+        }
+        "board.cursor" => RoomOp::BoardCursor {
+            x: finite(raw.x, "x")?,
+            y: finite(raw.y, "y")?,
+        },
+        other => {
+            return Err(Failure::bad_request(format!(
+                "unknown frame type {other:?}"
+            )))
+        }
+    })
+}
+
+fn required<'de, T: Deserialize<'de>>(v: Option<&'de RawValue>, name: &str) -> Result<T, Failure> {
+    let v = v.ok_or_else(|| Failure::bad_request(format!("missing field {name}")))?;
+    serde_json::from_str(v.get()).map_err(|e| Failure::bad_request(format!("invalid {name}: {e}")))
+}
+
+fn optional<'de, T: Deserialize<'de>>(
+    v: Option<&'de RawValue>,
+    name: &str,
+) -> Result<Option<T>, Failure> {
+    match v {
+        Some(v) if v.get() != "null" => required(Some(v), name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn finite(v: Option<&RawValue>, name: &str) -> Result<f64, Failure> {
+    let n: f64 = required(v, name)?;
+    if n.is_finite() {
+        Ok(n)
+    } else {
+        Err(Failure::bad_request(format!(
+            "{name} must be a finite number"
+        )))
+    }
+}
+
+fn check_widget(w: &Widget) -> Result<(), Failure> {
+    if w.id.is_empty() || w.id.len() > 128 {
+        return Err(Failure::bad_request("widget.id must be 1-128 bytes"));
+    }
+    let dims = [Some(w.x), Some(w.y), w.w, w.h];
+    if dims.iter().flatten().any(|n| !n.is_finite()) {
+        return Err(Failure::bad_request(
+            "widget coordinates must be finite numbers",
+        ));
+    }
+    Ok(())
+}
+
+fn moves(v: Option<&RawValue>) -> Result<Vec<WidgetMove>, Failure> {
+    let moves: Vec<WidgetMove> = required(v, "moves")?;
+    if moves.len() > MAX_MOVES {
+        return Err(Failure::bad_request(format!(
+            "at most {MAX_MOVES} moves per frame"
+        )));
+    }
+    if moves.iter().any(|m| !m.x.is_finite() || !m.y.is_finite()) {
+        return Err(Failure::bad_request("moves must have finite coordinates"));
+    }
+    Ok(moves)
+}

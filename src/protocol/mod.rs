@@ -1,0 +1,83 @@
+//! The wire: client frames (`client`), server frames (`server`) and the
+//! gateway↔node envelope (`link`). Depends on nothing of the crate but `ids`,
+//! so the gateway, the node and the load generator share one definition.
+
+pub mod client;
+pub mod link;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// The error codes of protocol v1, shared by `error` frames and HTTP bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Unparseable or invalid frame or request.
+    BadRequest,
+    /// Missing or bad identity.
+    Unauthorized,
+    /// The identity may not do this.
+    Forbidden,
+    /// A frame or body over its limit.
+    TooLarge,
+    /// Over the per-connection frame rate.
+    RateLimited,
+    /// A stale board write.
+    Conflict,
+    /// An operation on a room the connection has not joined.
+    NotJoined,
+    /// The room cannot be served right now; retry.
+    Unavailable,
+    /// Unknown HTTP path or member.
+    NotFound,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::TooLarge => 413,
+            Self::NotJoined => 409,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// A client-visible error: a code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Failure {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl Failure {
+    /// Builds a failure from a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A `bad_request` failure.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// Milliseconds since the Unix epoch, the `ts` of messages.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

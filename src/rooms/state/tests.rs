@@ -1,0 +1,247 @@
+use serde_json::Value;
+
+use super::*;
+
+fn room(kind: &str) -> RoomState {
+    RoomState::new(RoomId::parse(&format!("{kind}:r")).unwrap(), 5)
+}
+
+fn who(user: &str, link: LinkId, conn: ConnId) -> Origin {
+    Origin {
+        sub: Sub { link, conn },
+        user: UserId::parse(user).unwrap(),
+    }
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn body(text: &str) -> Box<RawValue> {
+    RawValue::from_string(format!("{{\"text\":{text:?}}}")).unwrap()
+}
+
+fn send(r: &mut RoomState, o: &Origin, id: &str, text: &str) -> Outcome {
+    r.apply(o, Some(id), &RoomOp::Send { body: body(text) }, 1)
+}
+
+fn join(r: &mut RoomState, o: &Origin, since: Option<u64>) -> Value {
+    json(
+        &r.apply(o, Some("j"), &RoomOp::Join { since }, 1)
+            .reply
+            .unwrap(),
+    )
+}
+
+#[test]
+fn sends_get_gap_free_seqs_and_acks() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    for i in 1..=3 {
+        let out = send(&mut r, &ann, &format!("m{i}"), "hi");
+        assert_eq!(json(out.reply.as_deref().unwrap())["seq"], i);
+        assert_eq!(out.events.len(), 1);
+        let msg = json(&out.events[0].frame);
+        assert_eq!(
+            (msg["t"].as_str(), msg["seq"].as_u64(), msg["from"].as_str()),
+            (Some("msg"), Some(i), Some("ann"))
+        );
+        assert_eq!(
+            out.events[0].skip, None,
+            "the sender's own connection gets its message too"
+        );
+    }
+    assert_eq!(r.seq(), 3);
+}
+
+#[test]
+fn a_retried_send_returns_the_first_ack_and_stores_nothing() {
+    let mut r = room("chat");
+    let (ann, bob) = (who("ann", 1, 1), who("bob", 1, 2));
+    join(&mut r, &ann, None);
+    join(&mut r, &bob, None);
+    send(&mut r, &ann, "x", "first");
+    let retry = send(&mut r, &ann, "x", "second");
+    assert_eq!(json(retry.reply.as_deref().unwrap())["seq"], 1);
+    assert!(retry.events.is_empty());
+    assert_eq!(r.seq(), 1);
+    // Another user may use the same id.
+    let bob = send(&mut r, &bob, "x", "bob's");
+    assert_eq!(json(bob.reply.as_deref().unwrap())["seq"], 2);
+}
+
+#[test]
+fn history_is_trimmed_to_what_is_kept() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    for i in 0..8 {
+        send(&mut r, &ann, &format!("m{i}"), "x");
+    }
+    let joined = join(&mut r, &ann, Some(1));
+    let seqs: Vec<u64> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+    assert_eq!(joined["truncated"], true);
+    let recent = join(&mut r, &ann, Some(6));
+    assert_eq!(recent["history"].as_array().unwrap().len(), 2);
+    assert_eq!(recent["truncated"], false);
+    // A message that left history no longer blocks its id.
+    assert_eq!(
+        json(send(&mut r, &ann, "m0", "again").reply.as_deref().unwrap())["seq"],
+        9
+    );
+    let msgs = json(&r.messages_json(5, 2));
+    assert_eq!(
+        msgs["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![6, 7]
+    );
+}
+
+#[test]
+fn presence_counts_connections_per_user() {
+    let mut r = room("chat");
+    let (ann1, ann2, bob) = (who("ann", 1, 1), who("ann", 2, 7), who("bob", 1, 2));
+    let first = r.apply(&ann1, None, &RoomOp::Join { since: None }, 1);
+    assert_eq!(first.events.len(), 1, "first connection announces ann");
+    assert_eq!(first.events[0].skip, Some(ann1.sub));
+    assert!(r
+        .apply(&ann2, None, &RoomOp::Join { since: None }, 1)
+        .events
+        .is_empty());
+    let joined = join(&mut r, &bob, None);
+    assert_eq!(joined["online"], serde_json::json!(["ann", "bob"]));
+    assert!(
+        r.apply(&ann1, None, &RoomOp::Leave, 1).events.is_empty(),
+        "ann is still online on link 2"
+    );
+    let gone = r.drop_link(2);
+    assert_eq!(json(&gone.events[0].frame)["online"], false);
+    assert!(!r.has_link(2) && r.has_link(1));
+    assert_eq!(r.online().count(), 1);
+}
+
+#[test]
+fn rejoining_replies_again_without_presence() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    let again = r.apply(&ann, Some("2"), &RoomOp::Join { since: None }, 1);
+    assert!(again.events.is_empty());
+    assert_eq!(json(again.reply.as_deref().unwrap())["id"], "2");
+}
+
+#[test]
+fn read_receipts_keep_the_latest_and_refuse_the_future() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    send(&mut r, &ann, "a", "x");
+    send(&mut r, &ann, "b", "x");
+    let out = r.apply(&ann, None, &RoomOp::Read { seq: 2 }, 1);
+    assert_eq!(json(&out.events[0].frame)["seq"], 2);
+    r.apply(&ann, None, &RoomOp::Read { seq: 1 }, 1);
+    assert_eq!(join(&mut r, &ann, None)["reads"]["ann"], 2);
+    let bad = r.apply(&ann, Some("r"), &RoomOp::Read { seq: 9 }, 1);
+    assert_eq!(json(bad.reply.as_deref().unwrap())["code"], "bad_request");
+}
+
+#[test]
+fn board_changes_take_seqs_and_echo_the_id() {
+    use crate::protocol::client::{Widget, WidgetMove};
+    let mut r = room("board");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    let w = Widget {
+        id: "w1".into(),
+        kind: "sticky".into(),
+        x: 1.0,
+        y: 2.0,
+        w: None,
+        h: None,
+        text: Some("hi".into()),
+        color: None,
+    };
+    let put = r.apply(
+        &ann,
+        Some("p"),
+        &RoomOp::BoardPut {
+            widget: w.clone(),
+            base: None,
+        },
+        1,
+    );
+    let changed = json(&put.events[0].frame);
+    assert_eq!(
+        (
+            changed["t"].as_str(),
+            changed["seq"].as_u64(),
+            changed["id"].as_str()
+        ),
+        (Some("board.changed"), Some(1), Some("p"))
+    );
+    assert_eq!(changed["widgets"][0]["v"], 1);
+    let stale = r.apply(
+        &ann,
+        Some("q"),
+        &RoomOp::BoardPut {
+            widget: w,
+            base: Some(7),
+        },
+        1,
+    );
+    assert_eq!(json(stale.reply.as_deref().unwrap())["code"], "conflict");
+    assert!(stale.events.is_empty());
+    let moved = r.apply(
+        &ann,
+        None,
+        &RoomOp::BoardMove {
+            moves: vec![WidgetMove {
+                id: "w1".into(),
+                x: 9.0,
+                y: 9.0,
+            }],
+        },
+        1,
+    );
+    assert_eq!(json(&moved.events[0].frame)["widgets"][0]["x"], 9.0);
+    let joined = join(&mut r, &ann, None);
+    assert_eq!(joined["widgets"][0]["v"], 2);
+    assert_eq!(
+        joined["history"].as_array().unwrap().len(),
+        0,
+        "history holds chat messages only"
+    );
+    assert_eq!(json(&r.info_json("n1"))["widgets"][0]["id"], "w1");
+}
+
+#[test]
+fn operations_need_a_join_first() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    for op in [
+        RoomOp::Send { body: body("x") },
+        RoomOp::Typing,
+        RoomOp::Read { seq: 0 },
+        RoomOp::Leave,
+    ] {
+        let out = r.apply(&ann, Some("n"), &op, 1);
+        assert_eq!(
+            json(out.reply.as_deref().unwrap())["code"],
+            "not_joined",
+            "{op:?}"
+        );
+        assert!(out.events.is_empty());
+    }
+    assert_eq!(r.seq(), 0);
+}

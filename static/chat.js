@@ -1,0 +1,94 @@
+import { RoomringClient } from '/roomring.js';
+
+const $ = (id) => document.getElementById(id);
+let client = null;
+let room = null;
+let me = null;
+const online = new Set();
+const reads = new Map();      // user -> seq
+const typing = new Map();     // user -> timeout
+let lastSeq = 0;
+
+function render() {
+  $('online').replaceChildren(...[...online].sort().map((u) => {
+    const li = document.createElement('li');
+    li.textContent = u === me ? `${u} (you)` : u;
+    return li;
+  }));
+  $('typing').textContent = typing.size ? `${[...typing.keys()].join(', ')} typing…` : '';
+  for (const el of $('messages').children) {
+    const seq = Number(el.dataset.seq);
+    const readers = [...reads].filter(([u, s]) => u !== me && s >= seq).map(([u]) => u);
+    el.querySelector('.read').textContent = readers.length ? `read by ${readers.join(', ')}` : '';
+  }
+}
+
+function addMessage(m) {
+  if (document.querySelector(`[data-seq="${m.seq}"]`)) return;
+  const el = document.createElement('div');
+  el.className = 'msg' + (m.from === me ? ' mine' : '');
+  el.dataset.seq = m.seq;
+  const text = typeof m.body === 'object' && m.body && 'text' in m.body ? m.body.text : JSON.stringify(m.body);
+  el.innerHTML = '<span class="from"></span><span class="text"></span><span class="read"></span>';
+  el.querySelector('.from').textContent = m.from;
+  el.querySelector('.text').textContent = text;
+  $('messages').append(el);
+  $('messages').scrollTop = $('messages').scrollHeight;
+  lastSeq = Math.max(lastSeq, m.seq);
+  if (m.from !== me && document.visibilityState === 'visible') client.read(room, m.seq);
+}
+
+$('login').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  me = $('user').value.trim();
+  room = $('room').value.trim();
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  client = new RoomringClient(`${proto}://${location.host}/ws?user=${encodeURIComponent(me)}`);
+  client
+    .on('status', (s) => {
+      $('status').textContent = s.connected ? 'online' : 'reconnecting…';
+      $('status').className = 'status ' + (s.connected ? 'up' : 'down');
+    })
+    .on('joined', (f) => {
+      online.clear();
+      f.online.forEach((u) => online.add(u));
+      for (const [u, s] of Object.entries(f.reads || {})) reads.set(u, s);
+      f.history.forEach(addMessage);
+      render();
+    })
+    .on('msg', (m) => { typing.delete(m.from); addMessage(m); render(); })
+    .on('presence', (p) => { p.online ? online.add(p.user) : online.delete(p.user); render(); })
+    .on('typing', (t) => {
+      clearTimeout(typing.get(t.user));
+      typing.set(t.user, setTimeout(() => { typing.delete(t.user); render(); }, 3000));
+      render();
+    })
+    .on('read', (r) => { reads.set(r.user, Math.max(reads.get(r.user) ?? 0, r.seq)); render(); })
+    .on('error', (e) => { $('error').textContent = `${e.code}: ${e.message}`; });
+  client.on('status', (s) => { if (s.connected && !client.joinedOnce) { client.joinedOnce = true; client.join(room); } });
+  $('login').hidden = true;
+  $('chat').hidden = false;
+  $('text').focus();
+});
+
+let lastTyping = 0;
+$('text').addEventListener('input', () => {
+  if (Date.now() - lastTyping > 1500) { client.typing(room); lastTyping = Date.now(); }
+});
+
+$('compose').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const text = $('text').value;
+  if (!text) return;
+  $('text').value = '';
+  try {
+    await client.send(room, { text });
+    $('error').textContent = '';
+  } catch (e) {
+    $('error').textContent = `${e.code}: ${e.message}`;
+  }
+});
+
+document.addEventListener('visibilitychange', () => {
+  if (client && document.visibilityState === 'visible' && lastSeq) client.read(room, lastSeq);
+});

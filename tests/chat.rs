@@ -1,0 +1,276 @@
+//! Chat over real gateways and nodes: every chat frame of protocol v1.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{http, Client, TestCluster};
+
+#[tokio::test]
+async fn messages_fan_out_across_two_gateways_with_gap_free_seqs() {
+    let cluster = TestCluster::start(3, 2).await;
+    let (g1, g2) = (cluster.gateways[0].addr, cluster.gateways[1].addr);
+    let mut ann = Client::connect(g1, "ann").await;
+    let mut bob = Client::connect(g2, "bob").await;
+    let mut cat = Client::connect(g2, "cat").await;
+    let joined = ann.join("chat:fan").await;
+    assert_eq!(joined["seq"], 0);
+    assert_eq!(joined["online"], json!(["ann"]));
+    assert_eq!(joined["id"], "join-chat:fan");
+    bob.join("chat:fan").await;
+    cat.join("chat:fan").await;
+
+    for i in 1..=20u64 {
+        let seq = ann
+            .say("chat:fan", &format!("m{i}"), &format!("hello {i}"))
+            .await;
+        assert_eq!(seq, i);
+    }
+    for c in [&mut bob, &mut cat] {
+        for i in 1..=20u64 {
+            let m = c.recv_type("msg").await;
+            assert_eq!(
+                (m["seq"].as_u64(), m["from"].as_str()),
+                (Some(i), Some("ann"))
+            );
+            assert_eq!(m["body"]["text"], format!("hello {i}"));
+            assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
+        }
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn the_sender_sees_its_own_message_and_one_ack() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("chat:own").await;
+    ann.send(json!({"t": "send", "room": "chat:own", "id": "x1", "body": "plain string body"}))
+        .await;
+    let (a, b) = (ann.recv().await, ann.recv().await);
+    let types: HashSet<_> = [a["t"].as_str().unwrap(), b["t"].as_str().unwrap()].into();
+    assert_eq!(types, HashSet::from(["msg", "ack"]));
+    let msg = if a["t"] == "msg" { &a } else { &b };
+    assert_eq!(msg["body"], "plain string body");
+    ann.expect_silence(Duration::from_millis(200)).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_send_is_stored_once() {
+    let cluster = TestCluster::start(3, 2).await;
+    let mut ann = Client::connect(cluster.gateways[0].addr, "ann").await;
+    let mut bob = Client::connect(cluster.gateways[1].addr, "bob").await;
+    ann.join("chat:retry").await;
+    bob.join("chat:retry").await;
+    let first = ann.say("chat:retry", "same-id", "once").await;
+    let again = ann.say("chat:retry", "same-id", "twice?").await;
+    assert_eq!(first, again, "the retry gets the first ack");
+    assert_eq!(bob.recv_type("msg").await["seq"], first);
+    bob.expect_silence(Duration::from_millis(300)).await;
+    // Bob may use the same id: ids are per user.
+    assert_eq!(bob.say("chat:retry", "same-id", "bob's").await, first + 1);
+    let (_, msgs) = http(
+        cluster.addr(),
+        "GET",
+        "/api/rooms/chat:retry/messages",
+        None,
+    )
+    .await;
+    assert_eq!(msgs["messages"].as_array().unwrap().len(), 2);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn history_replays_with_and_without_since() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("chat:hist").await;
+    for i in 1..=60 {
+        ann.say("chat:hist", &format!("h{i}"), &format!("n{i}"))
+            .await;
+    }
+    let mut late = Client::connect(cluster.addr(), "late").await;
+    let recent = late.join("chat:hist").await;
+    let seqs: Vec<u64> = recent["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (11..=60).collect::<Vec<_>>(),
+        "the last 50 by default"
+    );
+    assert_eq!(recent["seq"], 60);
+    assert_eq!(recent["truncated"], false);
+
+    let mut resumed = Client::connect(cluster.addr(), "resumed").await;
+    resumed
+        .send(json!({"t": "join", "room": "chat:hist", "since": 5}))
+        .await;
+    let joined = resumed.recv_type("joined").await;
+    let seqs: Vec<u64> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (6..=60).collect::<Vec<_>>(),
+        "every kept message after since"
+    );
+    assert_eq!(joined["truncated"], false);
+    // Joining again just replies joined again.
+    resumed
+        .send(json!({"t": "join", "room": "chat:hist", "since": 59, "id": "again"}))
+        .await;
+    let again = resumed.recv_type("joined").await;
+    assert_eq!(
+        (
+            again["id"].as_str(),
+            again["history"].as_array().unwrap().len()
+        ),
+        (Some("again"), 1)
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn since_older_than_history_is_truncated() {
+    let mut options = roomring::dev::DevOptions::for_test(1, 1);
+    options.history_keep = 1000;
+    let cluster = TestCluster::with(options).await;
+    let addr = cluster.addr();
+    for i in 0..1005 {
+        let (status, _) = http(
+            addr,
+            "POST",
+            "/api/rooms/chat:long/messages",
+            Some(json!({"from": "svc", "body": i})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let mut c = Client::connect(addr, "reader").await;
+    c.send(json!({"t": "join", "room": "chat:long", "since": 1}))
+        .await;
+    let joined = c.recv_type("joined").await;
+    let history = joined["history"].as_array().unwrap();
+    assert_eq!(joined["truncated"], true);
+    assert_eq!(history.len(), 1000, "at least the last 1000 are kept");
+    assert_eq!(history[0]["seq"], 6);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn presence_counts_connections_of_one_user() {
+    let cluster = TestCluster::start(3, 2).await;
+    let (g1, g2) = (cluster.gateways[0].addr, cluster.gateways[1].addr);
+    let mut watcher = Client::connect(g1, "watcher").await;
+    watcher.join("chat:pres").await;
+    let mut ann1 = Client::connect(g1, "ann").await;
+    let mut ann2 = Client::connect(g2, "ann").await;
+    ann1.join("chat:pres").await;
+    let p = watcher.recv_type("presence").await;
+    assert_eq!(
+        (p["user"].as_str(), p["online"].as_bool()),
+        (Some("ann"), Some(true))
+    );
+    let joined = ann2.join("chat:pres").await;
+    assert_eq!(joined["online"], json!(["ann", "watcher"]));
+    watcher.expect_silence(Duration::from_millis(300)).await;
+
+    ann1.send(json!({"t": "leave", "room": "chat:pres"})).await;
+    watcher.expect_silence(Duration::from_millis(300)).await;
+    drop(ann2); // the last connection goes away without a leave
+    let gone = watcher.recv_type("presence").await;
+    assert_eq!(
+        (gone["user"].as_str(), gone["online"].as_bool()),
+        (Some("ann"), Some(false))
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn typing_and_read_receipts_reach_the_others() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    let mut bob = Client::connect(cluster.addr(), "bob").await;
+    ann.join("chat:couple-1").await;
+    bob.join("chat:couple-1").await;
+    ann.recv_type("presence").await;
+    ann.send(json!({"t": "typing", "room": "chat:couple-1"}))
+        .await;
+    let t = bob.recv().await;
+    assert_eq!(
+        (t["t"].as_str(), t["user"].as_str()),
+        (Some("typing"), Some("ann"))
+    );
+    let seq = ann.say("chat:couple-1", "k1", "hi bob").await;
+    bob.recv_type("msg").await;
+    bob.send(json!({"t": "read", "room": "chat:couple-1", "seq": seq}))
+        .await;
+    let r = ann.recv_type("read").await;
+    assert_eq!(
+        (r["user"].as_str(), r["seq"].as_u64()),
+        (Some("bob"), Some(seq))
+    );
+    bob.expect_silence(Duration::from_millis(200)).await;
+    let mut late = Client::connect(cluster.addr(), "late").await;
+    assert_eq!(late.join("chat:couple-1").await["reads"]["bob"], seq);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn leave_stops_delivery() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    let mut bob = Client::connect(cluster.addr(), "bob").await;
+    ann.join("chat:leave").await;
+    bob.join("chat:leave").await;
+    bob.send(json!({"t": "leave", "room": "chat:leave"})).await;
+    ann.recv_type("presence").await; // bob online
+    let off = ann.recv_type("presence").await;
+    assert_eq!(off["online"], false);
+    ann.say("chat:leave", "z", "anyone?").await;
+    bob.expect_silence(Duration::from_millis(300)).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_spread_over_every_node() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut owners = HashSet::new();
+    for i in 0..60 {
+        let (status, info) = http(
+            cluster.addr(),
+            "GET",
+            &format!("/api/rooms/chat:spread-{i}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(info["seq"], 0);
+        owners.insert(info["owner"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        owners,
+        cluster.nodes.ids().iter().map(|n| n.to_string()).collect()
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn gateway_shutdown_closes_clients_with_1012() {
+    let cluster = TestCluster::start(1, 1).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("chat:bye").await;
+    let stopping = tokio::spawn(cluster.stop());
+    assert_eq!(ann.close_code().await, Some(1012));
+    stopping.await.unwrap();
+}

@@ -1,0 +1,245 @@
+//! Test harness: a real cluster in-process (embedded coordinator, nodes and
+//! gateways linked over loopback TCP), WebSocket and HTTP clients, and
+//! `eventually!`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomring::dev::{DevCluster, DevOptions};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for an expected frame.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Retries an assertion-returning block until it holds or 10 s pass.
+#[macro_export]
+macro_rules! eventually {
+    ($body:expr) => {{
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match $body {
+                Ok(v) => break v,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("never held: {e:?}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+            }
+        }
+    }};
+}
+
+/// Builds a `TestCluster`.
+pub struct TestCluster;
+
+impl TestCluster {
+    /// `nodes` nodes and `gateways` gateways, `--auth none`.
+    pub async fn start(nodes: usize, gateways: usize) -> DevCluster {
+        Self::with(DevOptions::for_test(nodes, gateways)).await
+    }
+
+    /// A cluster from explicit options; waits until every gateway knows
+    /// every node.
+    pub async fn with(options: DevOptions) -> DevCluster {
+        let nodes = options.nodes;
+        let cluster = DevCluster::start(options).await.expect("cluster starts");
+        for gw in &cluster.gateways {
+            let addr = gw.addr;
+            eventually!({
+                let (status, body) = http(addr, "GET", "/api/cluster", None).await;
+                let active = body["nodes"].as_array().map_or(0, |n| n.len());
+                if status == 200 && active == nodes {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            });
+        }
+        cluster
+    }
+}
+
+/// A WebSocket client speaking the roomring protocol.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub user: String,
+}
+
+impl Client {
+    /// Connects as `user` (`--auth none`).
+    pub async fn connect(addr: SocketAddr, user: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?user={user}"))
+            .await
+            .expect("ws connects");
+        Self {
+            ws,
+            user: user.to_string(),
+        }
+    }
+
+    /// Connects with a raw query string.
+    pub async fn connect_query(
+        addr: SocketAddr,
+        query: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?{query}")).await?;
+        Ok(Self {
+            ws,
+            user: String::new(),
+        })
+    }
+
+    /// Sends one JSON frame.
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: String) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends a raw message.
+    pub async fn send_message(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("ws send");
+    }
+
+    /// The next text frame as JSON; panics after `WAIT`.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return serde_json::from_str(&t).expect("server sends JSON")
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => panic!("{}: expected a frame, got {other:?}", self.user),
+            }
+        }
+    }
+
+    /// The next frame of type `t`, skipping others.
+    pub async fn recv_type(&mut self, t: &str) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["t"] == t {
+                return f;
+            }
+        }
+    }
+
+    /// Asserts that no frame arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(Some(msg)) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("{}: expected silence, got {msg:?}", self.user);
+        }
+    }
+
+    /// Joins and returns the `joined` frame.
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"t": "join", "room": room, "id": format!("join-{room}")}))
+            .await;
+        let f = self.recv_type("joined").await;
+        assert_eq!(f["room"], room);
+        f
+    }
+
+    /// Sends a message and returns its ack's seq.
+    pub async fn say(&mut self, room: &str, id: &str, text: &str) -> u64 {
+        self.send(json!({"t": "send", "room": room, "id": id, "body": {"text": text}}))
+            .await;
+        loop {
+            let f = self.recv().await;
+            if f["t"] == "ack" && f["id"] == id {
+                return f["seq"].as_u64().expect("ack seq");
+            }
+            assert_ne!(f["t"], "error", "send {id} failed: {f}");
+        }
+    }
+
+    /// Waits for the close frame and returns its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return None,
+                Err(_) => panic!("{}: no close within {WAIT:?}", self.user),
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns the status and the JSON body (or
+/// `Value::String` of the raw text when it is not JSON).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    http_with(addr, method, path, body.map(|b| b.to_string()), &[]).await
+}
+
+/// `http` with a raw body and extra headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("http connects");
+    let body = body.unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes()).await.expect("http write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("http reply in time")
+        .expect("http read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    let value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+    (status, value)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
