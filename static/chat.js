@@ -44,6 +44,7 @@ $('login').addEventListener('submit', (ev) => {
   room = $('room').value.trim();
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
   client = new RoomringClient(`${proto}://${location.host}/ws?user=${encodeURIComponent(me)}`);
+  window.roomring = client; // for the console and the browser tests
   client
     .on('status', (s) => {
       $('status').textContent = s.connected ? 'online' : 'reconnecting…';

@@ -147,6 +147,8 @@ pub async fn start(
     coordinator: Coordinator,
     dev: Option<Arc<dyn DevControl>>,
 ) -> Result<GatewayHandle, GatewayError> {
+    // Metrics recorded before the recorder exists would be lost.
+    crate::telemetry::prometheus();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| GatewayError::Bind(config.listen, e))?;

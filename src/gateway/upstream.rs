@@ -50,6 +50,8 @@ pub(super) struct OpRequest {
 }
 
 /// What to do with a reply.
+// The large variant is the common one: boxing it would allocate per operation.
+#[allow(clippy::large_enum_variant)]
 enum Pending {
     /// Forward to a client connection (and keep subscriptions in step).
     Op { req: OpRequest, attempt: usize },

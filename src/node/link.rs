@@ -55,6 +55,8 @@ impl Listener {
 }
 
 /// Serves one gateway link until it closes or the node shuts down.
+// tungstenite's handshake callback fixes the (large) error type.
+#[allow(clippy::result_large_err)]
 async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
     let secret = node.config.cluster_secret.clone();
     let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {

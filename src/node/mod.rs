@@ -105,6 +105,8 @@ impl NodeHandle {
 
 /// Binds, joins the cluster and starts serving.
 pub async fn start(config: NodeConfig, coordinator: Coordinator) -> Result<NodeHandle, NodeError> {
+    // Metrics recorded before the recorder exists would be lost.
+    crate::telemetry::prometheus();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Bind(config.listen, e))?;

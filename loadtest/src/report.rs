@@ -1,0 +1,134 @@
+//! Results: a human summary and a JSON document.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::procstat::Sample;
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Parameters, as given.
+    pub params: Value,
+    /// Client connections.
+    pub connections: usize,
+    /// Length of the sending window, seconds.
+    pub seconds: f64,
+    /// Sends issued.
+    pub sent: u64,
+    /// Sends acked.
+    pub acked: u64,
+    /// Error frames received.
+    pub errors: u64,
+    /// Messages delivered to subscribers.
+    pub delivered: u64,
+    /// Deliveries owed by the acked sends.
+    pub expected: u64,
+    /// Seqs seen twice on one subscription.
+    pub duplicates: u64,
+    /// Seqs skipped on one subscription.
+    pub gaps: u64,
+    /// Connections closed by the server.
+    pub disconnects: u64,
+    /// Delivery latency, µs.
+    pub latency: Histogram<u64>,
+    /// Server sample before connecting.
+    pub server_idle: Option<Sample>,
+    /// Server sample once every connection joined.
+    pub server_joined: Option<Sample>,
+    /// Server sample after the window and the drain.
+    pub server_end: Option<Sample>,
+}
+
+impl Report {
+    /// Lost deliveries.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    /// Whether anything was lost, repeated, skipped or cut.
+    pub fn failed(&self) -> bool {
+        self.lost() > 0 || self.duplicates > 0 || self.gaps > 0 || self.disconnects > 0
+    }
+
+    fn server(&self) -> Option<Value> {
+        let (idle, joined, end) = (self.server_idle?, self.server_joined?, self.server_end?);
+        let cpu = end.cpu_secs - joined.cpu_secs;
+        let per_conn =
+            joined.rss_bytes.saturating_sub(idle.rss_bytes) as f64 / self.connections.max(1) as f64;
+        Some(json!({
+            "cpu_seconds": cpu,
+            "cpu_seconds_per_million_deliveries": cpu / (self.delivered.max(1) as f64) * 1e6,
+            "rss_bytes_idle": idle.rss_bytes,
+            "rss_bytes_joined": joined.rss_bytes,
+            "rss_bytes_end": end.rss_bytes,
+            "rss_bytes_per_connection": per_conn,
+        }))
+    }
+
+    /// The JSON result.
+    pub fn json(&self) -> Value {
+        let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
+        json!({
+            "scenario": self.scenario,
+            "params": self.params,
+            "connections": self.connections,
+            "seconds": self.seconds,
+            "sent": self.sent,
+            "acked": self.acked,
+            "errors": self.errors,
+            "delivered": self.delivered,
+            "expected": self.expected,
+            "lost": self.lost(),
+            "duplicates": self.duplicates,
+            "gaps": self.gaps,
+            "disconnects": self.disconnects,
+            "deliveries_per_second": self.delivered as f64 / self.seconds,
+            "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
+            "server": self.server(),
+        })
+    }
+
+    /// Prints the human summary.
+    pub fn print(&self) {
+        let j = self.json();
+        println!("scenario      {} {}", self.scenario, self.params);
+        println!("connections   {}", self.connections);
+        println!(
+            "sent / acked  {} / {} ({} errors)",
+            self.sent, self.acked, self.errors
+        );
+        println!(
+            "deliveries    {} of {} ({:.0}/s)",
+            self.delivered,
+            self.expected,
+            j["deliveries_per_second"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "lost / dup / gap / disconnects  {} / {} / {} / {}",
+            self.lost(),
+            self.duplicates,
+            self.gaps,
+            self.disconnects
+        );
+        let l = &j["latency_ms"];
+        println!(
+            "latency ms    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["p999"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0)
+        );
+        if let Some(s) = j["server"].as_object() {
+            println!(
+                "server        {:.2} CPU-s, {:.2} CPU-s per 1M deliveries, RSS {:.1} MiB, {:.0} B per connection",
+                s["cpu_seconds"].as_f64().unwrap_or(0.0),
+                s["cpu_seconds_per_million_deliveries"].as_f64().unwrap_or(0.0),
+                s["rss_bytes_end"].as_f64().unwrap_or(0.0) / 1048576.0,
+                s["rss_bytes_per_connection"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+}

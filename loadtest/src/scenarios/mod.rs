@@ -1,0 +1,3 @@
+//! Load scenarios.
+
+pub mod chat;

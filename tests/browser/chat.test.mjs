@@ -1,0 +1,94 @@
+// The web client in a real browser against a real `roomring dev`: two tabs
+// chat, see each other online, typing and read receipts, and the client
+// resumes after its socket drops.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
+let server;
+let base;
+let browser;
+
+before(async () => {
+  server = spawn(binary, ['dev', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: server.stdout });
+  const [line] = await once(lines, 'line');
+  const [ready, role, , addr] = line.split(' ');
+  assert.equal(`${ready} ${role}`, 'ready dev');
+  base = `http://${addr}`;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+async function enter(name, room) {
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.fill('#user', name);
+  await page.fill('#room', room);
+  await page.click('#enter');
+  await page.waitForSelector('#status.up');
+  return page;
+}
+
+test('two tabs chat with presence, typing and read receipts', async () => {
+  const ann = await enter('ann', 'chat:browser');
+  const bob = await enter('bob', 'chat:browser');
+  await ann.waitForFunction(() => document.querySelector('#online').textContent.includes('bob'));
+  await bob.waitForFunction(() => document.querySelector('#online').textContent.includes('ann'));
+
+  await ann.type('#text', 'hel');
+  await bob.waitForFunction(() => document.querySelector('#typing').textContent.includes('ann'));
+  await ann.fill('#text', 'hello bob');
+  await ann.click('#send');
+  await bob.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === 'hello bob'));
+  await ann.waitForFunction(() => document.querySelector('.msg .read').textContent.includes('bob'));
+
+  await bob.fill('#text', 'hi ann');
+  await bob.press('#text', 'Enter');
+  await ann.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === 'hi ann'));
+  const seqs = await ann.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
+  assert.deepEqual(seqs, [1, 2]);
+  await bob.close();
+  await ann.waitForFunction(() => !document.querySelector('#online').textContent.includes('bob'));
+  await ann.close();
+});
+
+test('the client resumes with since and loses nothing while offline', async () => {
+  const ann = await enter('ann2', 'chat:resume');
+  const cat = await enter('cat', 'chat:resume');
+  await cat.fill('#text', 'zero');
+  await cat.click('#send');
+  await ann.waitForFunction(() => document.querySelectorAll('.msg').length === 1);
+  // Drop ann's socket; the client reconnects by itself and joins with since.
+  await ann.evaluate(() => window.roomring.ws.close());
+  for (const text of ['one', 'two', 'three']) {
+    await cat.fill('#text', text);
+    await cat.click('#send');
+  }
+  await ann.waitForSelector('#status.up');
+  await ann.waitForFunction(() => document.querySelectorAll('.msg').length === 4);
+  const texts = await ann.$$eval('.msg .text', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(texts, ['zero', 'one', 'two', 'three']);
+  await ann.close();
+  await cat.close();
+});
+
+test('the page has the cluster view with the ring', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/cluster.html`);
+  await page.waitForFunction(() => document.querySelectorAll('#nodes tr').length === 3);
+  const states = await page.$$eval('#nodes tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
+  assert.deepEqual(states, ['active', 'active', 'active']);
+  await page.close();
+});

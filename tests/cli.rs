@@ -1,0 +1,72 @@
+//! The binary as an operator runs it: flags, ready line, signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use support::{http, Client};
+
+fn roomring() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_roomring"))
+}
+
+#[test]
+fn bad_flags_exit_64_with_a_message() {
+    for args in [
+        &["dev", "--nodes", "zero"][..],
+        &["dev", "--bogus"],
+        &["launch"],
+        &["node", "--id", "n1"],
+    ] {
+        let out = roomring().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{args:?}"
+        );
+    }
+    let help = roomring().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("dev"));
+}
+
+#[tokio::test]
+async fn dev_prints_its_ready_line_and_stops_cleanly_on_sigterm() {
+    let mut child = roomring()
+        .args(["dev", "--listen", "127.0.0.1:0", "--nodes", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(parts[..3], ["ready", "dev", "dev"], "{line}");
+    let addr: SocketAddr = parts[3].parse().unwrap();
+    eventually!({
+        let (status, body) = http(addr, "GET", "/readyz", None).await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+    let mut c = Client::connect(addr, "ann").await;
+    c.join("chat:cli").await;
+    c.say("chat:cli", "1", "before the signal").await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(c.close_code().await, Some(1012));
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
