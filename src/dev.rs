@@ -80,7 +80,7 @@ impl Nodes {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
         config.history_keep = self.history_keep;
-        let handle = node::start(config, self.coordinator.clone()).await?;
+        let handle = node::start(config, self.coordinator.clone(), None).await?;
         let id = handle.id.clone();
         self.running
             .lock()

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod ctl;
 pub mod dev;
 pub mod gateway;
 pub mod ids;

@@ -2,7 +2,12 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use roomring::config::{self, Command};
+use roomring::coordinator::redis::{Redis, LEASE_TTL, PREFIX};
+use roomring::coordinator::Coordinator;
+use roomring::node::storage::RedisStore;
 
 fn main() -> ExitCode {
     let command = match config::parse(std::env::args_os()) {
@@ -36,9 +41,30 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(options) => roomring::dev::run(options).await?,
-        Command::Node { .. } | Command::Gateway { .. } | Command::Ctl { .. } => {
-            anyhow::bail!("this role needs the redis coordinator")
+        Command::Node {
+            config,
+            coordinator: url,
+        } => {
+            let coordinator = connect(&url).await?;
+            let store = RedisStore::connect(&url, PREFIX, config.history_keep).await?;
+            roomring::node::run(config, coordinator, Some(store)).await?
         }
+        Command::Gateway {
+            config,
+            coordinator,
+        } => {
+            let coordinator = connect(&coordinator).await?;
+            roomring::gateway::run(config, coordinator).await?
+        }
+        Command::Ctl {
+            coordinator,
+            action,
+        } => roomring::ctl::run(&coordinator, action).await?,
     }
     Ok(())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Coordinator> {
+    let redis = Redis::connect(url, PREFIX, LEASE_TTL).await?;
+    Ok(Arc::new(redis))
 }

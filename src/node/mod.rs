@@ -10,6 +10,7 @@
 mod lease;
 mod link;
 mod registry;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, RingView, Role};
 use crate::ids::NodeId;
+use crate::rooms::store::RoomStore;
 use crate::rooms::LinkTx;
 use crate::shutdown::{self, Trigger};
 use registry::Registry;
@@ -104,7 +106,11 @@ impl NodeHandle {
 }
 
 /// Binds, joins the cluster and starts serving.
-pub async fn start(config: NodeConfig, coordinator: Coordinator) -> Result<NodeHandle, NodeError> {
+pub async fn start(
+    config: NodeConfig,
+    coordinator: Coordinator,
+    store: Option<Arc<dyn RoomStore>>,
+) -> Result<NodeHandle, NodeError> {
     // Metrics recorded before the recorder exists would be lost.
     crate::telemetry::prometheus();
     let listener = TcpListener::bind(config.listen)
@@ -117,7 +123,7 @@ pub async fn start(config: NodeConfig, coordinator: Coordinator) -> Result<NodeH
     let lease = coordinator.join(Role::Node, &config.id, &advertise).await?;
     let ring = crate::coordinator::watch_ring(coordinator.as_ref());
     let id = config.id.clone();
-    let registry = Registry::new(id.clone(), config.history_keep);
+    let registry = Registry::new(id.clone(), config.history_keep, store);
     let node = Arc::new(Node {
         config,
         advertise,
@@ -153,8 +159,12 @@ pub async fn start(config: NodeConfig, coordinator: Coordinator) -> Result<NodeH
 }
 
 /// Runs a node until SIGINT/SIGTERM.
-pub async fn run(config: NodeConfig, coordinator: Coordinator) -> Result<(), NodeError> {
-    let node = start(config, coordinator).await?;
+pub async fn run(
+    config: NodeConfig,
+    coordinator: Coordinator,
+    store: Option<Arc<dyn RoomStore>>,
+) -> Result<(), NodeError> {
+    let node = start(config, coordinator, store).await?;
     println!("ready node {} {}", node.id, node.addr);
     shutdown::signal().await;
     node.stop().await;

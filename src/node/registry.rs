@@ -7,12 +7,15 @@ use std::sync::Mutex;
 
 use crate::ids::{NodeId, RoomId};
 use crate::ring::Ring;
+use crate::rooms::store::RoomStore;
 use crate::rooms::{spawn_room, RoomCmd, RoomHandle};
+use std::sync::Arc;
 
 /// The node's room tasks by room id.
 pub(super) struct Registry {
     id: NodeId,
     keep: usize,
+    store: Option<Arc<dyn RoomStore>>,
     /// Held for map look-ups and inserts only, never across an await.
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
     /// Set while the node's lease is in doubt: it then serves no room.
@@ -20,10 +23,11 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    pub(super) fn new(id: NodeId, keep: usize) -> Self {
+    pub(super) fn new(id: NodeId, keep: usize, store: Option<Arc<dyn RoomStore>>) -> Self {
         Self {
             id,
             keep,
+            store,
             rooms: Mutex::new(HashMap::new()),
             fenced: AtomicBool::new(false),
         }
@@ -35,9 +39,9 @@ impl Registry {
             return None;
         }
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let handle = rooms
-            .entry(room.clone())
-            .or_insert_with(|| spawn_room(room.clone(), self.id.clone(), self.keep));
+        let handle = rooms.entry(room.clone()).or_insert_with(|| {
+            spawn_room(room.clone(), self.id.clone(), self.keep, self.store.clone())
+        });
         Some(handle.clone())
     }
 

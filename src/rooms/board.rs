@@ -59,6 +59,41 @@ impl Board {
             .collect()
     }
 
+    /// A board holding these widgets.
+    pub fn from_widgets(widgets: Vec<VersionedWidget>) -> Self {
+        Self {
+            widgets: widgets
+                .into_iter()
+                .map(|w| (w.widget.id.clone(), w))
+                .collect(),
+        }
+    }
+
+    /// Applies a stored `board.changed` frame (when rebuilding from a log);
+    /// other frames change nothing.
+    pub fn replay(&mut self, frame: &str) {
+        #[derive(serde::Deserialize)]
+        struct Changed {
+            t: String,
+            #[serde(default)]
+            widgets: Vec<VersionedWidget>,
+            #[serde(default)]
+            deleted: Vec<String>,
+        }
+        let Ok(changed) = serde_json::from_str::<Changed>(frame) else {
+            return;
+        };
+        if changed.t != "board.changed" {
+            return;
+        }
+        for w in changed.widgets {
+            self.widgets.insert(w.widget.id.clone(), w);
+        }
+        for id in changed.deleted {
+            self.widgets.remove(&id);
+        }
+    }
+
     /// One widget by id.
     pub fn get(&self, id: &str) -> Option<&VersionedWidget> {
         self.widgets.get(id)

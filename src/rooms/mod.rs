@@ -8,8 +8,9 @@
 
 pub mod board;
 pub mod state;
+pub mod store;
+mod task;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -18,8 +19,8 @@ use tracing::Instrument;
 use crate::ids::{NodeId, RoomId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::{encode, LinkMsg, Query, Rid, Status, ToGateway};
-use crate::protocol::now_ms;
-use state::{Event, LinkId, Origin, Outcome, RoomState};
+use state::{LinkId, Origin};
+use store::RoomStore;
 
 /// Commands a room task may queue before senders wait.
 pub const ROOM_QUEUE: usize = 1024;
@@ -109,101 +110,20 @@ impl RoomHandle {
     }
 }
 
-/// Starts the task of a room owned by `owner`.
-pub fn spawn_room(room: RoomId, owner: NodeId, keep: usize) -> RoomHandle {
-    let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-    let span = tracing::debug_span!("room", room.id = %room);
-    let task = Room {
-        state: RoomState::new(room.clone(), keep),
-        room,
-        owner,
-        links: HashMap::new(),
-        rx,
-    };
-    tokio::spawn(task.run().instrument(span));
-    RoomHandle { tx }
-}
-
-/// The room task: the single writer of one room.
-struct Room {
+/// Starts the task of a room owned by `owner`; with a store, the room is
+/// rebuilt from it and every stored event is durable before anyone sees it.
+pub fn spawn_room(
     room: RoomId,
     owner: NodeId,
-    state: RoomState,
-    /// Links with at least one subscribed connection.
-    links: HashMap<LinkId, LinkTx>,
-    rx: mpsc::Receiver<RoomCmd>,
-}
-
-impl Room {
-    async fn run(mut self) {
-        let mut batch = Vec::with_capacity(64);
-        while self.rx.recv_many(&mut batch, 64).await > 0 {
-            for cmd in batch.drain(..) {
-                self.handle(cmd);
-            }
-        }
-    }
-
-    fn handle(&mut self, cmd: RoomCmd) {
-        match cmd {
-            RoomCmd::Op {
-                link,
-                rid,
-                origin,
-                id,
-                op,
-            } => {
-                let out = self.state.apply(&origin, id.as_deref(), &op, now_ms());
-                if self.state.has_link(link.id) {
-                    self.links.entry(link.id).or_insert_with(|| link.clone());
-                } else {
-                    self.links.remove(&link.id);
-                }
-                if matches!(op, RoomOp::Send { .. }) && !out.events.is_empty() {
-                    metrics::counter!("roomring_messages_in_total").increment(1);
-                }
-                self.publish(&out.events);
-                link.reply(rid, Status::Ok, out.seq, out.reply.as_deref());
-            }
-            RoomCmd::Query { link, rid, query } => {
-                let payload = match query {
-                    Query::Info => self.state.info_json(self.owner.as_str()),
-                    Query::Messages { since, limit } => self.state.messages_json(since, limit),
-                    Query::Post { from, body } => {
-                        let Outcome { events, .. } = self.state.send(&from, None, &body, now_ms());
-                        metrics::counter!("roomring_messages_in_total").increment(1);
-                        self.publish(&events);
-                        serde_json::json!({ "seq": self.state.seq() }).to_string()
-                    }
-                };
-                link.reply(rid, Status::Ok, None, Some(&payload));
-            }
-            RoomCmd::LinkClosed(id) => {
-                self.links.remove(&id);
-                let out = self.state.drop_link(id);
-                self.publish(&out.events);
-            }
-        }
-    }
-
-    /// Sends each event once to every subscribed link; the link of the
-    /// connection to skip gets its own header.
-    fn publish(&self, events: &[Event]) {
-        for event in events {
-            let header = |skip| ToGateway::Event {
-                room: self.room.clone(),
-                seq: event.seq,
-                skip,
-            };
-            let shared: LinkMsg = encode(&header(None), Some(&event.frame)).into();
-            for link in self.links.values() {
-                match event.skip {
-                    Some(sub) if sub.link == link.id => {
-                        link.send(encode(&header(Some(sub.conn)), Some(&event.frame)).into());
-                    }
-                    _ => link.send(shared.clone()),
-                }
-            }
-        }
-    }
+    keep: usize,
+    store: Option<Arc<dyn RoomStore>>,
+) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+    let span = tracing::debug_span!("room", room.id = %room);
+    tokio::spawn(
+        task::Room::new(room, owner, keep, store, rx)
+            .run()
+            .instrument(span),
+    );
+    RoomHandle { tx }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::value::RawValue;
 
 use super::board::Board;
+use super::store::{Entry, Loaded, Snapshot};
 use crate::ids::{RoomId, RoomKind, UserId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::ConnId;
@@ -57,11 +58,40 @@ pub struct Event {
     pub seq: Option<u64>,
     /// A connection that must not receive it (the one that caused it).
     pub skip: Option<Sub>,
+    /// For chat messages: the author and the client id.
+    pub author: Option<(UserId, Option<String>)>,
 }
 
-/// A stored (seq-stamped) event.
+impl Event {
+    /// An event that is not stored, kept from the connection that caused it.
+    fn ephemeral(frame: &ServerFrame<'_>, skip: Sub) -> Self {
+        Self {
+            frame: frame.encode(),
+            seq: None,
+            skip: Some(skip),
+            author: None,
+        }
+    }
+
+    /// The journal entry of a stored event.
+    pub fn entry(&self) -> Option<Entry> {
+        let seq = self.seq?;
+        let (author, cid) = match &self.author {
+            Some((user, cid)) => (Some(user.to_string()), cid.clone()),
+            None => (None, None),
+        };
+        Some(Entry {
+            seq,
+            frame: self.frame.clone(),
+            author,
+            cid,
+        })
+    }
+}
+
+/// A kept (seq-stamped) event.
 #[derive(Debug)]
-struct Entry {
+struct Kept {
     seq: u64,
     /// Set for chat messages: `(author, client id)` for the idempotency window.
     msg: Option<(UserId, Option<String>)>,
@@ -74,7 +104,7 @@ pub struct RoomState {
     room: RoomId,
     seq: u64,
     keep: usize,
-    log: VecDeque<Entry>,
+    log: VecDeque<Kept>,
     /// `(user, client id)` of kept messages to their seq.
     sent: HashMap<(UserId, String), u64>,
     conns: HashMap<Sub, UserId>,
@@ -176,11 +206,7 @@ impl RoomState {
                     user: origin.user.as_str(),
                     online: true,
                 };
-                out.events.push(Event {
-                    frame: frame.encode(),
-                    seq: None,
-                    skip: Some(origin.sub),
-                });
+                out.events.push(Event::ephemeral(&frame, origin.sub));
             }
         }
         let first_kept = self.log.front().map_or(self.seq + 1, |e| e.seq);
@@ -229,11 +255,7 @@ impl RoomState {
                     user: user.as_str(),
                     online: false,
                 };
-                out.events.push(Event {
-                    frame: frame.encode(),
-                    seq: None,
-                    skip: Some(sub),
-                });
+                out.events.push(Event::ephemeral(&frame, sub));
             }
         }
         out
@@ -288,9 +310,6 @@ impl RoomState {
             }
             .encode()
         });
-        if let Some(id) = id {
-            self.sent.insert((from.clone(), id.to_string()), seq);
-        }
         let event = self.store(frame, Some((from.clone(), id.map(str::to_string))));
         Outcome {
             reply,
@@ -320,11 +339,7 @@ impl RoomState {
     }
 
     fn ephemeral(&self, origin: &Origin, frame: ServerFrame<'_>) -> Outcome {
-        let event = Event {
-            frame: frame.encode(),
-            seq: None,
-            skip: Some(origin.sub),
-        };
+        let event = Event::ephemeral(&frame, origin.sub);
         Outcome {
             events: vec![event],
             ..Outcome::default()
@@ -367,13 +382,26 @@ impl RoomState {
         // The frame was produced by our own serializer, so it is valid JSON.
         let raw =
             RawValue::from_string(frame.clone()).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        self.log.push_back(Entry {
+        self.keep_entry(Kept {
             seq,
-            msg,
+            msg: msg.clone(),
             frame: raw,
         });
+        Event {
+            frame,
+            seq: Some(seq),
+            skip: None,
+            author: msg,
+        }
+    }
+
+    fn keep_entry(&mut self, kept: Kept) {
+        if let Some((user, Some(id))) = &kept.msg {
+            self.sent.insert((user.clone(), id.clone()), kept.seq);
+        }
+        self.log.push_back(kept);
         while self.log.len() > self.keep {
-            if let Some(Entry {
+            if let Some(Kept {
                 msg: Some((user, Some(id))),
                 ..
             }) = self.log.pop_front()
@@ -381,10 +409,66 @@ impl RoomState {
                 self.sent.remove(&(user, id));
             }
         }
-        Event {
-            frame,
-            seq: Some(seq),
-            skip: None,
+    }
+
+    /// Replaces the durable part of the state (seq, log, idempotency window,
+    /// widgets, read receipts) with what storage holds; connections and
+    /// presence stay as they are.
+    pub fn restore(&mut self, loaded: Loaded) {
+        let Loaded {
+            mut entries,
+            snapshot,
+        } = loaded;
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        let snapshot = snapshot.unwrap_or_default();
+        self.seq = snapshot.seq;
+        self.log.clear();
+        self.sent.clear();
+        self.reads = snapshot
+            .reads
+            .iter()
+            .filter_map(|(u, s)| Some((UserId::parse(u).ok()?, *s)))
+            .collect();
+        if let Some(board) = &mut self.board {
+            *board = Board::from_widgets(snapshot.widgets);
+        }
+        for entry in entries {
+            let Ok(frame) = RawValue::from_string(entry.frame) else {
+                continue;
+            };
+            if entry.seq > snapshot.seq {
+                if let Some(board) = &mut self.board {
+                    board.replay(frame.get());
+                }
+            }
+            let msg = entry
+                .author
+                .and_then(|a| UserId::parse(&a).ok())
+                .map(|a| (a, entry.cid));
+            self.seq = self.seq.max(entry.seq);
+            self.keep_entry(Kept {
+                seq: entry.seq,
+                msg,
+                frame,
+            });
+        }
+    }
+
+    /// Board widgets and read receipts now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            seq: self.seq,
+            widgets: self
+                .board
+                .iter()
+                .flat_map(|b| b.widgets().cloned())
+                .collect(),
+            reads: self
+                .reads
+                .iter()
+                .map(|(u, s)| (u.to_string(), *s))
+                .collect(),
         }
     }
 

@@ -243,3 +243,4 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+pub mod redis;
