@@ -93,6 +93,9 @@ end
 return {epoch, out}
 "#;
 
+/// A member's hash fields.
+type Fields = HashMap<String, String>;
+
 /// The Redis coordinator.
 pub struct Redis {
     inner: Arc<Inner>,
@@ -152,7 +155,7 @@ impl Inner {
 
     /// Reads the member list and publishes it if it is news.
     async fn refresh(&self) -> Result<(), CoordError> {
-        let (epoch, flat): (u64, Vec<(String, HashMap<String, String>)>) = Script::new(SNAPSHOT)
+        let (epoch, flat): (u64, Vec<(String, Fields)>) = Script::new(SNAPSHOT)
             .key(self.key("members"))
             .key(self.key("epoch"))
             .key(self.key("changes"))
