@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::ids::{RoomId, UserId};
+use crate::ids::{NodeId, RoomId, UserId};
 use crate::protocol::link::ConnId;
+use crate::ring::Ring;
 
 /// Frames a connection may have queued before it counts as a slow consumer.
 pub const CONN_QUEUE: usize = 1024;
@@ -76,12 +77,53 @@ struct Conn {
     tx: ConnTx,
 }
 
+/// Events a room may buffer while it resumes at a new owner.
+const HOLD_LIMIT: usize = 16 * 1024;
+
+/// An event held back while its room resumes.
+type HeldEvent = (Option<u64>, Option<ConnId>, Utf8Bytes);
+
 /// One room's local subscribers.
 #[derive(Default)]
 struct RoomSubs {
     conns: Vec<(ConnId, ConnTx)>,
     /// The last seq passed on, so a repeated event is dropped.
     last_seq: u64,
+    /// The node that serves this gateway's subscription.
+    owner: Option<NodeId>,
+    /// While the room resumes at a new owner: its events, held back until the
+    /// missed ones are fetched, so that nobody sees a gap. Bounded by
+    /// `HOLD_LIMIT`; past it the oldest go (the resume then fills them in).
+    held: Option<Vec<HeldEvent>>,
+}
+
+impl RoomSubs {
+    /// Passes an event on unless it was already passed on.
+    fn deliver(&mut self, seq: Option<u64>, skip: Option<ConnId>, frame: &Utf8Bytes) -> u64 {
+        if let Some(seq) = seq {
+            if seq <= self.last_seq {
+                return 0;
+            }
+            self.last_seq = seq;
+        }
+        let mut sent = 0;
+        for (id, tx) in &self.conns {
+            if Some(*id) != skip && tx.send(frame.clone()) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
+/// A room to subscribe again at its (new) owner.
+pub struct Resume {
+    /// The room.
+    pub room: RoomId,
+    /// Its local connections and their users.
+    pub conns: Vec<(ConnId, UserId)>,
+    /// The last seq passed on.
+    pub since: u64,
 }
 
 /// Connections and subscriptions of one gateway.
@@ -158,7 +200,7 @@ impl Sessions {
     }
 
     /// Subscribes a connection to a room whose seq was `seq` when it joined.
-    pub fn subscribe(&self, room: &RoomId, id: ConnId, seq: u64) {
+    pub fn subscribe(&self, room: &RoomId, id: ConnId, seq: u64, owner: &NodeId) {
         let Some(tx) = self.lock_conns().get(&id).map(|c| c.tx.clone()) else {
             return;
         };
@@ -171,6 +213,69 @@ impl Sessions {
         if !subs.conns.iter().any(|(c, _)| *c == id) {
             subs.conns.push((id, tx));
         }
+        if subs.held.is_none() {
+            subs.owner = Some(owner.clone());
+        }
+    }
+
+    /// Marks for resumption every subscribed room whose owner is not the
+    /// ring's any more, or is the node whose link went `down`; their events
+    /// are held until `resumed`.
+    pub fn to_resume(&self, ring: &Ring, down: Option<&NodeId>) -> Vec<Resume> {
+        let mut rooms = self.lock_rooms();
+        let moved: Vec<RoomId> = rooms
+            .iter()
+            .filter(|(room, subs)| {
+                let owner = subs.owner.as_ref();
+                subs.held.is_none()
+                    && (owner != ring.owner(room) || (owner.is_some() && owner == down))
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        let conns = self.lock_conns();
+        moved
+            .into_iter()
+            .filter_map(|room| {
+                let subs = rooms.get_mut(&room)?;
+                subs.held = Some(Vec::new());
+                subs.owner = None;
+                let users = subs
+                    .conns
+                    .iter()
+                    .filter_map(|(id, _)| Some((*id, conns.get(id)?.user.clone())));
+                Some(Resume {
+                    conns: users.collect(),
+                    since: subs.last_seq,
+                    room,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a connection is still subscribed to a room.
+    pub fn is_subscribed(&self, room: &RoomId, id: ConnId) -> bool {
+        self.lock_rooms()
+            .get(room)
+            .is_some_and(|s| s.conns.iter().any(|(c, _)| *c == id))
+    }
+
+    /// A resumed room: passes on the `missed` events (seq, frame) first,
+    /// then the held ones, and delivers live again.
+    pub fn resumed(&self, room: &RoomId, owner: &NodeId, missed: Vec<(u64, Utf8Bytes)>) {
+        let mut rooms = self.lock_rooms();
+        let Some(subs) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut sent = 0;
+        for (seq, frame) in missed {
+            sent += subs.deliver(Some(seq), None, &frame);
+        }
+        for (seq, skip, frame) in subs.held.take().unwrap_or_default() {
+            sent += subs.deliver(seq, skip, &frame);
+        }
+        subs.owner = Some(owner.clone());
+        drop(rooms);
+        metrics::counter!("roomring_deliveries_total").increment(sent);
     }
 
     /// Unsubscribes a connection from a room.
@@ -196,18 +301,14 @@ impl Sessions {
         let Some(subs) = rooms.get_mut(room) else {
             return;
         };
-        if let Some(seq) = seq {
-            if seq <= subs.last_seq {
-                return;
+        if let Some(held) = &mut subs.held {
+            if held.len() >= HOLD_LIMIT {
+                held.remove(0);
             }
-            subs.last_seq = seq;
+            held.push((seq, skip, frame));
+            return;
         }
-        let mut sent = 0u64;
-        for (id, tx) in &subs.conns {
-            if Some(*id) != skip && tx.send(frame.clone()) {
-                sent += 1;
-            }
-        }
+        let sent = subs.deliver(seq, skip, &frame);
         drop(rooms);
         metrics::counter!("roomring_deliveries_total").increment(sent);
     }

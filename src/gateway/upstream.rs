@@ -8,7 +8,7 @@
 //! leaves the view or the gateway shuts down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub(super) struct OpRequest {
     pub id: Option<String>,
     /// The operation.
     pub op: RoomOp,
+    /// A `join` that re-subscribes a connection at a room's new owner: its
+    /// reply fills the gap instead of going to the client.
+    pub resume: bool,
 }
 
 /// What to do with a reply.
@@ -61,6 +64,11 @@ enum Pending {
 
 /// One node's link as the router sees it.
 struct Link {
+    /// The node at the other end.
+    node: NodeId,
+    /// Whether the link is connected; requests wait for another route or
+    /// retry while it is not.
+    up: AtomicBool,
     /// Bounded; a full queue makes requesters wait (backpressure on the
     /// client connection that sends too fast).
     tx: mpsc::Sender<LinkMsg>,
@@ -118,7 +126,7 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
             .get(&owner)?
             .clone();
-        Some((owner, link))
+        link.up.load(Ordering::Acquire).then_some((owner, link))
     }
 
     /// Sends a client operation to its room's owner; the reply goes straight
@@ -150,9 +158,19 @@ impl Upstream {
         }
     }
 
-    /// Tries again a little later, or gives up with `unavailable`.
+    /// Tries again a little later, or gives up with `unavailable`; a resume
+    /// keeps trying as long as its connection is subscribed.
     fn retry(self: &Arc<Self>, req: OpRequest, attempt: usize) {
-        let Some(&pause) = RETRY_BACKOFF_MS.get(attempt) else {
+        if req.resume && !self.sessions.is_subscribed(&req.room, req.conn) {
+            return;
+        }
+        let last = RETRY_BACKOFF_MS.len() - 1;
+        let (attempt, pause) = match RETRY_BACKOFF_MS.get(attempt) {
+            Some(&pause) => (attempt, Some(pause)),
+            None if req.resume => (last, Some(RETRY_BACKOFF_MS[last])),
+            None => (attempt, None),
+        };
+        let Some(pause) = pause else {
             let failure = Failure::new(
                 ErrorCode::Unavailable,
                 format!("{} cannot be served right now; retry", req.room),
@@ -244,6 +262,8 @@ impl Upstream {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let (tx, rx) = mpsc::channel(LINK_QUEUE);
                 let link = Arc::new(Link {
+                    node: id.clone(),
+                    up: AtomicBool::new(false),
                     tx,
                     next_rid: AtomicU64::new(1),
                     pending: Mutex::default(),
@@ -264,9 +284,35 @@ impl Upstream {
                 tokio::spawn(task.run(shutdown.clone()).instrument(span));
                 tasks.insert(id, (addr, stop_tx));
             }
+            self.resume_moved(None);
             tokio::select! {
                 changed = ring.changed() => if changed.is_err() { return },
                 _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Subscribes again, at their owner on the current ring, the rooms that
+    /// moved or whose node's link went `down`: one `join` with `since` per
+    /// local connection, so that presence stays right and the gap is filled.
+    fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
+        let ring = self.ring.borrow().ring.clone();
+        for resume in self.sessions.to_resume(&ring, down) {
+            tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
+            for (conn, user) in resume.conns {
+                let op = RoomOp::Join {
+                    since: Some(resume.since),
+                };
+                let req = OpRequest {
+                    room: resume.room.clone(),
+                    conn,
+                    user,
+                    id: None,
+                    op,
+                    resume: true,
+                };
+                let up = self.clone();
+                tokio::spawn(async move { up.op(req).await });
             }
         }
     }
@@ -294,7 +340,7 @@ impl Upstream {
                     let _ = tx.send((status, text[at..].to_string()));
                 }
                 Some(Pending::Op { req, attempt }) => {
-                    self.on_op_reply(req, attempt, status, seq, payload())
+                    self.on_op_reply(&link.node, req, attempt, status, seq, payload())
                 }
                 None => {}
             },
@@ -303,6 +349,7 @@ impl Upstream {
 
     fn on_op_reply(
         self: &Arc<Self>,
+        owner: &NodeId,
         req: OpRequest,
         attempt: usize,
         status: Status,
@@ -311,6 +358,11 @@ impl Upstream {
     ) {
         match status {
             Status::Moved => self.retry(req, attempt),
+            Status::Failed(_) if req.resume => self.retry(req, attempt + 1),
+            Status::Ok if req.resume => match seq {
+                Some(_) => self.sessions.resumed(&req.room, owner, missed(&payload)),
+                None => self.retry(req, attempt + 1),
+            },
             Status::Failed(f) => {
                 let frame = error_frame(&f, req.id.as_deref(), Some(req.room.as_str()));
                 self.sessions.send_to(req.conn, frame.into());
@@ -323,7 +375,7 @@ impl Upstream {
                     // After the `joined` frame is queued, so that the
                     // connection sees exactly the events after its seq.
                     (RoomOp::Join { .. }, Some(seq)) => {
-                        self.sessions.subscribe(&req.room, req.conn, seq)
+                        self.sessions.subscribe(&req.room, req.conn, seq, owner)
                     }
                     (RoomOp::Leave, _) => self.sessions.unsubscribe(&req.room, req.conn),
                     _ => {}
@@ -331,6 +383,32 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The messages a resuming `joined` reply carries: (seq, frame) each.
+fn missed(joined: &str) -> Vec<(u64, Utf8Bytes)> {
+    #[derive(serde::Deserialize)]
+    struct Joined<'a> {
+        #[serde(borrow)]
+        history: Vec<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let Ok(joined) = serde_json::from_str::<Joined<'_>>(joined) else {
+        return Vec::new();
+    };
+    joined
+        .history
+        .into_iter()
+        .filter_map(|m| {
+            Some((
+                serde_json::from_str::<Seq>(m.get()).ok()?.seq,
+                Utf8Bytes::from(m.get()),
+            ))
+        })
+        .collect()
 }
 
 /// Connects to one node and serves the link until told to stop.
@@ -351,12 +429,19 @@ impl LinkTask {
                 Ok(ws) => {
                     backoff = Duration::from_millis(50);
                     tracing::debug!(addr = %self.addr, "link up");
+                    self.link.up.store(true, Ordering::Release);
                     self.serve(ws, &mut shutdown).await;
+                    self.link.up.store(false, Ordering::Release);
+                    self.fail_pending();
+                    self.up.resume_moved(Some(&self.node));
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %self.addr, error = %e, "link connect failed");
                     self.fail_pending();
                 }
-                Err(e) => tracing::debug!(addr = %self.addr, error = %e, "link connect failed"),
             }
             if shutdown.is_fired() || *self.stop.borrow() || self.stop.has_changed().is_err() {
+                self.fail_pending();
                 return;
             }
             tokio::select! {
@@ -426,9 +511,10 @@ impl LinkTask {
         tracing::debug!(node.id = %self.node, "link down");
     }
 
-    /// Requests in flight when a link drops: operations are routed again
-    /// (a retried `send` is idempotent by its id), queries fail.
-    fn fail_pending(&self) {
+    /// Requests in flight or queued when a link drops: operations are routed
+    /// again (a retried `send` is idempotent by its id), queries fail.
+    fn fail_pending(&mut self) {
+        while self.rx.try_recv().is_ok() {}
         let pending: Vec<Pending> = self.link.lock_pending().drain().map(|(_, p)| p).collect();
         for p in pending {
             match p {

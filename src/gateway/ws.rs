@@ -205,6 +205,7 @@ impl Connection {
             user: self.identity.user.clone(),
             id: frame.id,
             op,
+            resume: false,
         };
         self.gw.upstream.op(req).await;
     }
@@ -223,6 +224,7 @@ impl Connection {
                 user: self.identity.user.clone(),
                 id: None,
                 op: RoomOp::Leave,
+                resume: false,
             };
             self.gw.upstream.op(req).await;
         }

@@ -12,7 +12,7 @@ use crate::ids::{RoomId, RoomKind, UserId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::ConnId;
 use crate::protocol::server::{error_frame, ServerFrame};
-use crate::protocol::{ErrorCode, Failure};
+use crate::protocol::Failure;
 
 /// Which gateway link a connection arrived on.
 pub type LinkId = u64;
@@ -155,14 +155,10 @@ impl RoomState {
     /// Applies one client operation; `now` is the time in ms since the epoch.
     pub fn apply(&mut self, origin: &Origin, id: Option<&str>, op: &RoomOp, now: u64) -> Outcome {
         let room = self.room.clone();
-        let joined = self.conns.contains_key(&origin.sub);
-        if !joined && !matches!(op, RoomOp::Join { .. }) {
-            let failure = Failure::new(ErrorCode::NotJoined, format!("join {room} first"));
-            return Outcome {
-                reply: Some(error_frame(&failure, id, Some(room.as_str()))),
-                ..Outcome::default()
-            };
-        }
+        // The gateway refuses operations on rooms a connection has not joined;
+        // the room takes them even from a connection it does not know yet,
+        // because a connection moving here with its room may send before its
+        // re-join arrives.
         let result = match op {
             RoomOp::Join { since } => Ok(self.join(origin, id, *since)),
             RoomOp::Leave => Ok(self.leave(origin.sub)),

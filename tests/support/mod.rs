@@ -243,4 +243,5 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+pub mod procs;
 pub mod redis;

@@ -226,22 +226,14 @@ fn board_changes_take_seqs_and_echo_the_id() {
 }
 
 #[test]
-fn operations_need_a_join_first() {
+fn operations_of_a_connection_not_yet_known_are_applied() {
     let mut r = room("chat");
     let ann = who("ann", 1, 1);
-    for op in [
-        RoomOp::Send { body: body("x") },
-        RoomOp::Typing,
-        RoomOp::Read { seq: 0 },
-        RoomOp::Leave,
-    ] {
-        let out = r.apply(&ann, Some("n"), &op, 1);
-        assert_eq!(
-            json(out.reply.as_deref().unwrap())["code"],
-            "not_joined",
-            "{op:?}"
-        );
-        assert!(out.events.is_empty());
-    }
-    assert_eq!(r.seq(), 0);
+    let out = send(&mut r, &ann, "early", "before my re-join arrived");
+    assert_eq!(json(out.reply.as_deref().unwrap())["seq"], 1);
+    assert_eq!(
+        r.online().count(),
+        0,
+        "sending does not make anyone present"
+    );
 }

@@ -1,0 +1,83 @@
+//! Real `roomring` processes (`CARGO_BIN_EXE_roomring`), read until their
+//! ready line, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// A running roomring process.
+pub struct Proc {
+    /// Its member id.
+    pub id: String,
+    /// The address from its ready line.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL`
+    /// with `--auth none` and a cluster secret, and waits for its ready line.
+    pub fn start(role: &str, id: &str, redis_url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomring"))
+            .args([
+                role,
+                "--id",
+                id,
+                "--listen",
+                "127.0.0.1:0",
+                "--coordinator",
+                redis_url,
+            ])
+            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("roomring starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            parts.get(..3),
+            Some(&["ready", role, id][..]),
+            "ready line: {line:?}"
+        );
+        let addr = parts[3].parse().expect("ready address");
+        Self {
+            id: id.to_string(),
+            addr,
+            child,
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        self.child.wait().ok()?.code()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
