@@ -40,10 +40,20 @@ function addMessage(m) {
 
 $('login').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  me = $('user').value.trim();
+  const token = $('token').value.trim();
   room = $('room').value.trim();
+  let query;
+  if (token) {
+    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    me = claims.sub;
+    query = `token=${encodeURIComponent(token)}`;
+  } else {
+    me = $('user').value.trim();
+    query = `user=${encodeURIComponent(me)}`;
+  }
+  if (!me) { $('error').textContent = 'a name or a token is needed'; return; }
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  client = new RoomringClient(`${proto}://${location.host}/ws?user=${encodeURIComponent(me)}`);
+  client = new RoomringClient(`${proto}://${location.host}/ws?${query}`);
   window.roomring = client; // for the console and the browser tests
   client
     .on('status', (s) => {

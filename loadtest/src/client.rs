@@ -20,6 +20,8 @@ pub struct Frame<'a> {
     pub t: &'a str,
     /// Seq of msg, ack, joined.
     pub seq: Option<u64>,
+    /// Client id of ack and error.
+    pub id: Option<&'a str>,
     /// Message body.
     pub body: Option<Body>,
 }

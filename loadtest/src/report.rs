@@ -34,6 +34,8 @@ pub struct Report {
     pub disconnects: u64,
     /// Delivery latency, µs.
     pub latency: Histogram<u64>,
+    /// Latency from send to ack, µs.
+    pub ack_latency: Histogram<u64>,
     /// Server sample before connecting.
     pub server_idle: Option<Sample>,
     /// Server sample once every connection joined.
@@ -71,6 +73,7 @@ impl Report {
     /// The JSON result.
     pub fn json(&self) -> Value {
         let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
+        let a = |p: f64| self.ack_latency.value_at_quantile(p) as f64 / 1000.0;
         json!({
             "scenario": self.scenario,
             "params": self.params,
@@ -87,6 +90,7 @@ impl Report {
             "disconnects": self.disconnects,
             "deliveries_per_second": self.delivered as f64 / self.seconds,
             "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
+            "ack_latency_ms": { "p50": a(0.5), "p99": a(0.99), "p999": a(0.999), "max": self.ack_latency.max() as f64 / 1000.0 },
             "server": self.server(),
         })
     }
@@ -120,6 +124,14 @@ impl Report {
             l["p99"].as_f64().unwrap_or(0.0),
             l["p999"].as_f64().unwrap_or(0.0),
             l["max"].as_f64().unwrap_or(0.0)
+        );
+        let a = &j["ack_latency_ms"];
+        println!(
+            "ack ms        p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            a["p50"].as_f64().unwrap_or(0.0),
+            a["p99"].as_f64().unwrap_or(0.0),
+            a["p999"].as_f64().unwrap_or(0.0),
+            a["max"].as_f64().unwrap_or(0.0)
         );
         if let Some(s) = j["server"].as_object() {
             println!(

@@ -100,6 +100,7 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
             let mut last = joined_seq?;
             let mut tally = Tally::default();
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut acks = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let begin = Instant::now();
             let end = begin + window;
             let mut ticker = tokio::time::interval_at(begin + offset, period);
@@ -110,7 +111,8 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
                 tokio::select! {
                     at = ticker.tick(), if sends && Instant::now() < end => {
                         let micros = at.duration_since(shared.start).as_micros() as u64;
-                        let frame = format!(r#"{{"t":"send","room":"{room}","id":"{}","body":{{"at":{micros},"by":"{user}"}}}}"#, tally.sent);
+                        // The id carries the send time too, for the ack latency.
+                        let frame = format!(r#"{{"t":"send","room":"{room}","id":"{}.{micros}","body":{{"at":{micros},"by":"{user}"}}}}"#, tally.sent);
                         tally.sent += 1;
                         if tx.send(Message::Text(frame.into())).await.is_err() {
                             tally.disconnected = true;
@@ -143,6 +145,11 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
                             }
                             "ack" => {
                                 shared.acked[room_idx].fetch_add(1, Ordering::Relaxed);
+                                let at = frame.id.and_then(|id| id.split_once('.')).and_then(|(_, t)| t.parse::<u64>().ok());
+                                if let Some(at) = at {
+                                    let now = Instant::now().duration_since(shared.start).as_micros() as u64;
+                                    let _ = acks.record(now.saturating_sub(at).max(1));
+                                }
                             }
                             "error" => tally.errors += 1,
                             _ => {}
@@ -152,7 +159,7 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
                 }
             }
             let _ = tx.close().await;
-            Ok::<_, anyhow::Error>((tally, hist))
+            Ok::<_, anyhow::Error>((tally, hist, acks))
         }));
     }
     joined.wait().await;
@@ -173,6 +180,7 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
         gaps: 0,
         disconnects: 0,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         server_idle,
         server_joined,
         server_end: None,
@@ -180,7 +188,8 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
     let mut failures = 0;
     for task in tasks {
         match task.await? {
-            Ok((t, hist)) => {
+            Ok((t, hist, acks)) => {
+                report.ack_latency.add(acks)?;
                 report.sent += t.sent;
                 report.errors += t.errors;
                 report.delivered += t.delivered;
