@@ -96,14 +96,11 @@ impl Nodes {
         Some(running.remove(at))
     }
 
-    /// Ids of the running nodes.
+    /// Ids of the running nodes (a drained node ends by itself).
     pub fn ids(&self) -> Vec<NodeId> {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|n| n.id.clone())
-            .collect()
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|n| !n.is_finished());
+        running.iter().map(|n| n.id.clone()).collect()
     }
 
     async fn stop_all(&self) {

@@ -133,6 +133,10 @@ pub struct RingView {
     pub view: Arc<View>,
     /// Its ring of active nodes.
     pub ring: Arc<Ring>,
+    /// The epoch at which the ring's nodes last changed (membership changes
+    /// that leave the ring as it is, such as gateways coming and going, do
+    /// not move rooms).
+    pub ring_epoch: Epoch,
 }
 
 /// Follows the coordinator and recomputes the ring when the epoch changes;
@@ -143,6 +147,7 @@ pub fn watch_ring(m: &dyn Membership) -> watch::Receiver<Arc<RingView>> {
     let first = views.borrow_and_update().clone();
     let initial = RingView {
         ring: Arc::new(first.ring()),
+        ring_epoch: first.epoch,
         view: first,
     };
     let (tx, rx) = watch::channel(Arc::new(initial));
@@ -153,13 +158,22 @@ pub fn watch_ring(m: &dyn Membership) -> watch::Receiver<Arc<RingView>> {
                 _ = tx.closed() => return,
             }
             let view = views.borrow_and_update().clone();
-            let epoch_changed = tx.borrow().view.epoch != view.epoch;
-            let ring = if epoch_changed {
-                Arc::new(view.ring())
+            let last = tx.borrow().clone();
+            let (ring, ring_epoch) = if last.view.epoch == view.epoch {
+                (last.ring.clone(), last.ring_epoch)
             } else {
-                tx.borrow().ring.clone()
+                let ring = view.ring();
+                if ring.nodes() == last.ring.nodes() {
+                    (last.ring.clone(), last.ring_epoch)
+                } else {
+                    (Arc::new(ring), view.epoch)
+                }
             };
-            tx.send_replace(Arc::new(RingView { view, ring }));
+            tx.send_replace(Arc::new(RingView {
+                view,
+                ring,
+                ring_epoch,
+            }));
         }
     });
     rx

@@ -45,6 +45,9 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
             node.registry.set_fenced(true);
         }
     }
+    if node.killed.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     if let Err(e) = node.coordinator.leave(&id, lease).await {
         tracing::warn!(error = %e, "leaving the cluster failed");
     }

@@ -1,31 +1,39 @@
 //! The application node: owns the rooms the ring gives it, one task each,
 //! and serves gateways over multiplexed links.
 //!
-//! Task tree (all ended by the node's `Trigger`):
-//! - `Listener::run`: accepts gateway links; one `link::serve` task each
-//!   (reader inline, writer task beside it);
+//! Task tree (all ended by the node's `stop` trigger):
+//! - `Listener::run`: accepts links from gateways and nodes; one
+//!   `link::serve` task each (reader inline, writer task beside it);
 //! - `lease::keep`: renews the membership lease and reports the room count;
-//! - one room task per room, owned through the `Registry`.
+//! - `rebalance::run`: hands rooms off when the ring moves them away, and
+//!   fires `stop` once a draining node has nothing left;
+//! - one room task per room, owned through the `Registry`;
+//! - `Peers`: a reader and a writer task per link to another node.
 
 mod lease;
 mod link;
+mod peers;
+mod rebalance;
 mod registry;
 pub mod storage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::coordinator::{Coordinator, RingView, Role};
+use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::NodeId;
 use crate::rooms::store::RoomStore;
 use crate::rooms::LinkTx;
 use crate::shutdown::{self, Trigger};
+use peers::Peers;
 use registry::Registry;
 
 /// Messages a gateway link may queue before it counts as too slow.
@@ -70,6 +78,16 @@ pub enum NodeError {
     Coordinator(#[from] crate::coordinator::CoordError),
 }
 
+/// One link into this node.
+struct Peer {
+    /// The peer's member id, from its upgrade headers.
+    id: Option<NodeId>,
+    /// A gateway (notifications go there), or another node.
+    gateway: bool,
+    /// Its outbound queue.
+    tx: LinkTx,
+}
+
 /// State shared by the node's tasks.
 struct Node {
     config: NodeConfig,
@@ -77,9 +95,21 @@ struct Node {
     advertise: String,
     coordinator: Coordinator,
     registry: Registry,
-    /// Live gateway links, for notifications; short critical sections only.
-    links: Mutex<HashMap<u64, LinkTx>>,
+    /// Live links by link id; short critical sections only.
+    links: Mutex<HashMap<u64, Peer>>,
+    /// Links to other nodes, for hand-offs.
+    peers: Peers,
     ring: watch::Receiver<Arc<RingView>>,
+    /// Stops the node: fired by its handle, by a signal, or when it drained.
+    stop: Trigger,
+    /// Set by `NodeHandle::kill`: stop without leaving the cluster.
+    killed: AtomicBool,
+}
+
+impl Node {
+    fn lock_links(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running node.
@@ -88,20 +118,52 @@ pub struct NodeHandle {
     pub id: NodeId,
     /// The bound link address.
     pub addr: SocketAddr,
-    trigger: Trigger,
+    node: Arc<Node>,
     task: JoinHandle<()>,
 }
 
 impl NodeHandle {
-    /// Stops the node and waits for it to leave the cluster.
+    /// Stops the node at once: it leaves the cluster without handing its
+    /// rooms off (their new owners load them from storage).
     pub async fn stop(self) {
-        self.trigger.fire();
+        self.node.stop.fire();
         let _ = self.task.await;
     }
 
-    /// Waits until the node ends by itself.
-    pub async fn wait(self) {
+    /// Drains the node: it leaves the ring, hands every room off to its new
+    /// owner, leaves the cluster and stops; after `grace` it stops anyway.
+    pub async fn drain(self, grace: Duration) {
+        if let Err(e) = self
+            .node
+            .coordinator
+            .set_state(&self.id, MemberState::Draining)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot mark the node draining");
+        }
+        self.wait_or_stop(grace).await;
+    }
+
+    /// Waits until the node ends by itself (it drained), or stops it after `grace`.
+    pub async fn wait_or_stop(mut self, grace: Duration) {
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            tracing::warn!("drain did not finish in time; stopping");
+            self.node.stop.fire();
+            let _ = self.task.await;
+        }
+    }
+
+    /// Simulates a crash: the node stops serving and stops renewing its
+    /// lease, but does not leave; the cluster notices when the lease lapses.
+    pub async fn kill(self) {
+        self.node.killed.store(true, Ordering::Release);
+        self.node.stop.fire();
         let _ = self.task.await;
+    }
+
+    /// Whether the node has ended (drained or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
@@ -124,49 +186,64 @@ pub async fn start(
     let ring = crate::coordinator::watch_ring(coordinator.as_ref());
     let id = config.id.clone();
     let registry = Registry::new(id.clone(), config.history_keep, store);
+    let peers = Peers::new(id.clone(), config.cluster_secret.clone());
+    let (stop, shutdown) = shutdown::channel();
     let node = Arc::new(Node {
         config,
         advertise,
         coordinator,
         registry,
         links: Mutex::default(),
+        peers,
         ring,
+        stop,
+        killed: AtomicBool::new(false),
     });
-    let (trigger, shutdown) = shutdown::channel();
     let span = tracing::info_span!("node", node.id = %id);
-    let task = tokio::spawn(
-        async move {
-            let keeper =
-                tokio::spawn(lease::keep(node.clone(), lease, shutdown.clone()).in_current_span());
-            link::Listener {
-                node: node.clone(),
-                listener,
-                shutdown: shutdown.clone(),
+    let task = {
+        let node = node.clone();
+        tokio::spawn(
+            async move {
+                let keeper = tokio::spawn(
+                    lease::keep(node.clone(), lease, shutdown.clone()).in_current_span(),
+                );
+                let mover =
+                    tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
+                link::Listener {
+                    node: node.clone(),
+                    listener,
+                    shutdown: shutdown.clone(),
+                }
+                .run()
+                .await;
+                let _ = tokio::join!(keeper, mover);
+                tracing::info!("node stopped");
             }
-            .run()
-            .await;
-            let _ = keeper.await;
-            tracing::info!("node stopped");
-        }
-        .instrument(span),
-    );
+            .instrument(span),
+        )
+    };
     Ok(NodeHandle {
         id,
         addr,
-        trigger,
+        node,
         task,
     })
 }
 
-/// Runs a node until SIGINT/SIGTERM.
+/// How long a node drains on SIGTERM before it stops anyway.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs a node until it drains (SIGTERM, or drained through the API).
 pub async fn run(
     config: NodeConfig,
     coordinator: Coordinator,
     store: Option<Arc<dyn RoomStore>>,
 ) -> Result<(), NodeError> {
-    let node = start(config, coordinator, store).await?;
+    let mut node = start(config, coordinator, store).await?;
     println!("ready node {} {}", node.id, node.addr);
-    shutdown::signal().await;
-    node.stop().await;
+    tokio::select! {
+        _ = shutdown::signal() => node.drain(DRAIN_GRACE).await,
+        _ = &mut node.task => {}
+    }
     Ok(())
 }

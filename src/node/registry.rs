@@ -1,15 +1,39 @@
 //! The rooms a node holds: one task each, created on first use when the
-//! ring gives the room to this node, refused otherwise.
+//! ring gives the room to this node, refused otherwise. After the ring
+//! changes, a room this node does not hold yet is refused until every other
+//! live node has said it handed off all it had for this node, so that no room
+//! starts from scratch (or from storage) while its live state is on the way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::ids::{NodeId, RoomId};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ids::{Epoch, NodeId, RoomId};
 use crate::ring::Ring;
 use crate::rooms::store::RoomStore;
-use crate::rooms::{spawn_room, RoomCmd, RoomHandle};
-use std::sync::Arc;
+use crate::rooms::{spawn_room, Arrival, RoomCmd, RoomHandle};
+
+/// How long rooms wait for their hand-off before starting without it.
+pub(super) const EXPECT_FOR: Duration = Duration::from_secs(5);
+
+/// Who may still hand rooms to this node: every live node whose latest
+/// "done" is older than the ring in force (`epoch`).
+#[derive(Default)]
+struct Expect {
+    epoch: Epoch,
+    live: HashSet<NodeId>,
+    /// The latest epoch each node said it was done for (kept across rings,
+    /// since a node may say so before this one sees the new ring).
+    done: HashMap<NodeId, Epoch>,
+    /// Set by the first `expect_from`: until then this node has not looked
+    /// at the ring, so any room may still be on its way.
+    ready: bool,
+    until: Option<Instant>,
+}
 
 /// The node's room tasks by room id.
 pub(super) struct Registry {
@@ -18,6 +42,8 @@ pub(super) struct Registry {
     store: Option<Arc<dyn RoomStore>>,
     /// Held for map look-ups and inserts only, never across an await.
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    /// Held for short checks only.
+    expect: Mutex<Expect>,
     /// Set while the node's lease is in doubt: it then serves no room.
     fenced: AtomicBool,
 }
@@ -28,26 +54,122 @@ impl Registry {
             id,
             keep,
             store,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::default(),
+            expect: Mutex::new(Expect {
+                until: Some(Instant::now() + EXPECT_FOR),
+                ..Expect::default()
+            }),
             fenced: AtomicBool::new(false),
         }
     }
 
-    /// The room's task if this node may serve it now, starting it if needed.
-    pub(super) fn route(&self, room: &RoomId, ring: &Ring) -> Option<RoomHandle> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_expect(&self) -> MutexGuard<'_, Expect> {
+        self.expect.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's task if this node may serve it now, starting it if needed;
+    /// `ring_epoch` is the epoch of `ring`.
+    pub(super) fn route(
+        &self,
+        room: &RoomId,
+        ring: &Ring,
+        ring_epoch: Epoch,
+    ) -> Option<RoomHandle> {
         if self.fenced.load(Ordering::Acquire) || ring.owner(room) != Some(&self.id) {
             return None;
         }
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = self.lock().get(room) {
+            return Some(handle.clone());
+        }
+        if self.awaiting(ring_epoch) {
+            return None;
+        }
+        let mut rooms = self.lock();
         let handle = rooms.entry(room.clone()).or_insert_with(|| {
-            spawn_room(room.clone(), self.id.clone(), self.keep, self.store.clone())
+            spawn_room(
+                room.clone(),
+                self.id.clone(),
+                self.keep,
+                self.store.clone(),
+                None,
+            )
         });
         Some(handle.clone())
     }
 
+    /// Whether rooms may still be on their way here under the ring of
+    /// `ring_epoch`.
+    fn awaiting(&self, ring_epoch: Epoch) -> bool {
+        let expect = self.lock_expect();
+        // A ring newer than the expectations: the rebalancer has not looked
+        // at it yet.
+        let behind = !expect.ready || expect.epoch < ring_epoch;
+        let pending = behind
+            || expect
+                .live
+                .iter()
+                .any(|n| expect.done.get(n).is_none_or(|e| *e < expect.epoch));
+        pending && expect.until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The ring of `epoch` is in force: rooms may now arrive from every other
+    /// live node.
+    pub(super) fn expect_from(&self, epoch: Epoch, live: impl Iterator<Item = NodeId>) {
+        let live: HashSet<NodeId> = live.filter(|n| *n != self.id).collect();
+        let mut expect = self.lock_expect();
+        expect.done.retain(|n, _| live.contains(n));
+        expect.live = live;
+        expect.epoch = epoch;
+        expect.ready = true;
+        expect.until = Some(Instant::now() + EXPECT_FOR);
+    }
+
+    /// `node` has handed off everything it had for us as of `epoch`.
+    pub(super) fn done_from(&self, node: &NodeId, epoch: Epoch) {
+        let mut expect = self.lock_expect();
+        let latest = expect.done.entry(node.clone()).or_default();
+        *latest = (*latest).max(epoch);
+    }
+
+    /// Installs a room handed off by its previous owner; false if this node
+    /// already serves it.
+    pub(super) fn install(&self, room: &RoomId, arrival: Arrival) -> bool {
+        let mut rooms = self.lock();
+        if rooms.contains_key(room) {
+            return false;
+        }
+        let handle = spawn_room(
+            room.clone(),
+            self.id.clone(),
+            self.keep,
+            self.store.clone(),
+            Some(arrival),
+        );
+        rooms.insert(room.clone(), handle);
+        true
+    }
+
+    /// The rooms held that `ring` gives to another node (or to none).
+    pub(super) fn not_owned(&self, ring: &Ring) -> Vec<(RoomId, RoomHandle)> {
+        self.lock()
+            .iter()
+            .filter(|(room, _)| ring.owner(room) != Some(&self.id))
+            .map(|(room, handle)| (room.clone(), handle.clone()))
+            .collect()
+    }
+
+    /// Forgets a room that moved on; its task ends with its last handle.
+    pub(super) fn remove(&self, room: &RoomId) {
+        self.lock().remove(room);
+    }
+
     /// How many rooms are held.
     pub(super) fn len(&self) -> usize {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
 
     /// Stops or resumes serving (lease in doubt / renewed).
@@ -57,18 +179,12 @@ impl Registry {
 
     /// Drops every room: their state may have moved on while fenced.
     pub(super) fn clear(&self) {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lock().clear();
     }
 
     /// Sends a command built per room to every room task.
     pub(super) async fn broadcast(&self, cmd: impl Fn() -> RoomCmd) {
-        let handles: Vec<RoomHandle> = self
-            .rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let handles: Vec<RoomHandle> = self.lock().values().cloned().collect();
         for handle in handles {
             let _ = handle.send(cmd()).await;
         }

@@ -8,8 +8,13 @@ use serde_json::value::RawValue;
 
 use super::client::RoomOp;
 use super::Failure;
-use crate::ids::{RoomId, UserId};
+use std::collections::BTreeMap;
 
+use super::server::VersionedWidget;
+use crate::ids::{Epoch, NodeId, RoomId, UserId};
+
+/// Header naming the connecting peer's role (`gateway` or `node`).
+pub const ROLE_HEADER: &str = "x-roomring-role";
 /// Path of the link endpoint on a node.
 pub const LINK_PATH: &str = "/link";
 /// Header carrying the cluster secret on the link upgrade.
@@ -50,6 +55,26 @@ pub enum ToNode {
         room: RoomId,
         /// What is asked.
         query: Query,
+    },
+    /// A room moving to the receiving node with its live state (node to node).
+    Handoff {
+        /// Request id.
+        rid: Rid,
+        /// The membership epoch the move belongs to.
+        epoch: Epoch,
+        /// The room.
+        room: RoomId,
+        /// Its durable part; `None` when the receiver must load it from storage.
+        state: Option<Loaded>,
+        /// Its subscribed connections: (gateway, connection, user).
+        conns: Vec<(NodeId, ConnId, UserId)>,
+    },
+    /// The sender has handed off every room it had for the receiver.
+    HandoffDone {
+        /// The sending node.
+        from: NodeId,
+        /// As of this epoch.
+        epoch: Epoch,
     },
     /// A notification for a user, relayed by the node to every gateway.
     Notify {
@@ -121,6 +146,39 @@ pub enum Status {
     Moved,
     /// Refused.
     Failed(Failure),
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its seq.
+    pub seq: u64,
+    /// The client frame (`msg` or `board.changed`).
+    pub frame: String,
+    /// The author of a chat message, for the idempotency window.
+    pub author: Option<String>,
+    /// The client id of a chat message.
+    pub cid: Option<String>,
+}
+
+/// Board widgets and read receipts as of one seq.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The seq the snapshot reflects.
+    pub seq: u64,
+    /// Board widgets.
+    pub widgets: Vec<VersionedWidget>,
+    /// Latest read receipt per user.
+    pub reads: BTreeMap<String, u64>,
+}
+
+/// What a room is rebuilt from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Loaded {
+    /// The kept log, any order.
+    pub entries: Vec<Entry>,
+    /// The latest snapshot.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// A link message that could not be decoded.

@@ -13,14 +13,14 @@ mod task;
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::Instrument;
 
-use crate::ids::{NodeId, RoomId};
+use crate::ids::{NodeId, RoomId, UserId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::{encode, LinkMsg, Query, Rid, Status, ToGateway};
-use state::{LinkId, Origin};
-use store::RoomStore;
+use state::{LinkId, Origin, Sub};
+use store::{Loaded, RoomStore};
 
 /// Commands a room task may queue before senders wait.
 pub const ROOM_QUEUE: usize = 1024;
@@ -93,6 +93,30 @@ pub enum RoomCmd {
     },
     /// A gateway link went away: drop its connections.
     LinkClosed(LinkId),
+    /// Stop applying operations (they are answered `Moved`), wait until
+    /// every stored event is durable, and export the room for a hand-off.
+    Freeze(oneshot::Sender<Option<Frozen>>),
+    /// Serve again (the hand-off did not happen).
+    Thaw,
+}
+
+/// A frozen room's state, ready to move.
+#[derive(Debug)]
+pub struct Frozen {
+    /// The durable part (seq, kept log, snapshot).
+    pub state: Loaded,
+    /// Subscribed connections with their users.
+    pub conns: Vec<(Sub, UserId)>,
+}
+
+/// A room arriving by hand-off, to be installed instead of loaded.
+pub struct Arrival {
+    /// Its durable part; `None` to load it from storage.
+    pub state: Option<Loaded>,
+    /// Connections subscribed at the previous owner, on this node's links.
+    pub conns: Vec<(Sub, UserId)>,
+    /// The links of those connections.
+    pub links: Vec<LinkTx>,
 }
 
 /// A handle to a room task.
@@ -112,18 +136,20 @@ impl RoomHandle {
 
 /// Starts the task of a room owned by `owner`; with a store, the room is
 /// rebuilt from it and every stored event is durable before anyone sees it.
+/// An `arrival` installs a room handed off by its previous owner.
 pub fn spawn_room(
     room: RoomId,
     owner: NodeId,
     keep: usize,
     store: Option<Arc<dyn RoomStore>>,
+    arrival: Option<Arrival>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(ROOM_QUEUE);
     let span = tracing::debug_span!("room", room.id = %room);
-    tokio::spawn(
-        task::Room::new(room, owner, keep, store, rx)
-            .run()
-            .instrument(span),
-    );
+    let mut task = task::Room::new(room, owner, keep, store, rx);
+    if let Some(arrival) = arrival {
+        task.install(arrival);
+    }
+    tokio::spawn(task.run().instrument(span));
     RoomHandle { tx }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::value::RawValue;
 
 use super::board::Board;
-use super::store::{Entry, Loaded, Snapshot};
+use super::store::Entry;
 use crate::ids::{RoomId, RoomKind, UserId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::ConnId;
@@ -407,67 +407,6 @@ impl RoomState {
         }
     }
 
-    /// Replaces the durable part of the state (seq, log, idempotency window,
-    /// widgets, read receipts) with what storage holds; connections and
-    /// presence stay as they are.
-    pub fn restore(&mut self, loaded: Loaded) {
-        let Loaded {
-            mut entries,
-            snapshot,
-        } = loaded;
-        entries.sort_by_key(|e| e.seq);
-        entries.dedup_by_key(|e| e.seq);
-        let snapshot = snapshot.unwrap_or_default();
-        self.seq = snapshot.seq;
-        self.log.clear();
-        self.sent.clear();
-        self.reads = snapshot
-            .reads
-            .iter()
-            .filter_map(|(u, s)| Some((UserId::parse(u).ok()?, *s)))
-            .collect();
-        if let Some(board) = &mut self.board {
-            *board = Board::from_widgets(snapshot.widgets);
-        }
-        for entry in entries {
-            let Ok(frame) = RawValue::from_string(entry.frame) else {
-                continue;
-            };
-            if entry.seq > snapshot.seq {
-                if let Some(board) = &mut self.board {
-                    board.replay(frame.get());
-                }
-            }
-            let msg = entry
-                .author
-                .and_then(|a| UserId::parse(&a).ok())
-                .map(|a| (a, entry.cid));
-            self.seq = self.seq.max(entry.seq);
-            self.keep_entry(Kept {
-                seq: entry.seq,
-                msg,
-                frame,
-            });
-        }
-    }
-
-    /// Board widgets and read receipts now.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            seq: self.seq,
-            widgets: self
-                .board
-                .iter()
-                .flat_map(|b| b.widgets().cloned())
-                .collect(),
-            reads: self
-                .reads
-                .iter()
-                .map(|(u, s)| (u.to_string(), *s))
-                .collect(),
-        }
-    }
-
     /// `{"messages":[..]}`: up to `limit` kept messages after `since`.
     pub fn messages_json(&self, since: u64, limit: usize) -> String {
         let msgs = self
@@ -500,6 +439,8 @@ impl RoomState {
         info.to_string()
     }
 }
+
+mod transfer;
 
 #[cfg(test)]
 mod tests;

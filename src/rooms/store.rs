@@ -2,49 +2,14 @@
 //! events (group-committed by the backend), and a loader that rebuilds a room
 //! from its log and latest snapshot. The Redis backend lives in `node`.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::RoomId;
-use crate::protocol::server::VersionedWidget;
 
 /// Stored events between snapshots of board widgets and read receipts.
 pub const SNAPSHOT_EVERY: u64 = 200;
 
-/// One stored event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Its seq.
-    pub seq: u64,
-    /// The client frame (`msg` or `board.changed`).
-    pub frame: String,
-    /// The author of a chat message, for the idempotency window.
-    pub author: Option<String>,
-    /// The client id of a chat message.
-    pub cid: Option<String>,
-}
-
-/// Board widgets and read receipts as of one seq.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The seq the snapshot reflects.
-    pub seq: u64,
-    /// Board widgets.
-    pub widgets: Vec<VersionedWidget>,
-    /// Latest read receipt per user.
-    pub reads: BTreeMap<String, u64>,
-}
-
-/// What a room is rebuilt from.
-#[derive(Debug, Clone, Default)]
-pub struct Loaded {
-    /// The kept log, any order.
-    pub entries: Vec<Entry>,
-    /// The latest snapshot.
-    pub snapshot: Option<Snapshot>,
-}
+pub use crate::protocol::link::{Entry, Loaded, Snapshot};
 
 /// Storage failed: the room serves no stored operation until it reloads.
 #[derive(Debug, Clone, thiserror::Error)]

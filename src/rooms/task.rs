@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::state::{Event, LinkId, Outcome, RoomState};
 use super::store::{Append, Entry, RoomStore, StoreError, SNAPSHOT_EVERY};
-use super::{LinkTx, RoomCmd};
+use super::{Arrival, Frozen, LinkTx, RoomCmd};
 use crate::ids::{NodeId, RoomId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::link::{encode, LinkMsg, Query, Rid, Status, ToGateway};
@@ -72,6 +72,10 @@ pub(super) struct Room {
     links: HashMap<LinkId, LinkTx>,
     rx: mpsc::Receiver<RoomCmd>,
     durable: Option<Durable>,
+    /// Frozen for a hand-off: operations are answered `Moved`.
+    frozen: bool,
+    /// Waiting for everything stored to be durable before exporting.
+    freezing: Vec<oneshot::Sender<Option<Frozen>>>,
 }
 
 impl Room {
@@ -97,6 +101,27 @@ impl Room {
             links: HashMap::new(),
             rx,
             durable,
+            frozen: false,
+            freezing: Vec::new(),
+        }
+    }
+
+    /// Installs a room handed off by its previous owner.
+    pub(super) fn install(&mut self, arrival: Arrival) {
+        if let Some(state) = arrival.state {
+            self.state.restore(state);
+            if let Some(d) = &mut self.durable {
+                // The previous owner made all of it durable before exporting.
+                d.loaded = true;
+                d.committed = self.state.seq();
+                d.snapshot_at = self.state.seq();
+            }
+        }
+        self.state.adopt(arrival.conns);
+        for link in arrival.links {
+            if self.state.has_link(link.id) {
+                self.links.insert(link.id, link);
+            }
         }
     }
 
@@ -122,6 +147,29 @@ impl Room {
             if in_flight.is_none() {
                 in_flight = self.flush().await;
             }
+            if !self.freezing.is_empty() && in_flight.is_none() {
+                self.export_frozen();
+            }
+        }
+    }
+
+    /// Answers the freeze requests once nothing is waiting for storage.
+    fn export_frozen(&mut self) {
+        let settled = self
+            .durable
+            .as_ref()
+            .is_none_or(|d| d.unsent.is_empty() && d.held.is_empty());
+        if !settled {
+            return;
+        }
+        // A room whose storage failed exports nothing: the next owner loads it.
+        let loaded = self.durable.as_ref().is_none_or(|d| d.loaded);
+        for waiter in self.freezing.drain(..) {
+            let frozen = loaded.then(|| Frozen {
+                state: self.state.export(),
+                conns: self.state.connections(),
+            });
+            let _ = waiter.send(frozen);
         }
     }
 
@@ -151,6 +199,14 @@ impl Room {
 
     async fn handle(&mut self, cmd: RoomCmd) {
         match cmd {
+            RoomCmd::Op { link, rid, .. } | RoomCmd::Query { link, rid, .. } if self.frozen => {
+                link.reply(rid, Status::Moved, None, None);
+            }
+            RoomCmd::Freeze(reply) => {
+                self.frozen = true;
+                self.freezing.push(reply);
+            }
+            RoomCmd::Thaw => self.frozen = false,
             RoomCmd::Op {
                 link,
                 rid,

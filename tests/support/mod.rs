@@ -44,6 +44,9 @@ impl TestCluster {
     /// A cluster from explicit options; waits until every gateway knows
     /// every node.
     pub async fn with(options: DevOptions) -> DevCluster {
+        if std::env::var_os("RUST_LOG").is_some() {
+            roomring::telemetry::init_tracing();
+        }
         let nodes = options.nodes;
         let cluster = DevCluster::start(options).await.expect("cluster starts");
         for gw in &cluster.gateways {
