@@ -29,7 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(command)) {
+    let result = runtime.block_on(run(command));
+    // Tasks still around (a connection being torn down) must not hold the
+    // exit: the role has already said goodbye to the cluster.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

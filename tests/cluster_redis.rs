@@ -237,3 +237,98 @@ async fn a_redis_outage_of_5_s_heals_by_itself() {
         assert!(p.alive(), "{} exited", p.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_of_every_node_loses_nothing_and_drops_nobody() {
+    let mut c = cluster().await;
+    let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
+    let mut readers = Vec::new();
+    for room in rooms() {
+        let mut r = Client::connect(g2, &format!("r-{}", room.replace(':', "-"))).await;
+        r.join(&room).await;
+        readers.push(r);
+    }
+    let (stop, writers): (Vec<_>, Vec<_>) = rooms()
+        .into_iter()
+        .map(|room| {
+            let (stop, run) = strict_writer(g1, room, Duration::from_millis(30));
+            (stop, tokio::spawn(run))
+        })
+        .unzip();
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let id = c.nodes[i].id.clone();
+        assert_eq!(
+            c.nodes[i].terminate().await,
+            Some(0),
+            "{id} drains and exits 0"
+        );
+        c.nodes[i] = Proc::start("node", &id, &c.redis.url());
+        eventually!({
+            let (_, v) = http(g1, "GET", "/api/cluster", None).await;
+            let ring: Vec<String> = serde_json::from_value(v["ring"].clone()).unwrap_or_default();
+            if ring.len() == 3 {
+                Ok(())
+            } else {
+                Err(v)
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in stop {
+        s.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
+        let acked = w.await.unwrap();
+        assert_eq!(
+            acked,
+            (1..=acked.len() as u64).collect::<Vec<_>>(),
+            "{room}: acks"
+        );
+        let seen = reader_until(&mut r, *acked.last().unwrap()).await;
+        assert_eq!(seen, acked, "{room}: the reader saw a gap or a repeat");
+        let seqs: Vec<u64> = history(g2, &room)
+            .await
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, acked, "{room}: history");
+    }
+}
+
+/// A writer that accepts nothing but acks: planned moves must not surface
+/// as errors. Returns its stop flag and the acked seqs.
+fn strict_writer(
+    gw: SocketAddr,
+    room: String,
+    pace: Duration,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    impl std::future::Future<Output = Vec<u64>>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let run = async move {
+        let mut c = Client::connect(gw, &format!("w-{}", room.replace(':', "-"))).await;
+        c.join(&room).await;
+        let mut acked = Vec::new();
+        let mut n = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let id = format!("m{n}");
+            c.send(json!({"t": "send", "room": room, "id": id, "body": {"id": id}}))
+                .await;
+            let f = loop {
+                let f = c.recv().await;
+                if f["id"] == id.as_str() {
+                    break f;
+                }
+            };
+            assert_eq!(f["t"], "ack", "{room}: {f}");
+            acked.push(f["seq"].as_u64().unwrap());
+            n += 1;
+            tokio::time::sleep(pace).await;
+        }
+        acked
+    };
+    (stop, run)
+}

@@ -179,6 +179,7 @@ impl Upstream {
             self.sessions.send_to(req.conn, frame.into());
             return;
         };
+        tracing::trace!(room.id = %req.room, conn = req.conn, attempt, "routing again");
         let up = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(pause)).await;

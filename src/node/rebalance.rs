@@ -43,6 +43,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             node.registry.expect_from(view.ring_epoch, live);
         }
         let moving = node.registry.not_owned(&view.ring);
+        tracing::trace!(epoch = %view.view.epoch, moving = moving.len(), "rebalance round");
         if !moving.is_empty() {
             let started = tokio::time::Instant::now();
             let count = moving.len();
@@ -73,6 +74,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
 
 /// Moves one room to its owner on the current ring.
 async fn hand_off(node: &Node, room: RoomId, handle: RoomHandle, view: &RingView) {
+    tracing::trace!(room.id = %room, "freezing");
     let (tx, rx) = oneshot::channel();
     if handle.send(RoomCmd::Freeze(tx)).await.is_err() {
         return node.registry.remove(&room);
@@ -133,6 +135,7 @@ fn gateway_conns(
 
 /// Tells every other ring node that this one has nothing more for it.
 async fn tell_done(node: &Node, view: &RingView) {
+    tracing::trace!(epoch = %view.view.epoch, "telling done");
     let msg = ToNode::HandoffDone {
         from: node.config.id.clone(),
         epoch: view.view.epoch,

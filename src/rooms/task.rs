@@ -141,8 +141,11 @@ impl Room {
                 }
                 result = answer(&mut in_flight) => Some(result),
             };
-            if let (Some(result), Some((upto, _))) = (committed, in_flight.take()) {
-                self.on_commit(upto, result);
+            // Only an answered append leaves the flight.
+            if let Some(result) = committed {
+                if let Some((upto, _)) = in_flight.take() {
+                    self.on_commit(upto, result);
+                }
             }
             if in_flight.is_none() {
                 in_flight = self.flush().await;

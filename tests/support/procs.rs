@@ -29,7 +29,10 @@ impl Proc {
                 redis_url,
             ])
             .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ROOMRING_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -58,15 +61,28 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then the exit code.
-    pub fn terminate(&mut self) -> Option<i32> {
+    /// SIGTERM, then the exit code (waiting without blocking the runtime;
+    /// panics after 30 s).
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success();
         assert!(ok);
-        self.child.wait().ok()?.code()
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.id
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether it is still running.
