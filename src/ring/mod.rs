@@ -61,6 +61,39 @@ impl Ring {
         &self.nodes
     }
 
+    /// The ring as arcs (fractions of the hash space, merged where one node
+    /// owns consecutive points): `(start, end, owner)`, for drawing it.
+    pub fn arcs(&self) -> Vec<(f64, f64, NodeId)> {
+        use std::hash::BuildHasher;
+        let mut points: Vec<(u64, &NodeId)> = self
+            .nodes
+            .iter()
+            .flat_map(|node| {
+                (0..VNODES).map(move |replica| {
+                    let v = VNode { node: node.clone(), replica };
+                    (hashring::DefaultHashBuilder.hash_one(&v), node)
+                })
+            })
+            .collect();
+        points.sort();
+        let frac = |p: u64| p as f64 / u64::MAX as f64;
+        let mut arcs: Vec<(f64, f64, NodeId)> = Vec::new();
+        let mut start = 0.0;
+        for (pos, node) in &points {
+            // A key hashing at or before a point belongs to that point's node.
+            match arcs.last_mut() {
+                Some(last) if last.2 == **node => last.1 = frac(*pos),
+                _ => arcs.push((start, frac(*pos), (*node).clone())),
+            }
+            start = frac(*pos);
+        }
+        if let Some((_, first)) = points.first() {
+            // Past the last point the ring wraps to the first point's node.
+            arcs.push((start, 1.0, (*first).clone()));
+        }
+        arcs
+    }
+
     /// Whether the ring has no node.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()

@@ -93,3 +93,18 @@ proptest! {
         prop_assert!((share - expected).abs() < expected * 0.35, "moved {share:.3}, expected {expected:.3}");
     }
 }
+
+#[test]
+fn arcs_cover_the_circle_and_agree_with_owners() {
+    let ring = Ring::new(nodes(3));
+    let arcs = ring.arcs();
+    assert_eq!(arcs.first().map(|a| a.0), Some(0.0));
+    assert_eq!(arcs.last().map(|a| a.1), Some(1.0));
+    for pair in arcs.windows(2) {
+        assert_eq!(pair[0].1, pair[1].0, "arcs are contiguous");
+    }
+    let share = |n: &NodeId| arcs.iter().filter(|a| &a.2 == n).map(|a| a.1 - a.0).sum::<f64>();
+    for n in nodes(3) {
+        assert!((share(&n) - 1.0 / 3.0).abs() < 0.1, "{n} has {:.3} of the circle", share(&n));
+    }
+}
