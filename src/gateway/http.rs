@@ -181,10 +181,13 @@ pub(super) async fn cluster(State(gw): State<Arc<Gateway>>, headers: HeaderMap) 
         })
         .collect();
     let ring: Vec<_> = view.ring.nodes().iter().collect();
-    let arcs: Vec<_> =
-        view.ring.arcs().into_iter().map(|(start, end, node)| json!({ "start": start, "end": end, "node": node })).collect();
-    let body =
-        json!({ "epoch": view.view.epoch, "nodes": nodes, "gateways": gateways, "ring": ring, "arcs": arcs });
+    let arcs: Vec<_> = view
+        .ring
+        .arcs()
+        .into_iter()
+        .map(|(start, end, node)| json!({ "start": start, "end": end, "node": node }))
+        .collect();
+    let body = json!({ "epoch": view.view.epoch, "nodes": nodes, "gateways": gateways, "ring": ring, "arcs": arcs });
     Ok(axum::Json(body).into_response())
 }
 

@@ -35,13 +35,19 @@ struct Expect {
     until: Option<Instant>,
 }
 
+/// A room task and when it was last routed to.
+struct Held {
+    handle: RoomHandle,
+    used: Instant,
+}
+
 /// The node's room tasks by room id.
 pub(super) struct Registry {
     id: NodeId,
     keep: usize,
     store: Option<Arc<dyn RoomStore>>,
     /// Held for map look-ups and inserts only, never across an await.
-    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    rooms: Mutex<HashMap<RoomId, Held>>,
     /// Held for short checks only.
     expect: Mutex<Expect>,
     /// Set while the node's lease is in doubt: it then serves no room.
@@ -63,7 +69,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, Held>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -82,23 +88,25 @@ impl Registry {
         if self.fenced.load(Ordering::Acquire) || ring.owner(room) != Some(&self.id) {
             return None;
         }
-        if let Some(handle) = self.lock().get(room) {
-            return Some(handle.clone());
+        if let Some(held) = self.lock().get_mut(room) {
+            held.used = Instant::now();
+            return Some(held.handle.clone());
         }
         if self.awaiting(ring_epoch) {
             return None;
         }
         let mut rooms = self.lock();
-        let handle = rooms.entry(room.clone()).or_insert_with(|| {
-            spawn_room(
+        let held = rooms.entry(room.clone()).or_insert_with(|| Held {
+            handle: spawn_room(
                 room.clone(),
                 self.id.clone(),
                 self.keep,
                 self.store.clone(),
                 None,
-            )
+            ),
+            used: Instant::now(),
         });
-        Some(handle.clone())
+        Some(held.handle.clone())
     }
 
     /// Whether rooms may still be on their way here under the ring of
@@ -149,16 +157,30 @@ impl Registry {
             self.store.clone(),
             Some(arrival),
         );
-        rooms.insert(room.clone(), handle);
+        rooms.insert(
+            room.clone(),
+            Held {
+                handle,
+                used: Instant::now(),
+            },
+        );
         true
     }
 
-    /// The rooms held that `ring` gives to another node (or to none).
+    /// The rooms held that `ring` gives to another node (or to none), the
+    /// most recently used first: their clients wait while they move, idle
+    /// rooms' clients do not.
     pub(super) fn not_owned(&self, ring: &Ring) -> Vec<(RoomId, RoomHandle)> {
-        self.lock()
+        let mut moving: Vec<(Instant, RoomId, RoomHandle)> = self
+            .lock()
             .iter()
             .filter(|(room, _)| ring.owner(room) != Some(&self.id))
-            .map(|(room, handle)| (room.clone(), handle.clone()))
+            .map(|(room, held)| (held.used, room.clone(), held.handle.clone()))
+            .collect();
+        moving.sort_by_key(|m| std::cmp::Reverse(m.0));
+        moving
+            .into_iter()
+            .map(|(_, room, handle)| (room, handle))
             .collect()
     }
 
@@ -184,7 +206,7 @@ impl Registry {
 
     /// Sends a command built per room to every room task.
     pub(super) async fn broadcast(&self, cmd: impl Fn() -> RoomCmd) {
-        let handles: Vec<RoomHandle> = self.lock().values().cloned().collect();
+        let handles: Vec<RoomHandle> = self.lock().values().map(|h| h.handle.clone()).collect();
         for handle in handles {
             let _ = handle.send(cmd()).await;
         }

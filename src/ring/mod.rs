@@ -70,7 +70,10 @@ impl Ring {
             .iter()
             .flat_map(|node| {
                 (0..VNODES).map(move |replica| {
-                    let v = VNode { node: node.clone(), replica };
+                    let v = VNode {
+                        node: node.clone(),
+                        replica,
+                    };
                     (hashring::DefaultHashBuilder.hash_one(&v), node)
                 })
             })

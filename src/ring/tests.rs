@@ -103,8 +103,17 @@ fn arcs_cover_the_circle_and_agree_with_owners() {
     for pair in arcs.windows(2) {
         assert_eq!(pair[0].1, pair[1].0, "arcs are contiguous");
     }
-    let share = |n: &NodeId| arcs.iter().filter(|a| &a.2 == n).map(|a| a.1 - a.0).sum::<f64>();
+    let share = |n: &NodeId| {
+        arcs.iter()
+            .filter(|a| &a.2 == n)
+            .map(|a| a.1 - a.0)
+            .sum::<f64>()
+    };
     for n in nodes(3) {
-        assert!((share(&n) - 1.0 / 3.0).abs() < 0.1, "{n} has {:.3} of the circle", share(&n));
+        assert!(
+            (share(&n) - 1.0 / 3.0).abs() < 0.1,
+            "{n} has {:.3} of the circle",
+            share(&n)
+        );
     }
 }
