@@ -230,6 +230,7 @@ where
                 history_keep: a.limits.history as usize,
                 rate_per_sec: a.limits.rate,
                 rate_burst: a.limits.burst,
+                memory_store: false,
             }))
         }
         Cmd::Node(a) => {

@@ -15,6 +15,7 @@ use crate::coordinator::{Coordinator, Embedded};
 use crate::gateway::{self, Auth, DevControl, GatewayConfig, GatewayHandle};
 use crate::ids::NodeId;
 use crate::node::{self, NodeConfig, NodeHandle};
+use crate::rooms::store::{MemoryStore, RoomStore};
 
 /// Lease TTL of the embedded coordinator.
 pub const DEV_LEASE: Duration = Duration::from_secs(3);
@@ -36,6 +37,9 @@ pub struct DevOptions {
     pub rate_per_sec: u32,
     /// Burst of client frames per connection.
     pub rate_burst: u32,
+    /// Keep rooms in an in-process store too, so that a killed node's rooms
+    /// come back (crash tests); `dev` itself keeps rooms in node memory only.
+    pub memory_store: bool,
 }
 
 impl DevOptions {
@@ -49,6 +53,7 @@ impl DevOptions {
             history_keep: 1000,
             rate_per_sec: 1000,
             rate_burst: 2000,
+            memory_store: false,
         }
     }
 }
@@ -69,6 +74,7 @@ pub struct Nodes {
     coordinator: Coordinator,
     secret: String,
     history_keep: usize,
+    store: Option<Arc<dyn RoomStore>>,
     next: AtomicUsize,
     /// Running nodes; held only to push or take handles.
     running: Mutex<Vec<NodeHandle>>,
@@ -80,7 +86,7 @@ impl Nodes {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
         config.history_keep = self.history_keep;
-        let handle = node::start(config, self.coordinator.clone(), None).await?;
+        let handle = node::start(config, self.coordinator.clone(), self.store.clone()).await?;
         let id = handle.id.clone();
         self.running
             .lock()
@@ -138,6 +144,9 @@ impl DevCluster {
             coordinator: coordinator.clone(),
             secret: secret.clone(),
             history_keep: options.history_keep,
+            store: options
+                .memory_store
+                .then(|| MemoryStore::new(options.history_keep) as Arc<dyn RoomStore>),
             next: AtomicUsize::new(0),
             running: Mutex::default(),
         });

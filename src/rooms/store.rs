@@ -37,3 +37,55 @@ pub trait RoomStore: Send + Sync + 'static {
     /// The queue of the group-commit writer.
     fn journal(&self) -> mpsc::Sender<Append>;
 }
+
+/// The in-memory twin of a durable store: what `dev` and tests use to run
+/// crash scenarios without Redis. Shared by every node of one process.
+pub struct MemoryStore {
+    /// Room logs and snapshots; held for short, non-async sections.
+    rooms: std::sync::Mutex<std::collections::HashMap<RoomId, Loaded>>,
+    journal: mpsc::Sender<Append>,
+}
+
+impl MemoryStore {
+    /// A store keeping about `keep` entries per room; starts its writer task,
+    /// which ends when the store and every room drop their journal senders.
+    pub fn new(keep: usize) -> std::sync::Arc<Self> {
+        let (journal, mut rx) = mpsc::channel::<Append>(1024);
+        let store = std::sync::Arc::new(Self {
+            rooms: Default::default(),
+            journal,
+        });
+        let writer = std::sync::Arc::downgrade(&store);
+        tokio::spawn(async move {
+            while let Some(append) = rx.recv().await {
+                let Some(store) = writer.upgrade() else {
+                    return;
+                };
+                {
+                    let mut rooms = store.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = rooms.entry(append.room.clone()).or_default();
+                    room.entries.extend(append.entries);
+                    let excess = room.entries.len().saturating_sub(keep);
+                    room.entries.drain(..excess);
+                    if append.snapshot.is_some() {
+                        room.snapshot = append.snapshot;
+                    }
+                }
+                let _ = append.done.send(Ok(()));
+            }
+        });
+        store
+    }
+}
+
+#[async_trait::async_trait]
+impl RoomStore for MemoryStore {
+    async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(rooms.get(room).cloned().unwrap_or_default())
+    }
+
+    fn journal(&self) -> mpsc::Sender<Append> {
+        self.journal.clone()
+    }
+}
