@@ -332,3 +332,35 @@ fn strict_writer(
     };
     (stop, run)
 }
+
+fn ctl(redis_url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomring"))
+        .args(["ctl", "--coordinator", redis_url])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_lists_locates_and_drains() {
+    let mut c = cluster().await;
+    let url = c.redis.url();
+    let (code, members) = ctl(&url, &["members"]);
+    assert_eq!(code, Some(0));
+    for id in ["n1", "n2", "n3", "g1", "g2"] {
+        assert!(members.contains(&format!(" {id} ")), "{id} in {members}");
+    }
+    let (_, ring) = ctl(&url, &["ring"]);
+    assert_eq!(ring.lines().skip(1).collect::<Vec<_>>(), vec!["n1", "n2", "n3"]);
+    let (code, located) = ctl(&url, &["locate", "chat:where"]);
+    assert_eq!(code, Some(0));
+    let (_, info) = http(c.gateways[0].addr, "GET", "/api/rooms/chat:where", None).await;
+    assert_eq!(located.trim(), format!("chat:where {}", info["owner"].as_str().unwrap()));
+    assert_eq!(ctl(&url, &["drain", "nobody"]).0, Some(1));
+    assert_eq!(ctl(&url, &["drain", "n2"]).0, Some(0));
+    let n2 = c.nodes.iter_mut().find(|n| n.id == "n2").unwrap();
+    eventually!(if n2.alive() { Err("n2 still running") } else { Ok(()) });
+    let (_, ring) = ctl(&url, &["ring"]);
+    assert_eq!(ring.lines().skip(1).collect::<Vec<_>>(), vec!["n1", "n3"]);
+}

@@ -84,11 +84,44 @@ test('the client resumes with since and loses nothing while offline', async () =
   await cat.close();
 });
 
+test('a whole rolling update under an open chat shows no error and no gap', async () => {
+  const ann = await enter('ann3', 'chat:rolling');
+  const bob = await enter('bob3', 'chat:rolling');
+  const post = (path) => fetch(`${base}${path}`, { method: 'POST' }).then((r) => r.json());
+  let n = 0;
+  const say = async (page) => {
+    n += 1;
+    await page.fill('#text', `m${n}`);
+    await page.click('#send');
+  };
+  for (const old of ['node-1', 'node-2', 'node-3']) {
+    await say(ann);
+    await post('/api/cluster/nodes');
+    await say(bob);
+    await post(`/api/cluster/nodes/${old}/drain`);
+    await say(ann);
+    await say(bob);
+  }
+  await ann.waitForFunction((count) => document.querySelectorAll('.msg').length === count, n);
+  await bob.waitForFunction((count) => document.querySelectorAll('.msg').length === count, n);
+  for (const page of [ann, bob]) {
+    const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
+    assert.deepEqual(seqs, Array.from({ length: n }, (_, i) => i + 1));
+    assert.equal(await page.textContent('#error'), '');
+    assert.equal(await page.textContent('#status'), 'online');
+  }
+  const cluster = await fetch(`${base}/api/cluster`).then((r) => r.json());
+  assert.deepEqual(cluster.nodes.map((x) => x.id).sort(), ['node-4', 'node-5', 'node-6']);
+  await ann.close();
+  await bob.close();
+});
+
 test('the page has the cluster view with the ring', async () => {
   const page = await browser.newPage();
   await page.goto(`${base}/cluster.html`);
   await page.waitForFunction(() => document.querySelectorAll('#nodes tr').length === 3);
   const states = await page.$$eval('#nodes tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
   assert.deepEqual(states, ['active', 'active', 'active']);
+  assert.ok((await page.$$('#ring path')).length > 3, 'the ring is drawn');
   await page.close();
 });
