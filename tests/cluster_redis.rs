@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::procs::Proc;
 use support::redis::RedisServer;
-use support::{http, Client};
+use support::{check_room, http, Client, Writer};
 
 const ROOMS: usize = 12;
 
@@ -89,18 +89,6 @@ async fn writer(gw: SocketAddr, room: String, count: usize, pace: Duration) -> A
     Acks { acks }
 }
 
-/// Reads every `msg` a connected reader gets until it has seen `upto`.
-async fn reader_until(c: &mut Client, upto: u64) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    while seqs.last().copied().unwrap_or(0) < upto {
-        let f = c.recv().await;
-        if f["t"] == "msg" {
-            seqs.push(f["seq"].as_u64().unwrap());
-        }
-    }
-    seqs
-}
-
 async fn history(gw: SocketAddr, room: &str) -> Vec<Value> {
     let (status, body) = http(
         gw,
@@ -174,7 +162,7 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
     for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
         let acks = w.await.unwrap();
         let last = acks.acks.last().unwrap().1;
-        let seen = reader_until(&mut r, last).await;
+        let seen = r.msgs_until(last).await;
         assert_eq!(
             seen,
             (1..=last).collect::<Vec<_>>(),
@@ -225,7 +213,7 @@ async fn a_redis_outage_of_5_s_heals_by_itself() {
         let acks = w.await.unwrap();
         assert_eq!(acks.acks.len(), 40);
         let last = acks.acks.last().unwrap().1;
-        let seen = reader_until(&mut r, last).await;
+        let seen = r.msgs_until(last).await;
         assert_eq!(
             seen,
             (1..=last).collect::<Vec<_>>(),
@@ -248,13 +236,11 @@ async fn a_rolling_update_of_every_node_loses_nothing_and_drops_nobody() {
         r.join(&room).await;
         readers.push(r);
     }
-    let (stop, writers): (Vec<_>, Vec<_>) = rooms()
-        .into_iter()
-        .map(|room| {
-            let (stop, run) = strict_writer(g1, room, Duration::from_millis(30));
-            (stop, tokio::spawn(run))
-        })
-        .unzip();
+    // Planned moves must never surface as errors.
+    let writers: Vec<_> = rooms()
+        .iter()
+        .map(|room| Writer::spawn(g1, room, Duration::from_millis(30), false))
+        .collect();
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let id = c.nodes[i].id.clone();
@@ -275,62 +261,9 @@ async fn a_rolling_update_of_every_node_loses_nothing_and_drops_nobody() {
         });
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for s in stop {
-        s.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
     for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
-        let acked = w.await.unwrap();
-        assert_eq!(
-            acked,
-            (1..=acked.len() as u64).collect::<Vec<_>>(),
-            "{room}: acks"
-        );
-        let seen = reader_until(&mut r, *acked.last().unwrap()).await;
-        assert_eq!(seen, acked, "{room}: the reader saw a gap or a repeat");
-        let seqs: Vec<u64> = history(g2, &room)
-            .await
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect();
-        assert_eq!(seqs, acked, "{room}: history");
+        check_room(g2, &room, &w.finish().await, &mut r).await;
     }
-}
-
-/// A writer that accepts nothing but acks: planned moves must not surface
-/// as errors. Returns its stop flag and the acked seqs.
-fn strict_writer(
-    gw: SocketAddr,
-    room: String,
-    pace: Duration,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    impl std::future::Future<Output = Vec<u64>>,
-) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let run = async move {
-        let mut c = Client::connect(gw, &format!("w-{}", room.replace(':', "-"))).await;
-        c.join(&room).await;
-        let mut acked = Vec::new();
-        let mut n = 0;
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let id = format!("m{n}");
-            c.send(json!({"t": "send", "room": room, "id": id, "body": {"id": id}}))
-                .await;
-            let f = loop {
-                let f = c.recv().await;
-                if f["id"] == id.as_str() {
-                    break f;
-                }
-            };
-            assert_eq!(f["t"], "ack", "{room}: {f}");
-            acked.push(f["seq"].as_u64().unwrap());
-            n += 1;
-            tokio::time::sleep(pace).await;
-        }
-        acked
-    };
-    (stop, run)
 }
 
 fn ctl(redis_url: &str, args: &[&str]) -> (Option<i32>, String) {
@@ -339,7 +272,10 @@ fn ctl(redis_url: &str, args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,15 +288,25 @@ async fn ctl_lists_locates_and_drains() {
         assert!(members.contains(&format!(" {id} ")), "{id} in {members}");
     }
     let (_, ring) = ctl(&url, &["ring"]);
-    assert_eq!(ring.lines().skip(1).collect::<Vec<_>>(), vec!["n1", "n2", "n3"]);
+    assert_eq!(
+        ring.lines().skip(1).collect::<Vec<_>>(),
+        vec!["n1", "n2", "n3"]
+    );
     let (code, located) = ctl(&url, &["locate", "chat:where"]);
     assert_eq!(code, Some(0));
     let (_, info) = http(c.gateways[0].addr, "GET", "/api/rooms/chat:where", None).await;
-    assert_eq!(located.trim(), format!("chat:where {}", info["owner"].as_str().unwrap()));
+    assert_eq!(
+        located.trim(),
+        format!("chat:where {}", info["owner"].as_str().unwrap())
+    );
     assert_eq!(ctl(&url, &["drain", "nobody"]).0, Some(1));
     assert_eq!(ctl(&url, &["drain", "n2"]).0, Some(0));
     let n2 = c.nodes.iter_mut().find(|n| n.id == "n2").unwrap();
-    eventually!(if n2.alive() { Err("n2 still running") } else { Ok(()) });
+    eventually!(if n2.alive() {
+        Err("n2 still running")
+    } else {
+        Ok(())
+    });
     let (_, ring) = ctl(&url, &["ring"]);
     assert_eq!(ring.lines().skip(1).collect::<Vec<_>>(), vec!["n1", "n3"]);
 }

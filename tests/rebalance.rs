@@ -6,13 +6,10 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use roomring::dev::DevCluster;
-use serde_json::json;
-use support::{http, Client, TestCluster};
+use support::{check_room, http, Client, TestCluster, Writer};
 
 const ROOMS: usize = 24;
 
@@ -20,89 +17,34 @@ fn room(i: usize) -> String {
     format!("chat:move-{i}")
 }
 
-/// A writer per room on gateway 1 sending until told to stop, and a reader
-/// per room on gateway 2; returns (acked seqs per room, readers).
+/// A writer per room on one gateway and a reader per room on another.
 struct Traffic {
-    stop: Arc<AtomicBool>,
-    writers: Vec<tokio::task::JoinHandle<Vec<u64>>>,
+    writers: Vec<Writer>,
     readers: Vec<Client>,
 }
 
 async fn traffic(writer_gw: SocketAddr, reader_gw: SocketAddr) -> Traffic {
-    let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for i in 0..ROOMS {
         let mut r = Client::connect(reader_gw, &format!("reader{i}")).await;
         r.join(&room(i)).await;
         readers.push(r);
-        let stop = stop.clone();
-        writers.push(tokio::spawn(async move {
-            let mut w = Client::connect(writer_gw, &format!("writer{i}")).await;
-            w.join(&room(i)).await;
-            let mut acked = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("m{n}");
-                w.send(json!({"t": "send", "room": room(i), "id": id, "body": {"n": n}}))
-                    .await;
-                loop {
-                    let f = w.recv().await;
-                    if f["id"] == id.as_str() {
-                        assert_eq!(f["t"], "ack", "every send is acked while rooms move: {f}");
-                        acked.push(f["seq"].as_u64().unwrap());
-                        break;
-                    }
-                }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            acked
-        }));
+        // Planned moves must never surface as errors.
+        writers.push(Writer::spawn(
+            writer_gw,
+            &room(i),
+            Duration::from_millis(20),
+            false,
+        ));
     }
-    Traffic {
-        stop,
-        writers,
-        readers,
-    }
+    Traffic { writers, readers }
 }
 
 impl Traffic {
-    /// Stops the writers and checks every room: acks gap-free from 1, the
-    /// reader saw exactly the acked seqs, history holds them once.
     async fn finish(self, cluster: &DevCluster) {
-        self.stop.store(true, Ordering::Relaxed);
         for (i, (w, mut r)) in self.writers.into_iter().zip(self.readers).enumerate() {
-            let acked = w.await.unwrap();
-            assert!(!acked.is_empty());
-            assert_eq!(
-                acked,
-                (1..=acked.len() as u64).collect::<Vec<_>>(),
-                "{}: acks",
-                room(i)
-            );
-            let mut seen = Vec::new();
-            while seen.len() < acked.len() {
-                let f = r.recv().await;
-                if f["t"] == "msg" {
-                    seen.push(f["seq"].as_u64().unwrap());
-                }
-            }
-            assert_eq!(seen, acked, "{}: the reader saw a gap or a repeat", room(i));
-            let (_, h) = http(
-                cluster.addr(),
-                "GET",
-                &format!("/api/rooms/{}/messages?limit=1000", room(i)),
-                None,
-            )
-            .await;
-            let seqs: Vec<u64> = h["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["seq"].as_u64().unwrap())
-                .collect();
-            assert_eq!(seqs, acked, "{}: history", room(i));
+            check_room(cluster.addr(), &room(i), &w.finish().await, &mut r).await;
         }
     }
 }

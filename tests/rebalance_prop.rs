@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use roomring::dev::DevOptions;
-use serde_json::json;
-use support::{http, Client, TestCluster};
+use support::{check_room, http, Client, TestCluster, Writer};
 
 const ROOMS: usize = 6;
 
@@ -33,68 +30,25 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-async fn writer(gw: std::net::SocketAddr, room: String, stop: Arc<AtomicBool>) -> Vec<u64> {
-    let mut c = Client::connect(gw, &format!("w-{}", room.replace(':', "-"))).await;
-    // A room whose node was just killed answers `unavailable` until it is
-    // served again; the client joins again, as a real one would.
-    loop {
-        c.send(json!({"t": "join", "room": room})).await;
-        let f = loop {
-            let f = c.recv().await;
-            if f["t"] == "joined" || f["t"] == "error" {
-                break f;
-            }
-        };
-        if f["t"] == "joined" {
-            break;
-        }
-        assert_eq!(f["code"], "unavailable", "{room}: {f}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut acked = Vec::new();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let id = format!("m{n}");
-        loop {
-            c.send(json!({"t": "send", "room": room, "id": id, "body": {"id": id}}))
-                .await;
-            let f = loop {
-                let f = c.recv().await;
-                if f["id"] == id.as_str() {
-                    break f;
-                }
-            };
-            if f["t"] == "ack" {
-                acked.push(f["seq"].as_u64().unwrap());
-                break;
-            }
-            // A killed node's rooms are unavailable until its lease lapses.
-            assert_eq!(f["code"], "unavailable", "{room}: {f}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    acked
-}
-
 async fn scenario(steps: Vec<Step>) {
     let mut options = DevOptions::for_test(3, 2);
     options.memory_store = true;
     let cluster = TestCluster::with(options).await;
     let (g1, g2) = (cluster.gateways[0].addr, cluster.gateways[1].addr);
     let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:prop-{i}")).collect();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for room in &rooms {
         let mut r = Client::connect(g2, &format!("r-{}", room.replace(':', "-"))).await;
         r.join(room).await;
         readers.push(r);
     }
+    // A killed node's rooms are unavailable until its lease lapses: those
+    // answers are retried, as a real client would.
     let writers: Vec<_> = rooms
         .iter()
-        .map(|room| tokio::spawn(writer(g1, room.clone(), stop.clone())))
+        .map(|room| Writer::spawn(g1, room, Duration::from_millis(25), true))
         .collect();
+    let mut last_kill = None;
     for step in steps {
         let ids = cluster.nodes.ids();
         match step {
@@ -118,42 +72,21 @@ async fn scenario(steps: Vec<Step>) {
             Step::Kill(i) if ids.len() > 1 => {
                 let id = ids[i % ids.len()].clone();
                 cluster.nodes.take(&id).unwrap().kill().await;
+                last_kill = Some(tokio::time::Instant::now());
             }
             Step::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             _ => {}
         }
     }
+    // A killed node's rooms serve again once its lease lapses: let every
+    // room take some sends after that.
+    if let Some(killed) = last_kill {
+        tokio::time::sleep_until(killed + roomring::dev::DEV_LEASE + Duration::from_millis(1500))
+            .await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
     for ((room, w), mut r) in rooms.iter().zip(writers).zip(readers) {
-        let acked = w.await.unwrap();
-        assert_eq!(
-            acked,
-            (1..=acked.len() as u64).collect::<Vec<_>>(),
-            "{room}: acked seqs"
-        );
-        let mut seen = Vec::new();
-        while seen.len() < acked.len() {
-            let f = r.recv().await;
-            if f["t"] == "msg" {
-                seen.push(f["seq"].as_u64().unwrap());
-            }
-        }
-        assert_eq!(seen, acked, "{room}: the live subscription");
-        let (_, h) = http(
-            g2,
-            "GET",
-            &format!("/api/rooms/{room}/messages?limit=1000"),
-            None,
-        )
-        .await;
-        let history: Vec<u64> = h["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect();
-        assert_eq!(history, acked, "{room}: history");
+        check_room(g2, room, &w.finish().await, &mut r).await;
     }
     cluster.stop().await;
 }

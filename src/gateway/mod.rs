@@ -15,6 +15,7 @@
 mod assets;
 pub mod auth;
 mod http;
+mod link;
 pub mod sessions;
 mod upstream;
 mod ws;

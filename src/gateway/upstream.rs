@@ -1,6 +1,7 @@
-//! The gateway's links to the application nodes: one multiplexed WebSocket
-//! per node, routing by the ring, replies matched by request id, and
-//! re-routing when a node answers that it does not own a room.
+//! Routing to the application nodes: by the ring, over one multiplexed link
+//! per node (`link`), replies matched by request id, operations routed again
+//! when a node answers that it does not own a room, and rooms resumed at
+//! their new owner when the ring moves them.
 //!
 //! Task tree: `Upstream::spawn` starts a supervisor that follows the ring
 //! view and keeps one `LinkTask` per node member; each link task connects
@@ -13,24 +14,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
+use super::link::{Link, LinkTask, Pending};
 use super::sessions::Sessions;
 use crate::coordinator::{RingView, Role};
 use crate::ids::{NodeId, RoomId, UserId};
 use crate::protocol::client::RoomOp;
-use crate::protocol::link::{self, ConnId, LinkMsg, Query, Rid, Status, ToGateway, ToNode};
+use crate::protocol::link::{self, ConnId, LinkMsg, Query, Status, ToGateway, ToNode};
 use crate::protocol::server::error_frame;
 use crate::protocol::{ErrorCode, Failure};
 use crate::shutdown::Shutdown;
 
 /// Requests a link may queue while its node is slow or reconnecting.
-const LINK_QUEUE: usize = 16 * 1024;
+pub(super) const LINK_QUEUE: usize = 16 * 1024;
 /// Pauses between routing attempts while a room has no reachable owner.
 const RETRY_BACKOFF_MS: [u64; 11] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 500, 800];
 
@@ -52,41 +51,10 @@ pub(super) struct OpRequest {
     pub resume: bool,
 }
 
-/// What to do with a reply.
-// The large variant is the common one: boxing it would allocate per operation.
-#[allow(clippy::large_enum_variant)]
-enum Pending {
-    /// Forward to a client connection (and keep subscriptions in step).
-    Op { req: OpRequest, attempt: usize },
-    /// Hand to an HTTP handler.
-    Query(oneshot::Sender<(Status, String)>),
-}
-
-/// One node's link as the router sees it.
-struct Link {
-    /// The node at the other end.
-    node: NodeId,
-    /// Whether the link is connected; requests wait for another route or
-    /// retry while it is not.
-    up: AtomicBool,
-    /// Bounded; a full queue makes requesters wait (backpressure on the
-    /// client connection that sends too fast).
-    tx: mpsc::Sender<LinkMsg>,
-    next_rid: AtomicU64,
-    /// Requests sent and not yet answered; short critical sections only.
-    pending: Mutex<HashMap<Rid, Pending>>,
-}
-
-impl Link {
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Rid, Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Routes room operations to their owners.
 pub(super) struct Upstream {
-    gateway: NodeId,
-    secret: String,
+    pub(super) gateway: NodeId,
+    pub(super) secret: String,
     ring: watch::Receiver<Arc<RingView>>,
     sessions: Arc<Sessions>,
     /// Links by node; short critical sections only.
@@ -160,7 +128,7 @@ impl Upstream {
 
     /// Tries again a little later, or gives up with `unavailable`; a resume
     /// keeps trying as long as its connection is subscribed.
-    fn retry(self: &Arc<Self>, req: OpRequest, attempt: usize) {
+    pub(super) fn retry(self: &Arc<Self>, req: OpRequest, attempt: usize) {
         if req.resume && !self.sessions.is_subscribed(&req.room, req.conn) {
             return;
         }
@@ -296,7 +264,7 @@ impl Upstream {
     /// Subscribes again, at their owner on the current ring, the rooms that
     /// moved or whose node's link went `down`: one `join` with `since` per
     /// local connection, so that presence stays right and the gap is filled.
-    fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
+    pub(super) fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
         let ring = self.ring.borrow().ring.clone();
         for resume in self.sessions.to_resume(&ring, down) {
             tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
@@ -319,7 +287,7 @@ impl Upstream {
     }
 
     /// Handles one message from a node.
-    fn on_message(self: &Arc<Self>, link: &Link, msg: LinkMsg) {
+    pub(super) fn on_message(self: &Arc<Self>, link: &Link, msg: LinkMsg) {
         let text = msg.as_str();
         let (header, at) = match link::decode::<ToGateway>(text) {
             Ok(decoded) => decoded,
@@ -410,118 +378,4 @@ fn missed(joined: &str) -> Vec<(u64, Utf8Bytes)> {
             ))
         })
         .collect()
-}
-
-/// Connects to one node and serves the link until told to stop.
-struct LinkTask {
-    up: Arc<Upstream>,
-    node: NodeId,
-    addr: String,
-    link: Arc<Link>,
-    rx: mpsc::Receiver<LinkMsg>,
-    stop: watch::Receiver<bool>,
-}
-
-impl LinkTask {
-    async fn run(mut self, mut shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.connect().await {
-                Ok(ws) => {
-                    backoff = Duration::from_millis(50);
-                    tracing::debug!(addr = %self.addr, "link up");
-                    self.link.up.store(true, Ordering::Release);
-                    self.serve(ws, &mut shutdown).await;
-                    self.link.up.store(false, Ordering::Release);
-                    self.fail_pending();
-                    self.up.resume_moved(Some(&self.node));
-                }
-                Err(e) => {
-                    tracing::debug!(addr = %self.addr, error = %e, "link connect failed");
-                    self.fail_pending();
-                }
-            }
-            if shutdown.is_fired() || *self.stop.borrow() || self.stop.has_changed().is_err() {
-                self.fail_pending();
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return,
-                _ = self.stop.changed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        String,
-    > {
-        let url = format!("ws://{}{}", self.addr, link::LINK_PATH);
-        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-        let headers = req.headers_mut();
-        headers.insert(
-            link::SECRET_HEADER,
-            self.up.secret.parse().map_err(|_| "bad secret")?,
-        );
-        headers.insert(
-            link::PEER_HEADER,
-            self.up.gateway.as_str().parse().map_err(|_| "bad id")?,
-        );
-        let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(2), connect)
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(ws)
-    }
-
-    async fn serve(
-        &mut self,
-        ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        shutdown: &mut Shutdown,
-    ) {
-        let (mut sink, mut stream) = ws.split();
-        let mut batch = Vec::with_capacity(256);
-        loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(Ok(Message::Text(text))) => self.up.on_message(&self.link, text),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-                n = self.rx.recv_many(&mut batch, 256) => {
-                    if n == 0 { break }
-                    let mut ok = true;
-                    for msg in batch.drain(..) {
-                        ok = ok && sink.feed(Message::Text(msg)).await.is_ok();
-                    }
-                    if !ok || sink.flush().await.is_err() { break }
-                }
-                _ = shutdown.wait() => break,
-                _ = self.stop.changed() => break,
-            }
-        }
-        tracing::debug!(node.id = %self.node, "link down");
-    }
-
-    /// Requests in flight or queued when a link drops: operations are routed
-    /// again (a retried `send` is idempotent by its id), queries fail.
-    fn fail_pending(&mut self) {
-        while self.rx.try_recv().is_ok() {}
-        let pending: Vec<Pending> = self.link.lock_pending().drain().map(|(_, p)| p).collect();
-        for p in pending {
-            match p {
-                Pending::Op { req, attempt } => self.up.retry(req, attempt),
-                Pending::Query(tx) => drop(tx),
-            }
-        }
-    }
 }

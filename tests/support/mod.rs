@@ -248,3 +248,125 @@ fn dechunk(mut s: &str) -> String {
 }
 pub mod procs;
 pub mod redis;
+
+/// A client sending one message after another into a room until stopped,
+/// each retried with its id until acked.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Writer {
+    /// Joins `room` through `gw` and starts sending every `pace`. With
+    /// `tolerate_unavailable`, `unavailable` answers (a crashed node's rooms)
+    /// are retried; otherwise any error fails the test.
+    pub fn spawn(gw: SocketAddr, room: &str, pace: Duration, tolerate_unavailable: bool) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let room = room.to_string();
+        let task = tokio::spawn(async move {
+            let mut c = Client::connect(gw, &format!("w-{}", room.replace(':', "-"))).await;
+            let expect = |f: &Value| {
+                assert!(
+                    tolerate_unavailable && f["code"] == "unavailable",
+                    "{room}: {f}"
+                );
+            };
+            loop {
+                c.send(json!({"t": "join", "room": room})).await;
+                let f = c.recv_either("joined", None).await;
+                if f["t"] == "joined" {
+                    break;
+                }
+                expect(&f);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("m{n}");
+                loop {
+                    c.send(json!({"t": "send", "room": room, "id": id, "body": {"id": id}}))
+                        .await;
+                    let f = c.recv_either("ack", Some(&id)).await;
+                    if f["t"] == "ack" {
+                        acked.push(f["seq"].as_u64().expect("ack seq"));
+                        break;
+                    }
+                    expect(&f);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                n += 1;
+                tokio::time::sleep(pace).await;
+            }
+            acked
+        });
+        Self { stop, task }
+    }
+
+    /// Stops sending and returns the acked seqs, in order.
+    pub async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("writer")
+    }
+}
+
+impl Client {
+    /// The next frame of type `t` or `error` (with this `id`, if given).
+    pub async fn recv_either(&mut self, t: &str, id: Option<&str>) -> Value {
+        loop {
+            let f = self.recv().await;
+            let ours = id.is_none_or(|id| f["id"] == id);
+            if ours && (f["t"] == t || f["t"] == "error") {
+                return f;
+            }
+        }
+    }
+
+    /// Reads `msg` frames until seq `upto` and returns every seq seen.
+    pub async fn msgs_until(&mut self, upto: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while seqs.last().copied().unwrap_or(0) < upto {
+            let f = self.recv().await;
+            if f["t"] == "msg" {
+                seqs.push(f["seq"].as_u64().expect("msg seq"));
+            }
+        }
+        seqs
+    }
+}
+
+/// The seqs of a room's kept messages, through the HTTP API.
+pub async fn history_seqs(gw: SocketAddr, room: &str) -> Vec<u64> {
+    let (status, body) = http(
+        gw,
+        "GET",
+        &format!("/api/rooms/{room}/messages?limit=1000"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// A room's writer, its reader (on another gateway) and history agree: the
+/// acks are 1..=N, the reader saw exactly them, history holds them once.
+pub async fn check_room(gw: SocketAddr, room: &str, acked: &[u64], reader: &mut Client) {
+    assert!(!acked.is_empty(), "{room}: nothing was acked");
+    assert_eq!(
+        acked,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "{room}: acked seqs"
+    );
+    assert_eq!(
+        reader.msgs_until(acked.len() as u64).await,
+        acked,
+        "{room}: the reader saw a gap or a repeat"
+    );
+    assert_eq!(history_seqs(gw, room).await, acked, "{room}: history");
+}

@@ -1,0 +1,38 @@
+//! Read-only answers for the HTTP API: a room's messages and its summary.
+
+use super::RoomState;
+use crate::ids::UserId;
+
+impl RoomState {
+    /// `{"messages":[..]}`: up to `limit` kept messages after `since`.
+    pub fn messages_json(&self, since: u64, limit: usize) -> String {
+        let msgs = self
+            .log
+            .iter()
+            .filter(|e| e.msg.is_some() && e.seq > since)
+            .take(limit);
+        let mut out = String::from("{\"messages\":[");
+        for (i, e) in msgs.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(e.frame.get());
+        }
+        out.push_str("]}");
+        out
+    }
+
+    /// `{"room","owner","seq","online"}`, plus `widgets` for boards.
+    pub fn info_json(&self, owner: &str) -> String {
+        let mut info = serde_json::json!({
+            "room": self.room.as_str(),
+            "owner": owner,
+            "seq": self.seq,
+            "online": self.online.keys().map(UserId::as_str).collect::<Vec<_>>(),
+        });
+        if let Some(board) = &self.board {
+            info["widgets"] = serde_json::json!(board.widgets().collect::<Vec<_>>());
+        }
+        info.to_string()
+    }
+}
