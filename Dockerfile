@@ -10,7 +10,7 @@ RUN cargo build --release --locked --bin roomring
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 roomring
 COPY --from=build /src/target/release/roomring /usr/local/bin/roomring
-USER roomring
+USER 10001
 EXPOSE 8080 7000
 # SIGTERM drains a node and closes a gateway's clients with 1012.
 STOPSIGNAL SIGTERM

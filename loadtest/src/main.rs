@@ -61,13 +61,16 @@ impl Common {
 enum Scenario {
     /// Couples (or small groups): every member sends at a fixed rate.
     Chat(scenarios::chat::ChatArgs),
+    /// Group fan-out: big rooms, one sender each.
+    Fanout(scenarios::chat::FanoutArgs),
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
-        Scenario::Chat(args) => scenarios::chat::run(&cli.common, args).await?,
+        Scenario::Chat(args) => scenarios::chat::run(&cli.common, args, "chat").await?,
+        Scenario::Fanout(args) => scenarios::chat::run(&cli.common, args.into(), "fanout").await?,
     };
     report.print();
     if let Some(path) = &cli.common.json {

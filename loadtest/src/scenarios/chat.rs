@@ -37,6 +37,31 @@ pub struct ChatArgs {
     pub rate: f64,
 }
 
+/// Parameters of `fanout`: `chat` with one sender per room.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Rooms.
+    #[arg(long, default_value_t = 20)]
+    pub rooms: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 100)]
+    pub members: usize,
+    /// Messages per second of each room's sender.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+}
+
+impl From<FanoutArgs> for ChatArgs {
+    fn from(f: FanoutArgs) -> Self {
+        Self {
+            rooms: f.rooms,
+            members: f.members,
+            senders: Some(1),
+            rate: f.rate,
+        }
+    }
+}
+
 /// Connections opened at once.
 const CONNECT_PARALLELISM: usize = 256;
 /// Time after the window for deliveries still in flight.
@@ -58,7 +83,7 @@ struct Tally {
 }
 
 /// Runs the scenario.
-pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
+pub async fn run(common: &Common, args: ChatArgs, scenario: &'static str) -> Result<Report> {
     let senders = args.senders.unwrap_or(args.members).min(args.members);
     let connections = args.rooms * args.members;
     let shared = Arc::new(Shared {
@@ -167,7 +192,7 @@ pub async fn run(common: &Common, args: ChatArgs) -> Result<Report> {
         (!common.server_pid.is_empty()).then(|| procstat::sample(&common.server_pid));
     go.wait().await;
     let mut report = Report {
-        scenario: "chat",
+        scenario,
         params: json!({"rooms": args.rooms, "members": args.members, "senders": senders, "rate": args.rate}),
         connections,
         seconds: common.duration,
