@@ -63,6 +63,8 @@ enum Scenario {
     Chat(scenarios::chat::ChatArgs),
     /// Group fan-out: big rooms, one sender each.
     Fanout(scenarios::chat::FanoutArgs),
+    /// Hold connections that send nothing; measures memory per connection.
+    Idle(scenarios::idle::IdleArgs),
 }
 
 #[tokio::main]
@@ -71,6 +73,7 @@ async fn main() -> Result<()> {
     let report = match cli.scenario {
         Scenario::Chat(args) => scenarios::chat::run(&cli.common, args, "chat").await?,
         Scenario::Fanout(args) => scenarios::chat::run(&cli.common, args.into(), "fanout").await?,
+        Scenario::Idle(args) => scenarios::idle::run(&cli.common, args).await?,
     };
     report.print();
     if let Some(path) = &cli.common.json {

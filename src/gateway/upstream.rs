@@ -31,7 +31,7 @@ use crate::shutdown::Shutdown;
 /// Requests a link may queue while its node is slow or reconnecting.
 pub(super) const LINK_QUEUE: usize = 16 * 1024;
 /// Pauses between routing attempts while a room has no reachable owner.
-const RETRY_BACKOFF_MS: [u64; 11] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 500, 800];
+const RETRY_BACKOFF_MS: [u64; 12] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 300, 300, 300];
 
 /// A client operation on its way to a room's owner.
 #[derive(Debug, Clone)]

@@ -25,9 +25,9 @@ use crate::protocol::server::{error_frame, ServerFrame};
 use crate::protocol::{ErrorCode, Failure};
 
 /// Read buffer per connection; frames larger than this grow it on demand.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write reaches the socket (flushes write sooner).
-const WRITE_BUFFER: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
 /// Frames past this size close the connection with 1009.
 const MAX_MESSAGE: usize = 1024 * 1024;
 

@@ -216,7 +216,10 @@ pub async fn start(
                 }
                 .run()
                 .await;
-                let _ = tokio::join!(keeper, mover);
+                // Moves still under way are abandoned: a stopped node's rooms are
+                // taken over (from storage) by their new owners.
+                mover.abort();
+                let _ = keeper.await;
                 tracing::info!("node stopped");
             }
             .instrument(span),

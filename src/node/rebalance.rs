@@ -21,6 +21,8 @@ use crate::shutdown::Shutdown;
 
 /// Rooms moved at once; more would add latency for everyone else.
 const MOVES_IN_FLIGHT: usize = 64;
+/// How long one room's move may take before the round goes on without it.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often failed moves are tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -47,9 +49,14 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         if !moving.is_empty() {
             let started = tokio::time::Instant::now();
             let count = moving.len();
+            let (node, view) = (&node, &view);
             futures_util::stream::iter(moving)
-                .for_each_concurrent(MOVES_IN_FLIGHT, |(room, handle)| {
-                    hand_off(&node, room, handle, &view)
+                .for_each_concurrent(MOVES_IN_FLIGHT, |(room, handle)| async move {
+                    // A move that cannot finish is tried again next round.
+                    let moving = hand_off(node, room.clone(), handle, view);
+                    if tokio::time::timeout(MOVE_TIMEOUT, moving).await.is_err() {
+                        tracing::warn!(room.id = %room, "hand-off timed out; retrying");
+                    }
                 })
                 .await;
             tracing::info!(rooms = count, elapsed_ms = started.elapsed().as_millis() as u64, epoch = %view.view.epoch, "rooms handed off");

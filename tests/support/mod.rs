@@ -285,7 +285,12 @@ impl Writer {
             let mut n = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = format!("m{n}");
+                let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
                 loop {
+                    assert!(
+                        tokio::time::Instant::now() < give_up,
+                        "{room}: {id} not acked within 15 s"
+                    );
                     c.send(json!({"t": "send", "room": room, "id": id, "body": {"id": id}}))
                         .await;
                     let f = c.recv_either("ack", Some(&id)).await;
@@ -314,7 +319,13 @@ impl Writer {
 impl Client {
     /// The next frame of type `t` or `error` (with this `id`, if given).
     pub async fn recv_either(&mut self, t: &str, id: Option<&str>) -> Value {
+        let give_up = tokio::time::Instant::now() + WAIT;
         loop {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{}: no {t} within {WAIT:?}",
+                self.user
+            );
             let f = self.recv().await;
             let ours = id.is_none_or(|id| f["id"] == id);
             if ours && (f["t"] == t || f["t"] == "error") {

@@ -1,3 +1,4 @@
 //! Load scenarios.
 
 pub mod chat;
+pub mod idle;
