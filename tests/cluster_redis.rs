@@ -125,6 +125,39 @@ fn check_history(room: &str, acks: &Acks, history: &[Value]) {
     }
 }
 
+/// A reader per room, joined through `gw`.
+async fn readers(gw: SocketAddr) -> Vec<Client> {
+    let mut readers = Vec::new();
+    for room in rooms() {
+        let mut r = Client::connect(gw, &format!("r-{}", room.replace(':', "-"))).await;
+        r.join(&room).await;
+        readers.push(r);
+    }
+    readers
+}
+
+/// Every writer's acks against its reader (gap-free up to the last ack)
+/// and against history.
+async fn check_writers(
+    gw: SocketAddr,
+    writers: Vec<tokio::task::JoinHandle<Acks>>,
+    readers: Vec<Client>,
+) -> Vec<Acks> {
+    let mut all = Vec::new();
+    for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
+        let acks = w.await.unwrap();
+        let last = acks.acks.last().unwrap().1;
+        assert_eq!(
+            r.msgs_until(last).await,
+            (1..=last).collect::<Vec<_>>(),
+            "{room}: the reader saw a gap or a repeat"
+        );
+        check_history(&room, &acks, &history(gw, &room).await);
+        all.push(acks);
+    }
+    all
+}
+
 fn rooms() -> Vec<String> {
     (0..ROOMS).map(|i| format!("chat:crash-{i}")).collect()
 }
@@ -144,12 +177,7 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
     let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
     let before = owners(g1).await;
     let victim = before.values().next().unwrap().clone();
-    let mut readers = Vec::new();
-    for room in rooms() {
-        let mut r = Client::connect(g2, &format!("r-{}", room.replace(':', "-"))).await;
-        r.join(&room).await;
-        readers.push(r);
-    }
+    let readers = readers(g2).await;
     let writers: Vec<_> = rooms()
         .into_iter()
         .map(|room| tokio::spawn(writer(g1, room, 60, Duration::from_millis(50))))
@@ -158,27 +186,18 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
     let killed_at = Instant::now();
     c.nodes.iter_mut().find(|n| n.id == victim).unwrap().kill9();
 
+    let all = check_writers(g2, writers, readers).await;
     let mut worst = Duration::ZERO;
-    for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
-        let acks = w.await.unwrap();
-        let last = acks.acks.last().unwrap().1;
-        let seen = r.msgs_until(last).await;
-        assert_eq!(
-            seen,
-            (1..=last).collect::<Vec<_>>(),
-            "{room}: the reader on the other gateway saw a gap or a repeat"
-        );
-        check_history(&room, &acks, &history(g2, &room).await);
-        if before[&room] == victim {
+    for (room, acks) in rooms().iter().zip(&all) {
+        if before[room] == victim {
             // The longest pause between two acks across the kill.
             let pause = acks
                 .acks
                 .windows(2)
                 .filter(|p| p[1].2 > killed_at)
                 .map(|p| p[1].2 - p[0].2)
-                .max()
-                .unwrap_or_default();
-            worst = worst.max(pause);
+                .max();
+            worst = worst.max(pause.unwrap_or_default());
         }
     }
     println!("failover: the longest pause of an affected room was {worst:?}");
@@ -195,12 +214,7 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
 async fn a_redis_outage_of_5_s_heals_by_itself() {
     let mut c = cluster().await;
     let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
-    let mut readers = Vec::new();
-    for room in rooms() {
-        let mut r = Client::connect(g2, &format!("r-{}", room.replace(':', "-"))).await;
-        r.join(&room).await;
-        readers.push(r);
-    }
+    let readers = readers(g2).await;
     let writers: Vec<_> = rooms()
         .into_iter()
         .map(|room| tokio::spawn(writer(g1, room, 40, Duration::from_millis(100))))
@@ -209,17 +223,8 @@ async fn a_redis_outage_of_5_s_heals_by_itself() {
     c.redis.pause();
     tokio::time::sleep(Duration::from_secs(5)).await;
     c.redis.resume();
-    for ((room, w), mut r) in rooms().into_iter().zip(writers).zip(readers) {
-        let acks = w.await.unwrap();
+    for acks in check_writers(g2, writers, readers).await {
         assert_eq!(acks.acks.len(), 40);
-        let last = acks.acks.last().unwrap().1;
-        let seen = r.msgs_until(last).await;
-        assert_eq!(
-            seen,
-            (1..=last).collect::<Vec<_>>(),
-            "{room}: the reader saw a gap or a repeat"
-        );
-        check_history(&room, &acks, &history(g2, &room).await);
     }
     for p in c.nodes.iter_mut().chain(c.gateways.iter_mut()) {
         assert!(p.alive(), "{} exited", p.id);
@@ -230,12 +235,7 @@ async fn a_redis_outage_of_5_s_heals_by_itself() {
 async fn a_rolling_update_of_every_node_loses_nothing_and_drops_nobody() {
     let mut c = cluster().await;
     let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
-    let mut readers = Vec::new();
-    for room in rooms() {
-        let mut r = Client::connect(g2, &format!("r-{}", room.replace(':', "-"))).await;
-        r.join(&room).await;
-        readers.push(r);
-    }
+    let readers = readers(g2).await;
     // Planned moves must never surface as errors.
     let writers: Vec<_> = rooms()
         .iter()

@@ -45,6 +45,34 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report of a scenario.
+    pub fn new(
+        scenario: &'static str,
+        params: Value,
+        connections: usize,
+        seconds: f64,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            scenario,
+            params,
+            connections,
+            seconds,
+            sent: 0,
+            acked: 0,
+            errors: 0,
+            delivered: 0,
+            expected: 0,
+            duplicates: 0,
+            gaps: 0,
+            disconnects: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            server_idle: None,
+            server_joined: None,
+            server_end: None,
+        })
+    }
+
     /// Lost deliveries.
     pub fn lost(&self) -> u64 {
         self.expected.saturating_sub(self.delivered)

@@ -191,25 +191,10 @@ pub async fn run(common: &Common, args: ChatArgs, scenario: &'static str) -> Res
     let server_joined =
         (!common.server_pid.is_empty()).then(|| procstat::sample(&common.server_pid));
     go.wait().await;
-    let mut report = Report {
-        scenario,
-        params: json!({"rooms": args.rooms, "members": args.members, "senders": senders, "rate": args.rate}),
-        connections,
-        seconds: common.duration,
-        sent: 0,
-        acked: 0,
-        errors: 0,
-        delivered: 0,
-        expected: 0,
-        duplicates: 0,
-        gaps: 0,
-        disconnects: 0,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        server_idle,
-        server_joined,
-        server_end: None,
-    };
+    let params = json!({"rooms": args.rooms, "members": args.members, "senders": senders, "rate": args.rate});
+    let mut report = Report::new(scenario, params, connections, common.duration)?;
+    report.server_idle = server_idle;
+    report.server_joined = server_joined;
     let mut failures = 0;
     for task in tasks {
         match task.await? {

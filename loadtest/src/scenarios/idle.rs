@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Args;
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 
@@ -60,23 +59,15 @@ pub async fn run(common: &Common, args: IdleArgs) -> Result<Report> {
             _ => disconnects += 1,
         }
     }
-    Ok(Report {
-        scenario: "idle",
-        params: json!({ "connections": args.connections }),
-        connections: args.connections,
-        seconds: common.duration,
-        sent: 0,
-        acked: 0,
-        errors: 0,
-        delivered: 0,
-        expected: 0,
-        duplicates: 0,
-        gaps: 0,
-        disconnects,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        server_idle,
-        server_joined,
-        server_end: server_joined,
-    })
+    let mut report = Report::new(
+        "idle",
+        json!({ "connections": args.connections }),
+        args.connections,
+        common.duration,
+    )?;
+    report.disconnects = disconnects;
+    report.server_idle = server_idle;
+    report.server_joined = server_joined;
+    report.server_end = server_joined;
+    Ok(report)
 }
