@@ -6,10 +6,13 @@
 //! - `protocol`: the wire; client frames, server frames, the gateway↔node link.
 //! - `ring`: the consistent-hash ring and the pure diff of two rings.
 //! - `coordinator`: the `Membership` trait, its backends and their one suite.
-//! - `rooms`: pure chat and board state, and the room task (single writer).
-//! - `node`: the application node; room registry, gateway links, lease.
-//! - `gateway`: the stateless edge; WebSocket and HTTP, fan-out, upstream links.
-//! - `dev`: a whole cluster in one process.
+//! - `rooms`: pure chat and board state, the room task (single writer), and
+//!   the durable-store trait with its in-memory twin.
+//! - `node`: the application node; room registry, links in, lease, live
+//!   rebalancing (hand-off to peers), Redis room storage.
+//! - `gateway`: the stateless edge; WebSocket and HTTP, sessions and fan-out,
+//!   routing and resuming moved rooms, one link per node.
+//! - `dev`: a whole cluster in one process; `ctl`: the operator's command.
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
 //!
 //! Dependencies point one way: `dev` → `gateway`, `node` → `ring`,
