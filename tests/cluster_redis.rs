@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::procs::Proc;
 use support::redis::RedisServer;
-use support::{check_room, http, Client, Writer};
+use support::{check_room, history, http, Client, Writer};
 
 const ROOMS: usize = 12;
 
@@ -87,18 +87,6 @@ async fn writer(gw: SocketAddr, room: String, count: usize, pace: Duration) -> A
         tokio::time::sleep(pace).await;
     }
     Acks { acks }
-}
-
-async fn history(gw: SocketAddr, room: &str) -> Vec<Value> {
-    let (status, body) = http(
-        gw,
-        "GET",
-        &format!("/api/rooms/{room}/messages?limit=1000"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["messages"].as_array().unwrap().clone()
 }
 
 /// Every acked message is in history exactly once, and history is gap-free.

@@ -347,8 +347,8 @@ impl Client {
     }
 }
 
-/// The seqs of a room's kept messages, through the HTTP API.
-pub async fn history_seqs(gw: SocketAddr, room: &str) -> Vec<u64> {
+/// A room's kept messages (up to 1000), through the HTTP API.
+pub async fn history(gw: SocketAddr, room: &str) -> Vec<Value> {
     let (status, body) = http(
         gw,
         "GET",
@@ -357,9 +357,13 @@ pub async fn history_seqs(gw: SocketAddr, room: &str) -> Vec<u64> {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    body["messages"]
-        .as_array()
-        .expect("messages")
+    body["messages"].as_array().expect("messages").clone()
+}
+
+/// The seqs of a room's kept messages.
+pub async fn history_seqs(gw: SocketAddr, room: &str) -> Vec<u64> {
+    history(gw, room)
+        .await
         .iter()
         .map(|m| m["seq"].as_u64().expect("seq"))
         .collect()
