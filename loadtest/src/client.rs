@@ -1,29 +1,34 @@
-//! A protocol client for load: connect, join, and read frames cheaply.
+//! A protocol client for load: connect (from a chosen local address), join,
+//! and read frames cheaply.
+
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// Write half.
-pub type Tx = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
+pub type Tx = SplitSink<WebSocketStream<TcpStream>, Message>;
 /// Read half.
-pub type Rx = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
+pub type Rx = SplitStream<WebSocketStream<TcpStream>>;
 
 /// The fields of a server frame that load accounting needs.
 #[derive(Debug, Deserialize)]
 pub struct Frame<'a> {
     /// Frame type.
     pub t: &'a str,
-    /// Seq of msg, ack, joined.
+    /// Seq of msg, ack, joined, board.changed.
     pub seq: Option<u64>,
-    /// Client id of ack and error.
+    /// Client id of ack, error and board.changed.
     pub id: Option<&'a str>,
     /// Message body.
     pub body: Option<Body>,
+    /// Cursor position: `x` carries the send time.
+    pub x: Option<f64>,
 }
 
 /// Bodies the generator sends carry their send time (µs on the generator clock).
@@ -33,12 +38,32 @@ pub struct Body {
     pub at: Option<u64>,
 }
 
-/// Connects as `user` to one gateway.
-pub async fn connect(gateway: &str, user: &str) -> Result<(Tx, Rx)> {
+/// Connects as `user` to one gateway, from `source` when given (so that
+/// many connections can spread over several loopback addresses).
+pub async fn connect(gateway: &str, source: Option<IpAddr>, user: &str) -> Result<(Tx, Rx)> {
     let url = format!("ws://{gateway}/ws?user={user}");
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    let addr: SocketAddr = lookup_host(gateway)
+        .await?
+        .next()
+        .with_context(|| format!("no address for {gateway}"))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("bind {ip}"))?;
+    }
+    let stream = socket
+        .connect(addr)
         .await
-        .with_context(|| format!("connect {url}"))?;
+        .with_context(|| format!("connect {gateway}"))?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(&url, stream)
+        .await
+        .with_context(|| format!("upgrade {url}"))?;
     Ok(ws.split())
 }
 
@@ -59,4 +84,10 @@ pub async fn join(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
         }
     }
     bail!("closed while joining {room}")
+}
+
+/// Sends one text frame.
+pub async fn send(tx: &mut Tx, frame: String) -> Result<()> {
+    tx.send(Message::Text(frame.into())).await?;
+    Ok(())
 }

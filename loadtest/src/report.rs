@@ -1,12 +1,14 @@
 //! Results: a human summary and a JSON document.
 
+use std::sync::Arc;
+
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::procstat::Sample;
+use crate::timeline::Timeline;
 
 /// What a run measured.
-#[derive(Debug)]
 pub struct Report {
     /// Scenario name.
     pub scenario: &'static str,
@@ -22,6 +24,8 @@ pub struct Report {
     pub acked: u64,
     /// Error frames received.
     pub errors: u64,
+    /// Sends that got neither an ack nor an error.
+    pub lost_acks: u64,
     /// Messages delivered to subscribers.
     pub delivered: u64,
     /// Deliveries owed by the acked sends.
@@ -42,6 +46,8 @@ pub struct Report {
     pub server_joined: Option<Sample>,
     /// Server sample after the window and the drain.
     pub server_end: Option<Sample>,
+    /// Throughput and latency per second, and membership events.
+    pub timeline: Option<Arc<Timeline>>,
 }
 
 impl Report {
@@ -60,6 +66,7 @@ impl Report {
             sent: 0,
             acked: 0,
             errors: 0,
+            lost_acks: 0,
             delivered: 0,
             expected: 0,
             duplicates: 0,
@@ -70,7 +77,64 @@ impl Report {
             server_idle: None,
             server_joined: None,
             server_end: None,
+            timeline: None,
         })
+    }
+
+    /// The counters and histograms, for a parent process to add up.
+    pub fn wire(&self) -> Value {
+        let values = |h: &Histogram<u64>| -> Vec<[u64; 2]> {
+            h.iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect()
+        };
+        json!({
+            "params": self.params,
+            "connections": self.connections,
+            "sent": self.sent, "acked": self.acked, "errors": self.errors,
+            "lost_acks": self.lost_acks, "delivered": self.delivered,
+            "expected": self.expected, "duplicates": self.duplicates,
+            "gaps": self.gaps, "disconnects": self.disconnects,
+            "latency": values(&self.latency), "ack_latency": values(&self.ack_latency),
+            "timeline": self.timeline.as_ref().map(|t| t.raw()),
+        })
+    }
+
+    /// Adds a child process's counters and histograms.
+    pub fn absorb(&mut self, wire: &Value) {
+        let n = |key: &str| wire[key].as_u64().unwrap_or(0);
+        self.sent += n("sent");
+        self.acked += n("acked");
+        self.errors += n("errors");
+        self.lost_acks += n("lost_acks");
+        self.delivered += n("delivered");
+        self.expected += n("expected");
+        self.duplicates += n("duplicates");
+        self.gaps += n("gaps");
+        self.disconnects += n("disconnects");
+        for (key, hist) in [
+            ("latency", &mut self.latency),
+            ("ack_latency", &mut self.ack_latency),
+        ] {
+            for pair in wire[key].as_array().into_iter().flatten() {
+                let (v, c) = (pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0));
+                let _ = hist.record_n(v.max(1), c);
+            }
+        }
+        if let (Some(t), Some(raw)) = (&self.timeline, wire.get("timeline")) {
+            t.add_raw(raw);
+        }
+    }
+
+    /// The chart of the run, when it has a timeline.
+    pub fn chart(&self) -> Option<String> {
+        let t = self.timeline.as_ref()?;
+        let title = format!("roomring-loadtest {} {}", self.scenario, self.params);
+        Some(crate::chart::svg(
+            &title,
+            &t.rows(self.seconds + crate::run::DRAIN.as_secs_f64()),
+            &t.events(),
+        ))
     }
 
     /// Lost deliveries.
@@ -80,7 +144,11 @@ impl Report {
 
     /// Whether anything was lost, repeated, skipped or cut.
     pub fn failed(&self) -> bool {
-        self.lost() > 0 || self.duplicates > 0 || self.gaps > 0 || self.disconnects > 0
+        self.lost() > 0
+            || self.lost_acks > 0
+            || self.duplicates > 0
+            || self.gaps > 0
+            || self.disconnects > 0
     }
 
     fn server(&self) -> Option<Value> {
@@ -110,6 +178,7 @@ impl Report {
             "sent": self.sent,
             "acked": self.acked,
             "errors": self.errors,
+            "lost_acks": self.lost_acks,
             "delivered": self.delivered,
             "expected": self.expected,
             "lost": self.lost(),
@@ -117,9 +186,11 @@ impl Report {
             "gaps": self.gaps,
             "disconnects": self.disconnects,
             "deliveries_per_second": self.delivered as f64 / self.seconds,
+            "acks_per_second": self.acked as f64 / self.seconds,
             "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
             "ack_latency_ms": { "p50": a(0.5), "p99": a(0.99), "p999": a(0.999), "max": self.ack_latency.max() as f64 / 1000.0 },
             "server": self.server(),
+            "timeline": self.timeline.as_ref().map(|t| t.json(self.seconds + crate::run::DRAIN.as_secs_f64())),
         })
     }
 
@@ -129,14 +200,18 @@ impl Report {
         println!("scenario      {} {}", self.scenario, self.params);
         println!("connections   {}", self.connections);
         println!(
-            "sent / acked  {} / {} ({} errors)",
-            self.sent, self.acked, self.errors
+            "sent / acked  {} / {} ({} errors, {} lost acks)",
+            self.sent, self.acked, self.errors, self.lost_acks
         );
         println!(
             "deliveries    {} of {} ({:.0}/s)",
             self.delivered,
             self.expected,
             j["deliveries_per_second"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "acks          {:.0}/s",
+            j["acks_per_second"].as_f64().unwrap_or(0.0)
         );
         println!(
             "lost / dup / gap / disconnects  {} / {} / {} / {}",
@@ -161,6 +236,11 @@ impl Report {
             a["p999"].as_f64().unwrap_or(0.0),
             a["max"].as_f64().unwrap_or(0.0)
         );
+        if let Some(t) = &self.timeline {
+            for (at, event) in t.events() {
+                println!("event         {at:6.2}s {event}");
+            }
+        }
         if let Some(s) = j["server"].as_object() {
             println!(
                 "server        {:.2} CPU-s, {:.2} CPU-s per 1M deliveries, RSS {:.1} MiB, {:.0} B per connection",

@@ -24,8 +24,9 @@ use crate::protocol::link::ConnId;
 use crate::protocol::server::{error_frame, ServerFrame};
 use crate::protocol::{ErrorCode, Failure};
 
-/// Read buffer per connection; frames larger than this grow it on demand.
-const READ_BUFFER: usize = 1024;
+/// Read buffer per connection: a chat frame fits; larger frames grow it on
+/// demand. Every idle connection holds one, so it is kept small.
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before a write reaches the socket (flushes write sooner).
 const WRITE_BUFFER: usize = 4 * 1024;
 /// Frames past this size close the connection with 1009.
@@ -111,7 +112,8 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, mut socket: WebSocket, mut rx: ConnRx) {
-        let mut batch = Vec::with_capacity(64);
+        // Grows on the first frames out; an idle connection holds none.
+        let mut batch = Vec::new();
         let close = loop {
             tokio::select! {
                 changed = rx.close.changed() => {
@@ -123,7 +125,9 @@ impl Connection {
                     if !write_batch(&mut socket, &mut batch).await { break None }
                 }
                 msg = socket.recv() => match msg {
-                    Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                    // Boxed so that the (large) forwarding future is not part
+                    // of every idle connection's task.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
                     Some(Ok(Message::Binary(_))) => {
                         self.reply_error(&Failure::bad_request("binary frames are not supported"), None, None);
                     }
@@ -143,7 +147,7 @@ impl Connection {
             };
             let _ = socket.send(Message::Close(Some(frame))).await;
         }
-        self.leave_all().await;
+        Box::pin(self.leave_all()).await;
         self.gw.sessions.close(self.id);
     }
 

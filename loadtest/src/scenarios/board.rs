@@ -1,0 +1,246 @@
+//! `board`: R boards of M members. Every member moves its cursor at a fixed
+//! rate (ephemeral, to the others); one member per board moves all W widgets
+//! at once at another rate (stored, `board.changed` to everyone, the mover
+//! included). Cursor `x` and the first moved widget's `x` carry the send time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Barrier, Semaphore};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Frame, Rx, Tx};
+use crate::report::Report;
+use crate::run::{Run, CONNECT_PARALLELISM, DRAIN};
+use crate::scenarios::chat::collect;
+use crate::track::Tracker;
+
+/// Parameters of `board`.
+#[derive(Debug, Clone, Args)]
+pub struct BoardArgs {
+    /// Boards.
+    #[arg(long, default_value_t = 50)]
+    pub boards: usize,
+    /// Members per board.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// Widgets per board, all moved by each bulk move.
+    #[arg(long, default_value_t = 100)]
+    pub widgets: usize,
+    /// Cursor updates per second per member.
+    #[arg(long, default_value_t = 5.0)]
+    pub cursor_rate: f64,
+    /// Bulk moves per second per board.
+    #[arg(long, default_value_t = 2.0)]
+    pub move_rate: f64,
+}
+
+/// The parts of a `board.changed` the generator reads.
+#[derive(Deserialize)]
+struct Changed {
+    #[serde(default)]
+    widgets: Vec<Moved>,
+}
+
+#[derive(Deserialize)]
+struct Moved {
+    x: f64,
+}
+
+/// Per board: bulk moves echoed to the mover, cursor updates sent.
+struct BoardCounts {
+    moves: AtomicU64,
+    cursors: AtomicU64,
+}
+
+/// Runs the scenario.
+pub async fn run(run: &Run, args: BoardArgs) -> Result<Report> {
+    let boards: Vec<usize> = (0..args.boards).filter(|&b| run.mine(b)).collect();
+    let connections = boards.len() * args.members;
+    let counts: Arc<Vec<BoardCounts>> = Arc::new(
+        boards
+            .iter()
+            .map(|_| BoardCounts {
+                moves: AtomicU64::new(0),
+                cursors: AtomicU64::new(0),
+            })
+            .collect(),
+    );
+    let server_idle = run.sample();
+    let joined = Arc::new(Barrier::new(connections + 1));
+    let go = Arc::new(Barrier::new(connections + 1));
+    let permits = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
+    let cursor_period = Duration::from_secs_f64(1.0 / args.cursor_rate);
+    let move_period = Duration::from_secs_f64(1.0 / args.move_rate);
+    let mut tasks = Vec::with_capacity(connections);
+    for (slot, &b) in boards.iter().enumerate() {
+        // The mover lays the widgets out before the others join.
+        let laid_out = Arc::new(Barrier::new(args.members));
+        for member in 0..args.members {
+            let i = b * args.members + member;
+            let (gateway, source) = (run.gateway(i), run.source(i));
+            let room = format!("board:{}-{b}", run.common.prefix);
+            let user = format!("{}-b{i}", run.common.prefix);
+            let (counts, joined, go, permits, laid_out) = (
+                counts.clone(),
+                joined.clone(),
+                go.clone(),
+                permits.clone(),
+                laid_out.clone(),
+            );
+            let (timeline, start, window) = (run.timeline.clone(), run.start, run.window());
+            let widgets = args.widgets;
+            let mover = member == 0;
+            let offset = cursor_period.mul_f64((i as f64 * 0.618_034) % 1.0);
+            tasks.push(tokio::spawn(async move {
+                if !mover {
+                    laid_out.wait().await;
+                }
+                let permit = permits.acquire_owned().await;
+                let conn = async {
+                    let (mut tx, mut rx) = client::connect(&gateway, source, &user).await?;
+                    let seq = client::join(&mut tx, &mut rx, &room).await?;
+                    let seq = if mover {
+                        lay_out(&mut tx, &mut rx, &room, widgets).await?
+                    } else {
+                        seq
+                    };
+                    Ok::<_, anyhow::Error>((tx, rx, seq))
+                }
+                .await;
+                drop(permit);
+                if mover {
+                    laid_out.wait().await;
+                }
+                joined.wait().await;
+                go.wait().await;
+                let (mut tx, mut rx, seq) = conn?;
+                let mut t = Tracker::new(timeline, seq)?;
+                let micros = || start.elapsed().as_micros() as u64;
+                let begin = Instant::now();
+                let end = begin + window;
+                let mut cursor = tokio::time::interval_at(begin + offset, cursor_period);
+                cursor.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                let mut moves = tokio::time::interval_at(begin + offset, move_period);
+                moves.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                let stop = tokio::time::sleep_until(end + DRAIN);
+                tokio::pin!(stop);
+                loop {
+                    let frame = tokio::select! {
+                        at = cursor.tick(), if Instant::now() < end => {
+                            let at = at.duration_since(start).as_micros();
+                            counts[slot].cursors.fetch_add(1, Ordering::Relaxed);
+                            t.sent_other();
+                            format!(r#"{{"t":"board.cursor","room":"{room}","x":{at},"y":{member}}}"#)
+                        }
+                        at = moves.tick(), if mover && Instant::now() < end => {
+                            let at = at.duration_since(start).as_micros();
+                            let list: Vec<String> = (0..widgets)
+                                .map(|w| format!(r#"{{"id":"w{w}","x":{},"y":{w}}}"#, at + w as u128))
+                                .collect();
+                            t.sent();
+                            format!(r#"{{"t":"board.move","room":"{room}","id":"m{}","moves":[{}]}}"#, t.sent, list.join(","))
+                        }
+                        msg = rx.next() => {
+                            let Some(Ok(Message::Text(text))) = msg else {
+                                if matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_))) {
+                                    t.disconnected = true;
+                                    break;
+                                }
+                                continue;
+                            };
+                            let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
+                            let now = micros();
+                            match frame.t {
+                                "board.cursor" => t.delivered(frame.x.map(|x| x as u64), now),
+                                "board.changed" => {
+                                    t.seq(frame.seq.unwrap_or(0));
+                                    let changed: Option<Changed> = serde_json::from_str(&text).ok();
+                                    let at = changed.and_then(|c| c.widgets.first().map(|w| w.x as u64));
+                                    t.delivered(at, now);
+                                    // Every member sees the mover's id; the mover's copy is the reply.
+                                    if mover && frame.id.is_some_and(|id| id.starts_with('m')) {
+                                        counts[slot].moves.fetch_add(1, Ordering::Relaxed);
+                                        t.acked(at, now);
+                                    }
+                                }
+                                "error" => t.errors += 1,
+                                _ => {}
+                            }
+                            continue;
+                        }
+                        _ = &mut stop => break,
+                    };
+                    if client::send(&mut tx, frame).await.is_err() {
+                        t.disconnected = true;
+                        break;
+                    }
+                }
+                let _ = futures_util::SinkExt::close(&mut tx).await;
+                Ok(t)
+            }));
+        }
+    }
+    joined.wait().await;
+    let server_joined = run.sample();
+    let bar = run.begin().await;
+    go.wait().await;
+    let params = json!({
+        "boards": args.boards, "members": args.members, "widgets": args.widgets,
+        "cursor_rate": args.cursor_rate, "move_rate": args.move_rate,
+    });
+    let mut report = Report::new("board", params, connections, run.common.duration)?;
+    report.server_idle = server_idle;
+    report.server_joined = server_joined;
+    report.timeline = Some(run.timeline.clone());
+    collect(tasks, &mut report).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report.server_end = run.sample();
+    let members = args.members as u64;
+    report.expected = counts
+        .iter()
+        .map(|c| {
+            c.moves.load(Ordering::Relaxed) * members
+                + c.cursors.load(Ordering::Relaxed) * (members - 1)
+        })
+        .sum();
+    Ok(report)
+}
+
+/// Puts the board's widgets and waits until all are stored; returns the seq.
+async fn lay_out(tx: &mut Tx, rx: &mut Rx, room: &str, widgets: usize) -> Result<u64> {
+    for w in 0..widgets {
+        let frame = format!(
+            r#"{{"t":"board.put","room":"{room}","id":"p{w}","widget":{{"id":"w{w}","kind":"sticky","x":0,"y":{w},"text":"note {w}"}}}}"#
+        );
+        futures_util::SinkExt::feed(tx, Message::Text(frame.into())).await?;
+    }
+    futures_util::SinkExt::flush(tx).await?;
+    let (mut stored, mut seq) = (0, 0);
+    while stored < widgets {
+        let Some(msg) = rx.next().await else {
+            bail!("closed while laying out {room}")
+        };
+        if let Message::Text(text) = msg? {
+            let frame: Frame<'_> = serde_json::from_str(&text)?;
+            match frame.t {
+                "board.changed" => {
+                    stored += 1;
+                    seq = seq.max(frame.seq.unwrap_or(0));
+                }
+                "error" => bail!("laying out {room}: {text}"),
+                _ => {}
+            }
+        }
+    }
+    Ok(seq)
+}

@@ -1,0 +1,142 @@
+//! `rolling`: couples chat while the cluster is updated node by node through
+//! the HTTP API (for each node there at the start: add a node, then drain the
+//! old one), so that lost acks, duplicates, gaps and disconnects during a
+//! rolling update show, with each membership change marked on the timeline.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::report::Report;
+use crate::run::Run;
+use crate::scenarios::chat::{self, ChatArgs};
+use crate::timeline::Timeline;
+
+/// Parameters of `rolling`.
+#[derive(Debug, Clone, Args)]
+pub struct RollingArgs {
+    #[command(flatten)]
+    pub chat: ChatArgs,
+    /// Gateway whose HTTP API adds and drains nodes (default: the first
+    /// `--gateway`); adding nodes needs `roomring dev`.
+    #[arg(long)]
+    pub api: Option<String>,
+    /// Bearer token for the API, when the cluster checks them.
+    #[arg(long, env = "ROOMRING_TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Runs the scenario.
+pub async fn run(run: &Run, args: RollingArgs) -> Result<Report> {
+    let api = args.api.clone().unwrap_or_else(|| run.gateway(0));
+    let token = args.token.clone();
+    let nodes = if run.is_child() {
+        Vec::new()
+    } else {
+        let cluster = request(&api, "GET", "/api/cluster", token.as_deref()).await?;
+        let nodes: Vec<String> = cluster["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["state"] != "draining")
+            .filter_map(|n| n["id"].as_str().map(String::from))
+            .collect();
+        if nodes.is_empty() {
+            bail!("{api} reports no nodes to roll");
+        }
+        nodes
+    };
+    let timeline = run.timeline.clone();
+    let window = run.window();
+    let driver =
+        tokio::spawn(async move { roll(&api, token.as_deref(), &nodes, &timeline, window).await });
+    let mut report = chat::run(run, args.chat, "rolling").await?;
+    match driver.await? {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("rolling update failed: {e:#}");
+            report.errors += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Adds a node, then drains an old one, for each old node, at evenly spaced
+/// times within the middle of the window.
+async fn roll(
+    api: &str,
+    token: Option<&str>,
+    nodes: &[String],
+    timeline: &Timeline,
+    window: Duration,
+) -> Result<()> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    while timeline.elapsed() == 0.0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let steps = 2 * nodes.len();
+    let first = window.as_secs_f64() * 0.15;
+    let spacing = window.as_secs_f64() * 0.7 / steps as f64;
+    for (k, old) in nodes.iter().enumerate() {
+        wait_until(timeline, first + spacing * (2 * k) as f64).await;
+        let added = request(api, "POST", "/api/cluster/nodes", token).await?;
+        let id = added["id"].as_str().unwrap_or("?");
+        timeline.event(format!("add {id}"));
+        wait_until(timeline, first + spacing * (2 * k + 1) as f64).await;
+        request(
+            api,
+            "POST",
+            &format!("/api/cluster/nodes/{old}/drain"),
+            token,
+        )
+        .await?;
+        timeline.event(format!("drain {old}"));
+    }
+    Ok(())
+}
+
+async fn wait_until(timeline: &Timeline, at: f64) {
+    let left = at - timeline.elapsed();
+    if left > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(left)).await;
+    }
+}
+
+/// One HTTP/1.1 request to the API; the JSON reply (null when empty).
+async fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Result<Value> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new())?)
+        .await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&body)?)
+}

@@ -1,0 +1,116 @@
+//! Per-connection accounting: seq order on one room, deliveries and their
+//! latency, acks and theirs; added into the run's report at the end.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+
+use crate::report::Report;
+use crate::timeline::Timeline;
+
+/// What one connection saw.
+pub struct Tracker {
+    /// Frames sent that expect a reply (`send`: an ack or an error).
+    pub sent: u64,
+    /// Frames sent that expect no reply.
+    pub sent_other: u64,
+    /// Acks received.
+    pub acked: u64,
+    /// Error frames received.
+    pub errors: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// Seqs seen twice.
+    pub duplicates: u64,
+    /// Seqs skipped.
+    pub gaps: u64,
+    /// Whether the server closed the connection.
+    pub disconnected: bool,
+    /// Delivery latency, µs.
+    pub latency: Histogram<u64>,
+    /// Send-to-ack latency, µs.
+    pub ack_latency: Histogram<u64>,
+    last: u64,
+    timeline: Arc<Timeline>,
+}
+
+impl Tracker {
+    /// A tracker for a subscription that joined at `seq`.
+    pub fn new(timeline: Arc<Timeline>, seq: u64) -> Result<Self> {
+        Ok(Self {
+            sent: 0,
+            sent_other: 0,
+            acked: 0,
+            errors: 0,
+            delivered: 0,
+            duplicates: 0,
+            gaps: 0,
+            disconnected: false,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            last: seq,
+            timeline,
+        })
+    }
+
+    /// A frame sent that expects an ack.
+    pub fn sent(&mut self) {
+        self.sent += 1;
+        self.timeline.sent();
+    }
+
+    /// A frame sent that expects no reply.
+    pub fn sent_other(&mut self) {
+        self.sent_other += 1;
+        self.timeline.sent();
+    }
+
+    /// A stored event at `seq`: checks order.
+    pub fn seq(&mut self, seq: u64) {
+        if seq <= self.last {
+            self.duplicates += 1;
+        } else {
+            self.gaps += seq - self.last - 1;
+            self.last = seq;
+        }
+    }
+
+    /// A delivery sent at `at` (µs on the generator clock), received at `now`.
+    pub fn delivered(&mut self, at: Option<u64>, now: u64) {
+        self.delivered += 1;
+        let latency = at.map(|at| now.saturating_sub(at).max(1));
+        if let Some(us) = latency {
+            let _ = self.latency.record(us);
+        }
+        self.timeline.delivered(latency);
+    }
+
+    /// An ack of a frame sent at `at`, received at `now`.
+    pub fn acked(&mut self, at: Option<u64>, now: u64) {
+        self.acked += 1;
+        if let Some(at) = at {
+            let _ = self.ack_latency.record(now.saturating_sub(at).max(1));
+        }
+    }
+
+    /// Adds this connection into the report.
+    pub fn add_to(self, report: &mut Report) -> Result<()> {
+        report.sent += self.sent + self.sent_other;
+        report.acked += self.acked;
+        report.lost_acks += self.sent.saturating_sub(self.acked + self.errors);
+        report.errors += self.errors;
+        report.delivered += self.delivered;
+        report.duplicates += self.duplicates;
+        report.gaps += self.gaps;
+        report.disconnects += u64::from(self.disconnected);
+        report.latency.add(self.latency)?;
+        report.ack_latency.add(self.ack_latency)?;
+        Ok(())
+    }
+}
+
+/// The send time a generator's client id carries (`N.MICROS`).
+pub fn id_time(id: Option<&str>) -> Option<u64> {
+    id?.split_once('.')?.1.parse().ok()
+}
