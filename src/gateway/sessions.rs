@@ -3,12 +3,12 @@
 //! from the owner and is fanned out here to every local subscriber, the same
 //! bytes shared by all of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 
 use crate::ids::{NodeId, RoomId, UserId};
 use crate::protocol::link::ConnId;
@@ -31,45 +31,103 @@ pub struct Close {
     pub reason: &'static str,
 }
 
-/// The sending side of one client connection.
-#[derive(Clone)]
-pub struct ConnTx {
-    /// Bounded; a full queue closes the connection (`CLOSE_SLOW`) so that one
-    /// slow client never holds up a room.
-    tx: mpsc::Sender<Utf8Bytes>,
-    /// Tells the connection's task to close with a code.
-    close: Arc<watch::Sender<Option<Close>>>,
+/// What a connection's task is to write next.
+pub enum Outgoing {
+    /// Frames, oldest first.
+    Frames,
+    /// Close with this code.
+    Close(Close),
 }
 
+/// One connection's queue of frames to write, and its close request: a
+/// mutex-guarded deque that allocates only once frames flow, and one wake-up
+/// permit. An idle connection holds a couple of hundred bytes here.
+#[derive(Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    frames: VecDeque<Utf8Bytes>,
+    close: Option<Close>,
+    /// The connection's task is gone.
+    gone: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending side of one client connection.
+#[derive(Clone)]
+pub struct ConnTx(Arc<Outbox>);
+
 impl ConnTx {
-    /// Queues a frame; on overflow asks the connection to close.
+    /// Queues a frame; past `CONN_QUEUE` queued frames asks the connection to
+    /// close (`CLOSE_SLOW`), so that one slow client never holds up a room.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(Close {
-                    code: CLOSE_SLOW,
-                    reason: "slow consumer",
-                });
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut state = self.0.lock();
+        if state.gone || state.close.is_some() {
+            return false;
         }
+        if state.frames.len() >= CONN_QUEUE {
+            state.close = Some(Close {
+                code: CLOSE_SLOW,
+                reason: "slow consumer",
+            });
+        } else {
+            state.frames.push_back(frame);
+        }
+        let queued = state.close.is_none();
+        drop(state);
+        self.0.ready.notify_one();
+        queued
     }
 
     /// Asks the connection to close (the first request wins).
     pub fn close(&self, close: Close) {
-        self.close
-            .send_if_modified(|c| c.is_none() && c.replace(close).is_none());
+        let mut state = self.0.lock();
+        if state.close.is_none() {
+            state.close = Some(close);
+            drop(state);
+            self.0.ready.notify_one();
+        }
     }
 }
 
 /// The receiving side, owned by the connection's task.
-pub struct ConnRx {
-    /// Frames to write.
-    pub frames: mpsc::Receiver<Utf8Bytes>,
-    /// Close requests.
-    pub close: watch::Receiver<Option<Close>>,
+pub struct ConnRx(Arc<Outbox>);
+
+impl ConnRx {
+    /// Waits for frames (swapped into `batch`, which must be empty) or a
+    /// close request, which comes first.
+    pub async fn next(&mut self, batch: &mut VecDeque<Utf8Bytes>) -> Outgoing {
+        loop {
+            {
+                let mut state = self.0.lock();
+                if let Some(close) = state.close {
+                    return Outgoing::Close(close);
+                }
+                if !state.frames.is_empty() {
+                    std::mem::swap(&mut state.frames, batch);
+                    return Outgoing::Frames;
+                }
+            }
+            self.0.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for ConnRx {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.gone = true;
+        state.frames = VecDeque::new();
+    }
 }
 
 struct Conn {
@@ -140,12 +198,8 @@ impl Sessions {
     /// Registers a new connection of `user`.
     pub fn open(&self, user: UserId) -> (ConnId, ConnTx, ConnRx) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, frames) = mpsc::channel(CONN_QUEUE);
-        let (close_tx, close) = watch::channel(None);
-        let conn_tx = ConnTx {
-            tx,
-            close: Arc::new(close_tx),
-        };
+        let outbox = Arc::new(Outbox::default());
+        let conn_tx = ConnTx(outbox.clone());
         self.lock_conns().insert(
             id,
             Conn {
@@ -154,7 +208,7 @@ impl Sessions {
             },
         );
         metrics::gauge!("roomring_connections").increment(1.0);
-        (id, conn_tx, ConnRx { frames, close })
+        (id, conn_tx, ConnRx(outbox))
     }
 
     /// Forgets a connection (its rooms must have been unsubscribed).

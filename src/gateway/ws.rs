@@ -2,7 +2,7 @@
 //! validates frames, forwards room operations upstream, and writes queued
 //! frames in batches (one flush per wake-up).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::auth::Identity;
 use super::http::AppError;
-use super::sessions::{Close, ConnRx, ConnTx};
+use super::sessions::{Close, ConnRx, ConnTx, Outgoing};
 use super::upstream::OpRequest;
 use super::Gateway;
 use crate::ids::RoomId;
@@ -113,17 +113,15 @@ struct Connection {
 impl Connection {
     async fn run(mut self, mut socket: WebSocket, mut rx: ConnRx) {
         // Grows on the first frames out; an idle connection holds none.
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         let close = loop {
             tokio::select! {
-                changed = rx.close.changed() => {
-                    let close = if changed.is_ok() { *rx.close.borrow() } else { None };
-                    break close;
-                }
-                n = rx.frames.recv_many(&mut batch, 64) => {
-                    if n == 0 { break None }
-                    if !write_batch(&mut socket, &mut batch).await { break None }
-                }
+                out = rx.next(&mut batch) => match out {
+                    Outgoing::Close(close) => break Some(close),
+                    Outgoing::Frames => {
+                        if !write_batch(&mut socket, &mut batch).await { break None }
+                    }
+                },
                 msg = socket.recv() => match msg {
                     // Boxed so that the (large) forwarding future is not part
                     // of every idle connection's task.
@@ -236,7 +234,8 @@ impl Connection {
 }
 
 /// Writes queued frames and flushes once; false when the socket is gone.
-async fn write_batch(socket: &mut WebSocket, batch: &mut Vec<Utf8Bytes>) -> bool {
+/// A batch that grew large during a burst is let go rather than kept.
+async fn write_batch(socket: &mut WebSocket, batch: &mut VecDeque<Utf8Bytes>) -> bool {
     use futures_util::SinkExt;
     let count = batch.len() as u64;
     for frame in batch.drain(..) {
@@ -245,5 +244,8 @@ async fn write_batch(socket: &mut WebSocket, batch: &mut Vec<Utf8Bytes>) -> bool
         }
     }
     metrics::counter!("roomring_frames_out_total").increment(count);
+    if batch.capacity() > 64 {
+        *batch = VecDeque::new();
+    }
     socket.flush().await.is_ok()
 }
