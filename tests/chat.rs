@@ -274,3 +274,38 @@ async fn gateway_shutdown_closes_clients_with_1012() {
     assert_eq!(ann.close_code().await, Some(1012));
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_closed_and_the_room_goes_on() {
+    let cluster = TestCluster::start(1, 1).await;
+    let gw = cluster.gateways[0].addr;
+    let mut writer = Client::connect(gw, "wri").await;
+    let mut slow = Client::connect(gw, "slo").await;
+    writer.join("chat:flood").await;
+    slow.join("chat:flood").await;
+    let connections = |c: serde_json::Value| c["gateways"][0]["connections"].as_u64();
+    let text = "x".repeat(15_000);
+    // Each message is 15 KB: the slow client's socket buffers fill, then its
+    // queue of 1024 frames; the writer is acked all along.
+    let mut closed_after = None;
+    for i in 1..=4000u64 {
+        let seq = writer.say("chat:flood", &format!("f{i}"), &text).await;
+        assert_eq!(seq, i);
+        if i % 50 == 0 && connections(http(gw, "GET", "/api/cluster", None).await.1) == Some(1) {
+            closed_after = Some(i);
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the slow client was never closed");
+    assert!(
+        closed_after > 1024,
+        "closed after only {closed_after} frames"
+    );
+    // The room goes on for the writer.
+    let seq = writer.say("chat:flood", "after", "still here").await;
+    assert_eq!(seq, closed_after + 1);
+    // What reaches the slow client: what was buffered, then the end of the
+    // connection, with 1008 if its close frame got through.
+    let code = slow.close_code().await;
+    assert!(matches!(code, None | Some(1008)), "closed with {code:?}");
+}

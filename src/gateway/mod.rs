@@ -20,6 +20,7 @@ pub mod sessions;
 mod upstream;
 mod ws;
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +202,12 @@ async fn serve(
         tokio::spawn(keep_lease(gw.clone(), lease, advertise, shutdown.clone()).in_current_span());
     let mut stop = shutdown.clone();
     let service = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Frames go out as soon as they are flushed: without TCP_NODELAY a frame
+    // written while the previous one is unacknowledged waits for the
+    // client's delayed ACK (tens of ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server =
         axum::serve(listener, service).with_graceful_shutdown(async move { stop.wait().await });
     let closer = {

@@ -122,6 +122,18 @@ impl ConnRx {
     }
 }
 
+impl ConnRx {
+    /// Waits for a close request only (while a write is in progress).
+    pub async fn closing(&self) -> Close {
+        loop {
+            if let Some(close) = self.0.lock().close {
+                return close;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+}
+
 impl Drop for ConnRx {
     fn drop(&mut self) {
         let mut state = self.0.lock();

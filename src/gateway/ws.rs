@@ -29,6 +29,8 @@ use crate::protocol::{ErrorCode, Failure};
 const READ_BUFFER: usize = 512;
 /// Bytes buffered before a write reaches the socket (flushes write sooner).
 const WRITE_BUFFER: usize = 4 * 1024;
+/// How long a close frame may wait for the client to take it.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Frames past this size close the connection with 1009.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
@@ -119,7 +121,13 @@ impl Connection {
                 out = rx.next(&mut batch) => match out {
                     Outgoing::Close(close) => break Some(close),
                     Outgoing::Frames => {
-                        if !write_batch(&mut socket, &mut batch).await { break None }
+                        // A client that stops reading blocks the write; its
+                        // queue then overflows and asks for the close.
+                        let written = tokio::select! {
+                            ok = write_batch(&mut socket, &mut batch) => ok,
+                            close = rx.closing() => break Some(close),
+                        };
+                        if !written { break None }
                     }
                 },
                 msg = socket.recv() => match msg {
@@ -143,7 +151,9 @@ impl Connection {
                 code: close.code,
                 reason: close.reason.into(),
             };
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            // A slow consumer may not read its close frame either.
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
         }
         Box::pin(self.leave_all()).await;
         self.gw.sessions.close(self.id);
