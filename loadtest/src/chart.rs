@@ -39,10 +39,11 @@ pub fn svg(title: &str, rows: &[Row], events: &[(f64, String)]) -> String {
         .max(1) as f64;
     let max_rate = nice(max_rate);
     let y1 = |v: f64| top1 + PANEL - v / max_rate * PANEL;
-    axes(&mut out, top1, "per second", |i| {
-        let v = max_rate * i as f64 / 4.0;
-        (y1(v), human(v))
-    });
+    let ticks: Vec<(f64, String)> = (0..=4)
+        .map(|i| max_rate * i as f64 / 4.0)
+        .map(|v| (y1(v), human(v)))
+        .collect();
+    axes(&mut out, top1, "per second", &ticks);
     let delivered: Vec<(f64, f64)> = rows
         .iter()
         .map(|r| (x(r.second as f64 + 0.5), y1(r.delivered as f64)))
@@ -64,10 +65,12 @@ pub fn svg(title: &str, rows: &[Row], events: &[(f64, String)]) -> String {
     let max_ms = rows.iter().filter_map(|r| r.p99_ms).fold(1.0f64, f64::max);
     let decades = max_ms.log10().ceil().max(1.0) + 1.0;
     let y2 = |ms: f64| top2 + PANEL - ((ms.max(0.1)).log10() + 1.0) / decades * PANEL;
-    axes(&mut out, top2, "latency ms", |i| {
-        let ms = 10f64.powf(i as f64 * decades / 4.0 - 1.0);
-        (y2(ms), human(ms))
-    });
+    // One tick per decade.
+    let ticks: Vec<(f64, String)> = (0..=decades as i32)
+        .map(|k| 10f64.powi(k - 1))
+        .map(|ms| (y2(ms), human(ms)))
+        .collect();
+    axes(&mut out, top2, "latency ms", &ticks);
     for (q, color) in [(0usize, "#2ca02c"), (1, "#d62728")] {
         let points: Vec<(f64, f64)> = rows
             .iter()
@@ -110,7 +113,7 @@ pub fn svg(title: &str, rows: &[Row], events: &[(f64, String)]) -> String {
     out
 }
 
-fn axes(out: &mut String, top: f64, label: &str, tick: impl Fn(usize) -> (f64, String)) {
+fn axes(out: &mut String, top: f64, label: &str, ticks: &[(f64, String)]) {
     let _ = writeln!(
         out,
         r##"<rect x="{LEFT}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="#ccc"/>
@@ -119,8 +122,7 @@ fn axes(out: &mut String, top: f64, label: &str, tick: impl Fn(usize) -> (f64, S
         top + PANEL / 2.0,
         top + PANEL / 2.0
     );
-    for i in 0..=4 {
-        let (y, text) = tick(i);
+    for (y, text) in ticks {
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/>
@@ -174,7 +176,9 @@ fn nice(v: f64) -> f64 {
 }
 
 fn human(v: f64) -> String {
-    if v >= 1000.0 {
+    if v >= 1000.0 && (v / 1000.0).fract() != 0.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else if v >= 1000.0 {
         format!("{:.0}k", v / 1000.0)
     } else if v >= 1.0 {
         format!("{v:.0}")

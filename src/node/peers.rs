@@ -39,6 +39,11 @@ pub(super) struct Peers {
     secret: String,
     /// Held for look-ups and inserts only.
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    /// Held while a link is being opened, so that the many hand-offs of a
+    /// round that start together share one connection instead of each
+    /// opening its own (which can overflow the peer's accept backlog and
+    /// cost a one-second SYN retry).
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Peers {
@@ -47,17 +52,25 @@ impl Peers {
             me,
             secret,
             links: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    async fn link(&self, to: &NodeId, addr: &str) -> Result<Arc<PeerLink>, String> {
-        let existing = self
-            .links
+    fn open_link(&self, to: &NodeId, addr: &str) -> Option<Arc<PeerLink>> {
+        self.links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(to)
-            .cloned();
-        if let Some(link) = existing.filter(|l| l.alive.load(Ordering::Acquire) && l.addr == addr) {
+            .filter(|l| l.alive.load(Ordering::Acquire) && l.addr == addr)
+            .cloned()
+    }
+
+    async fn link(&self, to: &NodeId, addr: &str) -> Result<Arc<PeerLink>, String> {
+        if let Some(link) = self.open_link(to, addr) {
+            return Ok(link);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(link) = self.open_link(to, addr) {
             return Ok(link);
         }
         let link = self.connect(addr).await?;
@@ -170,5 +183,53 @@ impl Peers {
             .send(link::encode(msg, None))
             .await
             .map_err(|_| "peer link closed".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::net::TcpListener;
+
+    /// A peer that counts the links opened to it and reads what comes.
+    async fn peer() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut ws = tokio_tungstenite::accept_async(stream).await.expect("ws");
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_link() {
+        let (addr, accepted) = peer().await;
+        let peers = Arc::new(Peers::new(NodeId::parse("node-a").expect("id"), "s".into()));
+        let to = NodeId::parse("node-b").expect("id");
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (peers, to, addr) = (peers.clone(), to.clone(), addr.clone());
+                tokio::spawn(async move {
+                    let msg = ToNode::HandoffDone {
+                        from: NodeId::parse("node-a").expect("id"),
+                        epoch: crate::ids::Epoch(i),
+                    };
+                    peers.tell(&to, &addr, &msg).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("told");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
