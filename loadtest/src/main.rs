@@ -55,6 +55,10 @@ pub struct Common {
     /// How long to send, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds at the start of the window whose latencies are left out of the
+    /// totals (they still show on the timeline; loss and order always count).
+    #[arg(long, global = true, default_value_t = 0.0)]
+    pub warmup: f64,
     /// Server process ids to sample CPU and RSS from.
     #[arg(long, global = true, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
@@ -143,11 +147,16 @@ async fn main() -> Result<()> {
         println!("result {}", report.wire());
         return Ok(());
     }
-    let report = if common.processes > 1 {
+    let mut report = if common.processes > 1 {
         spread::run(&common, cli.scenario.name()).await?
     } else {
         cli.scenario.run(&Run::new(common.clone())).await?
     };
+    if common.warmup > 0.0 {
+        if let Some(params) = report.params.as_object_mut() {
+            params.insert("warmup".into(), common.warmup.into());
+        }
+    }
     report.print();
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;

@@ -36,9 +36,10 @@ impl Run {
     pub fn new(common: Common) -> Self {
         let seconds = (common.duration + DRAIN.as_secs_f64()).ceil() as usize + 5;
         let shard = common.shard.unwrap_or((0, 1));
+        let warmup = common.warmup;
         Self {
             common,
-            timeline: Arc::new(Timeline::new(seconds)),
+            timeline: Arc::new(Timeline::with_warmup(seconds, warmup)),
             start: Instant::now(),
             shard,
         }

@@ -56,6 +56,8 @@ impl Second {
 /// A run's timeline.
 pub struct Timeline {
     start: OnceLock<Instant>,
+    /// Seconds after the start before latencies count in the run's totals.
+    warmup: f64,
     seconds: Vec<Second>,
     events: Mutex<Vec<(f64, String)>>,
 }
@@ -64,8 +66,14 @@ impl Timeline {
     /// A timeline `seconds` long (later records are dropped); it records
     /// nothing until it begins.
     pub fn new(seconds: usize) -> Self {
+        Self::with_warmup(seconds, 0.0)
+    }
+
+    /// A timeline whose first `warmup` seconds do not count in the totals.
+    pub fn with_warmup(seconds: usize, warmup: f64) -> Self {
         Self {
             start: OnceLock::new(),
+            warmup,
             seconds: (0..seconds).map(|_| Second::new()).collect(),
             events: Mutex::new(Vec::new()),
         }
@@ -79,6 +87,13 @@ impl Timeline {
     fn now(&self) -> Option<&Second> {
         let start = self.start.get()?;
         self.seconds.get(start.elapsed().as_secs() as usize)
+    }
+
+    /// Whether the warm-up is over (latencies count in the totals).
+    pub fn warm(&self) -> bool {
+        self.start
+            .get()
+            .is_some_and(|s| s.elapsed().as_secs_f64() >= self.warmup)
     }
 
     /// Seconds since the start.
@@ -237,6 +252,10 @@ mod tests {
         let p99 = row.p99_ms.unwrap();
         assert!((1.0..1.2).contains(&p50), "{p50}");
         assert!((50.0..60.0).contains(&p99), "{p99}");
+
+        let cold = Timeline::with_warmup(1, 60.0);
+        cold.begin();
+        assert!(!cold.warm() && t.warm());
 
         let sum = Timeline::new(1);
         sum.add_raw(&t.raw());

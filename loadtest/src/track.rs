@@ -80,7 +80,7 @@ impl Tracker {
     pub fn delivered(&mut self, at: Option<u64>, now: u64) {
         self.delivered += 1;
         let latency = at.map(|at| now.saturating_sub(at).max(1));
-        if let Some(us) = latency {
+        if let Some(us) = latency.filter(|_| self.timeline.warm()) {
             let _ = self.latency.record(us);
         }
         self.timeline.delivered(latency);
@@ -89,7 +89,7 @@ impl Tracker {
     /// An ack of a frame sent at `at`, received at `now`.
     pub fn acked(&mut self, at: Option<u64>, now: u64) {
         self.acked += 1;
-        if let Some(at) = at {
+        if let Some(at) = at.filter(|_| self.timeline.warm()) {
             let _ = self.ack_latency.record(now.saturating_sub(at).max(1));
         }
     }
