@@ -108,3 +108,21 @@ proptest! {
         rt.block_on(scenario(steps));
     }
 }
+
+/// A case that once stalled two rooms for over 15 s: the newest node is
+/// killed while still leased, then another node drains towards it.
+#[test]
+fn a_drain_towards_a_killed_node_does_not_stall_other_rooms() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scenario(vec![
+        Step::Drain(7),
+        Step::AddNode,
+        Step::Kill(5),
+        Step::Drain(0),
+        Step::Drain(0),
+    ]));
+}

@@ -252,3 +252,35 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(delivered: u64, latency_us: u64) -> Report {
+        let mut r = Report::new("chat", json!({"rooms": 2}), 4, 1.0).expect("report");
+        r.sent = delivered / 2;
+        r.acked = delivered / 2;
+        r.delivered = delivered;
+        r.expected = delivered;
+        for _ in 0..delivered {
+            r.latency.record(latency_us).expect("record");
+        }
+        r
+    }
+
+    #[test]
+    fn children_add_up() {
+        let mut total = Report::new("chat", json!({}), 0, 1.0).expect("report");
+        total.absorb(&child(100, 1_000).wire());
+        total.absorb(&child(300, 9_000).wire());
+        assert_eq!((total.sent, total.delivered, total.lost()), (200, 400, 0));
+        assert_eq!(total.latency.len(), 400);
+        assert!(total.latency.value_at_quantile(0.2) < 1_100);
+        assert!(total.latency.value_at_quantile(0.5) > 8_900);
+        assert!(!total.failed());
+        let mut short = child(10, 1);
+        short.expected = 12;
+        assert!(short.failed());
+    }
+}

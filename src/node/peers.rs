@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,17 +36,37 @@ struct PeerLink {
     alive: Arc<AtomicBool>,
 }
 
+/// Why a request to a peer has no status.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PeerError {
+    /// It never reached the peer.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// It was sent but no answer came: the peer may or may not have acted.
+    #[error("{0}")]
+    NoAnswer(&'static str),
+}
+
+/// One connection attempt, awaited by every request that needs the link
+/// meanwhile.
+type Connecting = Shared<BoxFuture<'static, Result<Arc<PeerLink>, String>>>;
+
+/// A peer's entry: its open link, or the attempt to open one.
+enum Slot {
+    Open(Arc<PeerLink>),
+    Connecting { addr: String, attempt: Connecting },
+}
+
 /// This node's links to its peers.
 pub(super) struct Peers {
     me: NodeId,
     secret: String,
-    /// Held for look-ups and inserts only.
-    links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
-    /// Held while a link is being opened, so that the many hand-offs of a
-    /// round that start together share one connection instead of each
-    /// opening its own (which can overflow the peer's accept backlog and
-    /// cost a one-second SYN retry).
-    connecting: tokio::sync::Mutex<()>,
+    /// Held for look-ups and inserts only. The many hand-offs of a round
+    /// that start together share one attempt per peer instead of each
+    /// opening a connection (dozens at once can overflow the peer's accept
+    /// backlog and wait on SYN retries); an unreachable peer holds up only
+    /// the requests for it.
+    links: Mutex<HashMap<NodeId, Slot>>,
 }
 
 impl Peers {
@@ -52,97 +75,53 @@ impl Peers {
             me,
             secret,
             links: Mutex::default(),
-            connecting: tokio::sync::Mutex::new(()),
         }
-    }
-
-    fn open_link(&self, to: &NodeId, addr: &str) -> Option<Arc<PeerLink>> {
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(to)
-            .filter(|l| l.alive.load(Ordering::Acquire) && l.addr == addr)
-            .cloned()
     }
 
     async fn link(&self, to: &NodeId, addr: &str) -> Result<Arc<PeerLink>, String> {
-        if let Some(link) = self.open_link(to, addr) {
-            return Ok(link);
-        }
-        let _connecting = self.connecting.lock().await;
-        if let Some(link) = self.open_link(to, addr) {
-            return Ok(link);
-        }
-        let link = self.connect(addr).await?;
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(to.clone(), link.clone());
-        Ok(link)
-    }
-
-    async fn connect(&self, addr: &str) -> Result<Arc<PeerLink>, String> {
-        let mut req = format!("ws://{addr}{}", link::LINK_PATH)
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
-        let headers = req.headers_mut();
-        headers.insert(
-            link::SECRET_HEADER,
-            self.secret.parse().map_err(|_| "bad secret")?,
-        );
-        headers.insert(
-            link::PEER_HEADER,
-            self.me.as_str().parse().map_err(|_| "bad id")?,
-        );
-        headers.insert(link::ROLE_HEADER, http::HeaderValue::from_static("node"));
-        let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
-        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::channel::<String>(PEER_QUEUE);
-        let pending: Pending = Arc::default();
-        let alive = Arc::new(AtomicBool::new(true));
-        let writer_alive = alive.clone();
-        tokio::spawn(async move {
-            while let Some(text) = rx.recv().await {
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    break;
+        let attempt = {
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            match links.get(to) {
+                Some(Slot::Open(link))
+                    if link.alive.load(Ordering::Acquire) && link.addr == addr =>
+                {
+                    return Ok(link.clone());
+                }
+                Some(Slot::Connecting { addr: a, attempt }) if a == addr => attempt.clone(),
+                _ => {
+                    let attempt = self.connect(addr).boxed().shared();
+                    links.insert(
+                        to.clone(),
+                        Slot::Connecting {
+                            addr: addr.to_string(),
+                            attempt: attempt.clone(),
+                        },
+                    );
+                    attempt
                 }
             }
-            writer_alive.store(false, Ordering::Release);
-        });
-        let (reader_pending, reader_alive) = (pending.clone(), alive.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                let Message::Text(text) = msg else { continue };
-                if let Ok((ToGateway::Reply { rid, status, .. }, _)) =
-                    link::decode::<ToGateway>(&text)
-                {
-                    if let Some(tx) = reader_pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&rid)
-                    {
-                        let _ = tx.send(status);
+        };
+        let result = attempt.clone().await;
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        // The first to see the outcome records it (unless a newer attempt
+        // has taken the slot).
+        if let Some(Slot::Connecting { attempt: a, .. }) = links.get(to) {
+            if a.ptr_eq(&attempt) {
+                match &result {
+                    Ok(link) => {
+                        links.insert(to.clone(), Slot::Open(link.clone()));
+                    }
+                    Err(_) => {
+                        links.remove(to);
                     }
                 }
             }
-            reader_alive.store(false, Ordering::Release);
-            // Requesters waiting on this link learn that it is gone.
-            reader_pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-        });
-        Ok(Arc::new(PeerLink {
-            addr: addr.to_string(),
-            tx,
-            pending,
-            next: AtomicU64::new(1),
-            alive,
-        }))
+        }
+        result
+    }
+
+    fn connect(&self, addr: &str) -> impl Future<Output = Result<Arc<PeerLink>, String>> {
+        connect(self.me.clone(), self.secret.clone(), addr.to_string())
     }
 
     /// Sends a request built around a fresh request id and waits for its status.
@@ -151,8 +130,8 @@ impl Peers {
         to: &NodeId,
         addr: &str,
         make: impl FnOnce(Rid) -> ToNode,
-    ) -> Result<Status, String> {
-        let link = self.link(to, addr).await?;
+    ) -> Result<Status, PeerError> {
+        let link = self.link(to, addr).await.map_err(PeerError::Unreachable)?;
         let rid = link.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         link.pending
@@ -162,16 +141,16 @@ impl Peers {
         link.tx
             .send(link::encode(&make(rid), None))
             .await
-            .map_err(|_| "peer link closed".to_string())?;
+            .map_err(|_| PeerError::Unreachable("peer link closed".into()))?;
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(_)) => Err("peer link closed".into()),
+            Ok(Err(_)) => Err(PeerError::NoAnswer("peer link closed")),
             Err(_) => {
                 link.pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&rid);
-                Err("peer did not answer in time".into())
+                Err(PeerError::NoAnswer("peer did not answer in time"))
             }
         }
     }
@@ -184,6 +163,70 @@ impl Peers {
             .await
             .map_err(|_| "peer link closed".to_string())
     }
+}
+
+/// Opens a link to the node at `addr` and starts its reader and writer.
+async fn connect(me: NodeId, secret: String, addr: String) -> Result<Arc<PeerLink>, String> {
+    let mut req = format!("ws://{addr}{}", link::LINK_PATH)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let headers = req.headers_mut();
+    headers.insert(
+        link::SECRET_HEADER,
+        secret.parse().map_err(|_| "bad secret")?,
+    );
+    headers.insert(
+        link::PEER_HEADER,
+        me.as_str().parse().map_err(|_| "bad id")?,
+    );
+    headers.insert(link::ROLE_HEADER, http::HeaderValue::from_static("node"));
+    let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
+    let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<String>(PEER_QUEUE);
+    let pending: Pending = Arc::default();
+    let alive = Arc::new(AtomicBool::new(true));
+    let writer_alive = alive.clone();
+    tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        writer_alive.store(false, Ordering::Release);
+    });
+    let (reader_pending, reader_alive) = (pending.clone(), alive.clone());
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(text) = msg else { continue };
+            if let Ok((ToGateway::Reply { rid, status, .. }, _)) = link::decode::<ToGateway>(&text)
+            {
+                if let Some(tx) = reader_pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&rid)
+                {
+                    let _ = tx.send(status);
+                }
+            }
+        }
+        reader_alive.store(false, Ordering::Release);
+        // Requesters waiting on this link learn that it is gone.
+        reader_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    });
+    Ok(Arc::new(PeerLink {
+        addr: addr.to_string(),
+        tx,
+        pending,
+        next: AtomicU64::new(1),
+        alive,
+    }))
 }
 
 #[cfg(test)]
@@ -231,5 +274,38 @@ mod tests {
             task.await.expect("task").expect("told");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_holds_up_no_other() {
+        // Accepts connections and never answers the WebSocket handshake.
+        let hung = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hung_addr = hung.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = hung.accept().await {
+                held.push(stream);
+            }
+        });
+        let (good_addr, accepted) = peer().await;
+        let peers = Arc::new(Peers::new(NodeId::parse("node-a").expect("id"), "s".into()));
+        let msg = || ToNode::HandoffDone {
+            from: NodeId::parse("node-a").expect("id"),
+            epoch: crate::ids::Epoch(1),
+        };
+        let stuck = {
+            let (peers, msg) = (peers.clone(), msg());
+            let to = NodeId::parse("node-hung").expect("id");
+            tokio::spawn(async move { peers.tell(&to, &hung_addr, &msg).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let to = NodeId::parse("node-b").expect("id");
+        tokio::time::timeout(Duration::from_secs(1), peers.tell(&to, &good_addr, &msg()))
+            .await
+            .expect("the good peer waited on the hung one")
+            .expect("told");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert!(!stuck.is_finished());
+        stuck.abort();
     }
 }

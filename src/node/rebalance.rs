@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
+use super::peers::PeerError;
 use super::Node;
 use crate::coordinator::{MemberState, RingView, Role};
 use crate::ids::{NodeId, RoomId};
@@ -121,7 +122,15 @@ async fn hand_off(node: &Node, room: RoomId, handle: RoomHandle, view: &RingView
         }
         other => {
             tracing::warn!(room.id = %room, node.id = %to, result = ?other, "hand-off failed; retrying");
-            if node.ring.borrow().ring.owner(&room) == Some(&node.config.id) {
+            // A room the peer surely does not have is thawed: the next round
+            // freezes it again if it still belongs elsewhere, and the ring
+            // may meanwhile have given it back (its new owner died before
+            // taking it). Routing serves only rooms this node owns, so a
+            // thawed room that is not ours takes no operation. After an
+            // unanswered request the peer may have installed it: it stays
+            // frozen unless the ring has given it back.
+            let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
+            if not_there || node.ring.borrow().ring.owner(&room) == Some(&node.config.id) {
                 let _ = handle.send(RoomCmd::Thaw).await;
             }
         }
