@@ -8,7 +8,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// Write half.
@@ -76,6 +76,18 @@ async fn connect_now(gateway: &str, source: Option<IpAddr>, user: &str) -> Resul
     Ok(ws.split())
 }
 
+/// The next text frame, skipping others; `None` once the server has closed
+/// the connection (a close frame or the end of the stream).
+pub async fn next_text(rx: &mut Rx) -> Result<Option<Utf8Bytes>> {
+    loop {
+        match rx.next().await.transpose()? {
+            Some(Message::Text(text)) => return Ok(Some(text)),
+            Some(Message::Close(_)) | None => return Ok(None),
+            Some(_) => {}
+        }
+    }
+}
+
 /// Joins a room and returns its seq.
 pub async fn join(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
     tokio::time::timeout(CONNECT_TIMEOUT, join_now(tx, rx, room))
@@ -88,14 +100,12 @@ async fn join_now(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
         format!(r#"{{"t":"join","room":"{room}"}}"#).into(),
     ))
     .await?;
-    while let Some(msg) = rx.next().await {
-        if let Message::Text(text) = msg? {
-            let frame: Frame<'_> = serde_json::from_str(&text)?;
-            match frame.t {
-                "joined" => return Ok(frame.seq.unwrap_or(0)),
-                "error" => bail!("join {room}: {text}"),
-                _ => {}
-            }
+    while let Some(text) = next_text(rx).await? {
+        let frame: Frame<'_> = serde_json::from_str(&text)?;
+        match frame.t {
+            "joined" => return Ok(frame.seq.unwrap_or(0)),
+            "error" => bail!("join {room}: {text}"),
+            _ => {}
         }
     }
     bail!("closed while joining {room}")

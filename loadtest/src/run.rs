@@ -7,17 +7,36 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::procstat::{self, Sample};
+use crate::report::Report;
 use crate::timeline::Timeline;
+use crate::track::Tracker;
 use crate::Common;
 
 /// Time after the window for deliveries still in flight.
 pub const DRAIN: Duration = Duration::from_secs(2);
 /// Connections opened at once.
 pub const CONNECT_PARALLELISM: usize = 256;
+
+/// Seconds a timeline of these options covers: the window, the drain and
+/// some slack.
+pub fn timeline_seconds(common: &Common) -> usize {
+    (common.duration + DRAIN.as_secs_f64()).ceil() as usize + 5
+}
+
+/// What was taken as sending began.
+pub struct Started {
+    server_idle: Option<Sample>,
+    server_joined: Option<Sample>,
+    bar: Option<ProgressBar>,
+}
 
 /// One process's run.
 pub struct Run {
@@ -34,7 +53,7 @@ pub struct Run {
 impl Run {
     /// A run of these options.
     pub fn new(common: Common) -> Self {
-        let seconds = (common.duration + DRAIN.as_secs_f64()).ceil() as usize + 5;
+        let seconds = timeline_seconds(&common);
         let shard = common.shard.unwrap_or((0, 1));
         let warmup = common.warmup;
         Self {
@@ -83,6 +102,61 @@ impl Run {
         self.checkpoint("joined").await;
         self.timeline.begin();
         (!self.is_child()).then(|| progress(self.timeline.clone(), self.common.duration))
+    }
+
+    /// Once every connection task has passed `joined`: samples the server,
+    /// begins the timeline and lets the tasks send (`go`). `server_idle` is
+    /// the sample taken before connecting.
+    pub async fn start(
+        &self,
+        server_idle: Option<Sample>,
+        joined: &Barrier,
+        go: &Barrier,
+    ) -> Started {
+        joined.wait().await;
+        let server_joined = self.sample();
+        let bar = self.begin().await;
+        go.wait().await;
+        Started {
+            server_idle,
+            server_joined,
+            bar,
+        }
+    }
+
+    /// Waits for the connection tasks and adds what each saw into a report
+    /// with the run's timeline and server samples; a task that failed
+    /// counts as disconnected. The caller sets what was expected.
+    pub async fn report(
+        &self,
+        started: Started,
+        scenario: &'static str,
+        params: Value,
+        connections: usize,
+        tasks: Vec<JoinHandle<Result<Tracker>>>,
+    ) -> Result<Report> {
+        let mut report = Report::new(scenario, params, connections, self.common.duration)?;
+        report.server_idle = started.server_idle;
+        report.server_joined = started.server_joined;
+        report.timeline = Some(self.timeline.clone());
+        let mut failures = 0;
+        for task in tasks {
+            match task.await? {
+                Ok(t) => t.add_to(&mut report)?,
+                Err(e) => {
+                    failures += 1;
+                    if failures <= 3 {
+                        eprintln!("connection failed: {e:#}");
+                    }
+                    report.disconnects += 1;
+                }
+            }
+        }
+        if let Some(bar) = started.bar {
+            bar.finish_and_clear();
+        }
+        report.server_end = self.sample();
+        Ok(report)
     }
 
     /// A point where the parent samples the server: a child says `tag` and

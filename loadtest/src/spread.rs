@@ -13,7 +13,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::procstat;
 use crate::report::Report;
-use crate::run::{self, DRAIN};
+use crate::run;
 use crate::timeline::Timeline;
 use crate::Common;
 
@@ -76,8 +76,7 @@ pub async fn run(common: &Common, scenario: &'static str) -> Result<Report> {
         part.expect("joined").await?;
     }
     let server_joined = sample();
-    let seconds = (common.duration + DRAIN.as_secs_f64()).ceil() as usize + 5;
-    let timeline = Arc::new(Timeline::new(seconds));
+    let timeline = Arc::new(Timeline::new(run::timeline_seconds(common)));
     go(&mut parts).await?;
     timeline.begin();
     let bar = run::progress(timeline.clone(), common.duration);

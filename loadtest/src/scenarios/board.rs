@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
@@ -19,7 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{self, Frame, Rx, Tx};
 use crate::report::Report;
 use crate::run::{Run, CONNECT_PARALLELISM, DRAIN};
-use crate::scenarios::chat::collect;
 use crate::track::Tracker;
 
 /// Parameters of `board`.
@@ -148,13 +146,10 @@ pub async fn run(run: &Run, args: BoardArgs) -> Result<Report> {
                             t.sent();
                             format!(r#"{{"t":"board.move","room":"{room}","id":"m{}","moves":[{}]}}"#, t.sent, list.join(","))
                         }
-                        msg = rx.next() => {
-                            let Some(Ok(Message::Text(text))) = msg else {
-                                if matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_))) {
-                                    t.disconnected = true;
-                                    break;
-                                }
-                                continue;
+                        text = client::next_text(&mut rx) => {
+                            let Ok(Some(text)) = text else {
+                                t.disconnected = true;
+                                break;
                             };
                             let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
                             let now = micros();
@@ -188,23 +183,14 @@ pub async fn run(run: &Run, args: BoardArgs) -> Result<Report> {
             }));
         }
     }
-    joined.wait().await;
-    let server_joined = run.sample();
-    let bar = run.begin().await;
-    go.wait().await;
+    let started = run.start(server_idle, &joined, &go).await;
     let params = json!({
         "boards": args.boards, "members": args.members, "widgets": args.widgets,
         "cursor_rate": args.cursor_rate, "move_rate": args.move_rate,
     });
-    let mut report = Report::new("board", params, connections, run.common.duration)?;
-    report.server_idle = server_idle;
-    report.server_joined = server_joined;
-    report.timeline = Some(run.timeline.clone());
-    collect(tasks, &mut report).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    report.server_end = run.sample();
+    let mut report = run
+        .report(started, "board", params, connections, tasks)
+        .await?;
     let members = args.members as u64;
     report.expected = counts
         .iter()
@@ -227,19 +213,17 @@ async fn lay_out(tx: &mut Tx, rx: &mut Rx, room: &str, widgets: usize) -> Result
     futures_util::SinkExt::flush(tx).await?;
     let (mut stored, mut seq) = (0, 0);
     while stored < widgets {
-        let Some(msg) = rx.next().await else {
+        let Some(text) = client::next_text(rx).await? else {
             bail!("closed while laying out {room}")
         };
-        if let Message::Text(text) = msg? {
-            let frame: Frame<'_> = serde_json::from_str(&text)?;
-            match frame.t {
-                "board.changed" => {
-                    stored += 1;
-                    seq = seq.max(frame.seq.unwrap_or(0));
-                }
-                "error" => bail!("laying out {room}: {text}"),
-                _ => {}
+        let frame: Frame<'_> = serde_json::from_str(&text)?;
+        match frame.t {
+            "board.changed" => {
+                stored += 1;
+                seq = seq.max(frame.seq.unwrap_or(0));
             }
+            "error" => bail!("laying out {room}: {text}"),
+            _ => {}
         }
     }
     Ok(seq)

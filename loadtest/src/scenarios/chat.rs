@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Frame};
 use crate::report::Report;
@@ -122,13 +121,10 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                                 break;
                             }
                         }
-                        msg = rx.next() => {
-                            let Some(Ok(Message::Text(text))) = msg else {
-                                if matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_))) {
-                                    t.disconnected = true;
-                                    break;
-                                }
-                                continue;
+                        text = client::next_text(&mut rx) => {
+                            let Ok(Some(text)) = text else {
+                                t.disconnected = true;
+                                break;
                             };
                             let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
                             match frame.t {
@@ -152,43 +148,12 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
             }));
         }
     }
-    joined.wait().await;
-    let server_joined = run.sample();
-    let bar = run.begin().await;
-    go.wait().await;
+    let started = run.start(server_idle, &joined, &go).await;
     let params = json!({"rooms": args.rooms, "members": args.members, "senders": senders, "rate": args.rate});
-    let mut report = Report::new(scenario, params, connections, run.common.duration)?;
-    report.server_idle = server_idle;
-    report.server_joined = server_joined;
-    report.timeline = Some(run.timeline.clone());
-    collect(tasks, &mut report).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    report.server_end = run.sample();
+    let mut report = run
+        .report(started, scenario, params, connections, tasks)
+        .await?;
     let acked: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     report.expected = acked * args.members as u64;
     Ok(report)
-}
-
-/// Waits for every connection task and adds what it saw into the report;
-/// a connection that failed counts as disconnected.
-pub async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<Result<Tracker>>>,
-    report: &mut Report,
-) -> Result<()> {
-    let mut failures = 0;
-    for task in tasks {
-        match task.await? {
-            Ok(t) => t.add_to(report)?,
-            Err(e) => {
-                failures += 1;
-                if failures <= 3 {
-                    eprintln!("connection failed: {e:#}");
-                }
-                report.disconnects += 1;
-            }
-        }
-    }
-    Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::Instant;
@@ -15,7 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{self, Frame};
 use crate::report::Report;
 use crate::run::{Run, CONNECT_PARALLELISM, DRAIN};
-use crate::scenarios::chat::collect;
 use crate::track::{id_time, Tracker};
 
 /// Parameters of `rpc`.
@@ -75,16 +74,13 @@ pub async fn run(run: &Run, args: RpcArgs) -> Result<Report> {
             tokio::pin!(stop);
             let mut outstanding = depth;
             while outstanding > 0 {
-                let msg = tokio::select! {
-                    msg = rx.next() => msg,
+                let text = tokio::select! {
+                    text = client::next_text(&mut rx) => text,
                     _ = &mut stop => break,
                 };
-                let Some(Ok(Message::Text(text))) = msg else {
-                    if matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_))) {
-                        t.disconnected = true;
-                        break;
-                    }
-                    continue;
+                let Ok(Some(text)) = text else {
+                    t.disconnected = true;
+                    break;
                 };
                 let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else {
                     continue;
@@ -115,20 +111,11 @@ pub async fn run(run: &Run, args: RpcArgs) -> Result<Report> {
             Ok(t)
         }));
     }
-    joined.wait().await;
-    let server_joined = run.sample();
-    let bar = run.begin().await;
-    go.wait().await;
+    let started = run.start(server_idle, &joined, &go).await;
     let params = json!({"connections": args.connections, "in_flight": args.in_flight});
-    let mut report = Report::new("rpc", params, mine.len(), run.common.duration)?;
-    report.server_idle = server_idle;
-    report.server_joined = server_joined;
-    report.timeline = Some(run.timeline.clone());
-    collect(tasks, &mut report).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    report.server_end = run.sample();
+    let mut report = run
+        .report(started, "rpc", params, mine.len(), tasks)
+        .await?;
     // Each ack'd send is echoed once, to its sender, the room's only member.
     report.expected = report.acked;
     Ok(report)
