@@ -106,28 +106,31 @@ impl ConnRx {
     /// Waits for frames (swapped into `batch`, which must be empty) or a
     /// close request, which comes first.
     pub async fn next(&mut self, batch: &mut VecDeque<Utf8Bytes>) -> Outgoing {
-        loop {
-            {
-                let mut state = self.0.lock();
-                if let Some(close) = state.close {
-                    return Outgoing::Close(close);
-                }
-                if !state.frames.is_empty() {
-                    std::mem::swap(&mut state.frames, batch);
-                    return Outgoing::Frames;
-                }
+        self.wait(|state| {
+            if let Some(close) = state.close {
+                Some(Outgoing::Close(close))
+            } else if !state.frames.is_empty() {
+                std::mem::swap(&mut state.frames, batch);
+                Some(Outgoing::Frames)
+            } else {
+                None
             }
-            self.0.ready.notified().await;
-        }
+        })
+        .await
     }
-}
 
-impl ConnRx {
     /// Waits for a close request only (while a write is in progress).
     pub async fn closing(&self) -> Close {
+        self.wait(|state| state.close).await
+    }
+
+    /// Waits until `ready` finds something in the outbox. Every change to
+    /// the outbox leaves a wake-up permit, so none is missed between the
+    /// look and the wait.
+    async fn wait<T>(&self, mut ready: impl FnMut(&mut OutboxState) -> Option<T>) -> T {
         loop {
-            if let Some(close) = self.0.lock().close {
-                return close;
+            if let Some(found) = ready(&mut self.0.lock()) {
+                return found;
             }
             self.0.ready.notified().await;
         }

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::future::Future;
-
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -89,7 +87,9 @@ impl Peers {
                 }
                 Some(Slot::Connecting { addr: a, attempt }) if a == addr => attempt.clone(),
                 _ => {
-                    let attempt = self.connect(addr).boxed().shared();
+                    let attempt = connect(self.me.clone(), self.secret.clone(), addr.to_string())
+                        .boxed()
+                        .shared();
                     links.insert(
                         to.clone(),
                         Slot::Connecting {
@@ -118,10 +118,6 @@ impl Peers {
             }
         }
         result
-    }
-
-    fn connect(&self, addr: &str) -> impl Future<Output = Result<Arc<PeerLink>, String>> {
-        connect(self.me.clone(), self.secret.clone(), addr.to_string())
     }
 
     /// Sends a request built around a fresh request id and waits for its status.
