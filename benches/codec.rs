@@ -1,75 +1,84 @@
-//! The frame codec on the hot path: a client `send` parsed at the gateway,
-//! the `msg` encoded once by the owner, and the gateway↔node link header
-//! around it.
+//! The codecs on the hot path: a client `send` parsed at the gateway and
+//! encoded as a link record, the `msg` built once by the owner, the link
+//! record around it both ways, and the WebSocket frame built once for every
+//! subscriber.
 
 use std::hint::black_box;
 
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use roomring::protocol::client;
-use roomring::protocol::link::{self, ToGateway};
-use roomring::protocol::server::ServerFrame;
+use roomring::link::codec;
+use roomring::link::{FromNode, ToNode};
+use roomring::protocol::client::{self, Command};
+use roomring::protocol::server::msg_frame;
+use serde_bytes::Bytes as Raw;
 
 const SEND: &str = r#"{"t":"send","room":"chat:couple-42","id":"17.1234567","body":{"text":"see you at eight?","at":1234567}}"#;
+const BODY: &[u8] = br#"{"text":"see you at eight?","at":1234567}"#;
 
-fn parse(c: &mut Criterion) {
+fn gateway(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     group.throughput(Throughput::Bytes(SEND.len() as u64));
     group.bench_function("parse_send", |b| {
         b.iter(|| black_box(client::parse(black_box(SEND)).is_ok()))
     });
+    group.bench_function("parse_send_encode_op", |b| {
+        let mut buf = BytesMut::with_capacity(4096);
+        b.iter(|| {
+            let frame = client::parse(black_box(SEND)).expect("parses");
+            let Command::Room { room, op } = frame.cmd else {
+                unreachable!("a send is a room command")
+            };
+            let record = ToNode::Op {
+                rid: 7,
+                room: &room,
+                conn: 9,
+                user: "ann",
+                id: frame.id.as_deref(),
+                op: op.map_body(Raw::new),
+            };
+            codec::encode_into(&mut buf, &record).expect("encodes");
+            buf.clear();
+        })
+    });
     group.finish();
 }
 
-fn encode(c: &mut Criterion) {
-    let body = serde_json::value::RawValue::from_string(
-        r#"{"text":"see you at eight?","at":1234567}"#.to_string(),
-    )
-    .expect("body");
+fn node(c: &mut Criterion) {
     c.bench_function("codec/encode_msg", |b| {
         b.iter(|| {
-            black_box(
-                ServerFrame::Msg {
-                    room: "chat:couple-42",
-                    seq: black_box(981),
-                    from: "ann",
-                    body: &body,
-                    ts: 1_764_590_000_000,
-                }
-                .encode(),
-            )
+            black_box(msg_frame(
+                "chat:couple-42",
+                black_box(981),
+                "ann",
+                BODY,
+                1_764_590_000_000,
+            ))
         })
     });
-    let frame = ServerFrame::Msg {
+    let frame = msg_frame("chat:couple-42", 981, "ann", BODY, 1_764_590_000_000);
+    let event = FromNode::Event {
         room: "chat:couple-42",
-        seq: 981,
-        from: "ann",
-        body: &body,
-        ts: 1_764_590_000_000,
-    }
-    .encode();
-    let room = roomring::ids::RoomId::parse("chat:couple-42").expect("room");
+        seq: Some(981),
+        skip: None,
+        payload: Raw::new(&frame),
+    };
     c.bench_function("codec/link_event_encode", |b| {
+        let mut buf = BytesMut::with_capacity(4096);
         b.iter(|| {
-            let header = ToGateway::Event {
-                room: room.clone(),
-                seq: Some(981),
-                skip: None,
-            };
-            black_box(link::encode(&header, Some(&frame)))
+            codec::encode_into(&mut buf, black_box(&event)).expect("encodes");
+            buf.clear();
         })
     });
-    let message = link::encode(
-        &ToGateway::Event {
-            room: room.clone(),
-            seq: Some(981),
-            skip: None,
-        },
-        Some(&frame),
-    );
+    let mut record = BytesMut::new();
+    codec::encode_into(&mut record, &event).expect("encodes");
+    let body = codec::split_record(&mut record)
+        .expect("frames")
+        .expect("whole");
     c.bench_function("codec/link_event_decode", |b| {
-        b.iter(|| black_box(link::decode::<ToGateway>(black_box(&message)).is_ok()))
+        b.iter(|| black_box(codec::decode::<FromNode<'_>>(black_box(&body)).is_ok()))
     });
 }
 
-criterion_group!(benches, parse, encode);
+criterion_group!(benches, gateway, node);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dev::DevOptions;
 use crate::gateway::{Auth, GatewayConfig};
 use crate::ids::{NodeId, RoomId};
+use crate::link::Secret;
 use crate::node::NodeConfig;
 
 /// Exit code for bad flags (EX_USAGE).
@@ -55,6 +56,11 @@ struct Limits {
     /// Stored events kept per room (at least 1000).
     #[arg(long, env = "ROOMRING_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1000..=1_000_000))]
     history: u32,
+    /// Threads that run the process's tasks. One is the leanest per message
+    /// (no wake-up crosses a thread); scale out with more processes, or
+    /// give a busy process more threads.
+    #[arg(long, env = "ROOMRING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +165,15 @@ fn parse_room(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A fully checked command and the threads to run it on.
+#[derive(Debug)]
+pub struct Invocation {
+    /// What to run.
+    pub command: Command,
+    /// Runtime threads (`--threads`); 1 runs every task on the main thread.
+    pub threads: usize,
+}
+
 /// A fully checked command.
 #[derive(Debug)]
 pub enum Command {
@@ -207,7 +222,7 @@ fn usage(message: impl Into<String>) -> UsageError {
 }
 
 /// Parses the command line (program name first).
-pub fn parse<I, T>(args: I) -> Result<Command, UsageError>
+pub fn parse<I, T>(args: I) -> Result<Invocation, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -219,6 +234,19 @@ where
             code,
         }
     })?;
+    let threads = match &cli.command {
+        Cmd::Dev(a) => a.limits.threads,
+        Cmd::Node(a) => a.limits.threads,
+        Cmd::Gateway(a) => a.limits.threads,
+        Cmd::Ctl(_) => 1,
+    };
+    Ok(Invocation {
+        command: command(cli)?,
+        threads: threads as usize,
+    })
+}
+
+fn command(cli: Cli) -> Result<Command, UsageError> {
     match cli.command {
         Cmd::Dev(a) => {
             let auth = auth(&a.secrets, AuthKind::None)?;
@@ -258,6 +286,7 @@ where
                 cluster_secret: cluster_secret(&a.secrets)?,
                 rate_per_sec: a.limits.rate,
                 rate_burst: a.limits.burst,
+                ..GatewayConfig::for_test("defaults", "")
             };
             Ok(Command::Gateway {
                 config,
@@ -299,10 +328,10 @@ fn auth(s: &Secrets, default: AuthKind) -> Result<Auth, UsageError> {
 }
 
 /// Outside dev the cluster secret is required unless `--auth none`.
-fn cluster_secret(s: &Secrets) -> Result<String, UsageError> {
+fn cluster_secret(s: &Secrets) -> Result<Secret, UsageError> {
     match (&s.cluster_secret, s.auth) {
-        (Some(secret), _) if !secret.is_empty() => Ok(secret.clone()),
-        (_, Some(AuthKind::None)) => Ok(String::new()),
+        (Some(secret), _) if !secret.is_empty() => Ok(Secret::new(secret)),
+        (_, Some(AuthKind::None)) => Ok(Secret::new("")),
         _ => Err(usage("--cluster-secret is required (or --auth none)")),
     }
 }
@@ -312,7 +341,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
-        parse(std::iter::once("roomring").chain(args.iter().copied()))
+        parse(std::iter::once("roomring").chain(args.iter().copied())).map(|i| i.command)
     }
 
     #[test]

@@ -47,11 +47,17 @@ pub struct RoomId(Arc<str>);
 impl RoomId {
     /// Parses and validates a room id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let (kind, name) = s.split_once(':').ok_or(IdError::Room)?;
-        if !matches!(kind, "chat" | "board") || !is_name(name, 128) {
-            return Err(IdError::Room);
-        }
+        Self::kind_of(s)?;
         Ok(Self(s.into()))
+    }
+
+    /// Validates a room id without keeping it, returning its kind.
+    pub fn kind_of(s: &str) -> Result<RoomKind, IdError> {
+        match s.split_once(':') {
+            Some(("chat", name)) if is_name(name, 128) => Ok(RoomKind::Chat),
+            Some(("board", name)) if is_name(name, 128) => Ok(RoomKind::Board),
+            _ => Err(IdError::Room),
+        }
     }
 
     /// The room's kind, from its prefix.
@@ -111,6 +117,17 @@ impl NodeId {
     }
 }
 
+/// A hash map on the hot paths (ids, connections, requests): foldhash,
+/// seeded per process, instead of the standard library's SipHash.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set on the hot paths; see `Map`.
+pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// A client connection's id, unique per gateway.
+pub type ConnId = u64;
+/// A request id, unique per sender, matching replies to their request.
+pub type Rid = u64;
+
 /// The membership epoch: increases on every change of the member list.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -143,6 +160,20 @@ macro_rules! string_id {
     )*};
 }
 string_id!(RoomId, UserId, NodeId);
+
+// Maps keyed by id are looked up with the `&str` a frame or record carries,
+// without allocating an id first; `Hash` and `Eq` agree with `str`'s.
+impl std::borrow::Borrow<str> for RoomId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,21 +3,28 @@
 //! # Layout
 //!
 //! - `ids`: validated ids (rooms, users, members) and the membership epoch.
-//! - `protocol`: the wire; client frames, server frames, the gateway↔node link.
+//! - `protocol`: the client wire; client frames, server frames, and the
+//!   plain values rooms answer with.
+//! - `link`: the cluster's internal transport, and the only place that
+//!   speaks it; binary records over authenticated TCP links between
+//!   gateways and nodes and between nodes, one client and one server half.
 //! - `ring`: the consistent-hash ring and the pure diff of two rings.
 //! - `coordinator`: the `Membership` trait, its backends and their one suite.
-//! - `rooms`: pure chat and board state, the room task (single writer), and
-//!   the durable-store trait with its in-memory twin.
+//! - `rooms`: pure chat and board state, the live room (single writer,
+//!   applied in place by whoever delivers an operation), its durability
+//!   pipeline, the `Sink` it emits plain values through, and the
+//!   durable-store trait with its in-memory twin.
 //! - `node`: the application node; room registry, links in, lease, live
 //!   rebalancing (hand-off to peers), Redis room storage.
-//! - `gateway`: the stateless edge; WebSocket and HTTP, sessions and fan-out,
-//!   routing and resuming moved rooms, one link per node.
+//! - `gateway`: the stateless edge; HTTP and its own WebSocket framing on
+//!   the sockets it owns, outboxes written in place, subscriptions and
+//!   fan-out, routing and resuming moved rooms, one link per node.
 //! - `dev`: a whole cluster in one process; `ctl`: the operator's command.
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
 //!
-//! Dependencies point one way: `dev` → `gateway`, `node` → `ring`,
+//! Dependencies point one way: `dev` → `gateway`, `node` → `link`, `ring`,
 //! `coordinator`, `rooms` → `protocol` → `ids`. The gateway and the node never
-//! import each other; they meet only on the wire.
+//! import each other; they meet only on the link.
 
 pub mod config;
 pub mod coordinator;
@@ -25,6 +32,7 @@ pub mod ctl;
 pub mod dev;
 pub mod gateway;
 pub mod ids;
+pub mod link;
 pub mod node;
 pub mod protocol;
 pub mod ring;

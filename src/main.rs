@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use roomring::config::{self, Command};
+use roomring::config::{self, Command, Invocation};
 use roomring::coordinator::redis::{Redis, LEASE_TTL, PREFIX};
 use roomring::coordinator::Coordinator;
 use roomring::node::storage::RedisStore;
@@ -15,8 +15,8 @@ use roomring::node::storage::RedisStore;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let command = match config::parse(std::env::args_os()) {
-        Ok(command) => command,
+    let Invocation { command, threads } = match config::parse(std::env::args_os()) {
+        Ok(invocation) => invocation,
         Err(usage) => {
             if usage.code == 0 {
                 print!("{}", usage.message);
@@ -27,7 +27,19 @@ fn main() -> ExitCode {
         }
     };
     roomring::telemetry::init_tracing();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread runs every task of the process with no wake-up crossing
+    // threads (see `--threads`).
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

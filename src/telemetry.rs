@@ -1,8 +1,10 @@
-//! Logs and metrics: the tracing subscriber and the process-wide Prometheus
-//! recorder, installed once however many roles the process runs.
+//! Logs and metrics: the tracing subscriber, the process-wide Prometheus
+//! recorder, installed once however many roles the process runs, and the
+//! hot-path counters, registered once so that counting costs one atomic add.
 
 use std::sync::OnceLock;
 
+use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Initializes logging to stderr, filtered by `RUST_LOG` (default `info`).
@@ -25,5 +27,37 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // then still render our handle, which simply stays empty.
         let _ = metrics::set_global_recorder(recorder);
         handle
+    })
+}
+
+/// The counters and gauges every role updates.
+pub struct Metrics {
+    /// Client frames read by gateways.
+    pub frames_in: Counter,
+    /// Frames queued to clients by gateways.
+    pub frames_out: Counter,
+    /// Room events delivered to client connections.
+    pub deliveries: Counter,
+    /// Chat messages stored by rooms.
+    pub messages_in: Counter,
+    /// Group commits written to Redis.
+    pub storage_commits: Counter,
+    /// Open client connections.
+    pub connections: Gauge,
+}
+
+/// The process's metrics, registered with the recorder on first use.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        prometheus();
+        Metrics {
+            frames_in: metrics::counter!("roomring_frames_in_total"),
+            frames_out: metrics::counter!("roomring_frames_out_total"),
+            deliveries: metrics::counter!("roomring_deliveries_total"),
+            messages_in: metrics::counter!("roomring_messages_in_total"),
+            storage_commits: metrics::counter!("roomring_storage_commits_total"),
+            connections: metrics::gauge!("roomring_connections"),
+        }
     })
 }

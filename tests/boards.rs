@@ -116,7 +116,7 @@ async fn cursors_are_ephemeral_and_chat_works_on_boards() {
     );
     ann.expect_silence(Duration::from_millis(200)).await;
     assert_eq!(ann.say("board:c", "m", "chat on a board").await, 1);
-    // 5001 moves cannot fit in a 64 KiB frame: the frame limit answers first.
+    // 5001 moves fit in a board.move frame (256 KiB) but not in its count.
     let moves: Vec<_> = (0..5001)
         .map(|i| json!({"id": format!("w{i}"), "x": 0, "y": 0}))
         .collect();

@@ -16,8 +16,7 @@ use super::Gateway;
 use crate::coordinator::{MemberState, Role};
 use crate::ids::{NodeId, RoomId, UserId};
 use crate::protocol::client::MAX_BODY_BYTES;
-use crate::protocol::link::Query as RoomQuery;
-use crate::protocol::{ErrorCode, Failure};
+use crate::protocol::{ErrorCode, Failure, Query as RoomQuery};
 
 /// Default and largest page of `GET /api/rooms/{room}/messages`.
 const PAGE: (usize, usize) = (100, 1000);
@@ -43,7 +42,7 @@ impl From<Failure> for AppError {
 
 type ApiResult = Result<Response, AppError>;
 
-fn json_text(status: StatusCode, body: String) -> Response {
+fn json_text(status: StatusCode, body: bytes::Bytes) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -133,6 +132,8 @@ pub(super) async fn post_message(
         .map_err(|_| Failure::bad_request("from must be a string"))?;
     let from = UserId::parse(&from).map_err(|e| Failure::bad_request(format!("from: {e}")))?;
     let body = raw_field(&mut fields, "body")?;
+    let from = from.to_string();
+    let body = body.get().as_bytes();
     Ok(json_text(
         StatusCode::OK,
         gw.upstream
@@ -151,7 +152,7 @@ pub(super) async fn notify(
     gw.config.auth.authorize_api(&headers, ApiRole::Service)?;
     let user = UserId::parse(&user).map_err(|e| Failure::bad_request(e.to_string()))?;
     let body = raw_field(&mut json_body(&body)?, "body")?;
-    gw.upstream.notify(&user, body).await?;
+    gw.upstream.notify(user.as_str(), body.get().as_bytes())?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "status": "accepted" })),

@@ -4,9 +4,10 @@
 //! out to its local sockets.
 //!
 //! Task tree (all ended by the gateway's `Trigger`):
-//! - the axum server (`serve`), one task per HTTP connection and one per
-//!   client WebSocket (`ws::Connection::run`);
-//! - `Upstream`'s supervisor and one link task per node;
+//! - `listener::Listener::run`: one task per HTTP connection (hyper), and
+//!   one per client WebSocket once upgraded (`conn::Connection::run`);
+//! - `Upstream`'s supervisor, its sweeper, and one link task per node, which
+//!   reads the node's records and fans events out to the local sockets;
 //! - `keep_lease`: renews membership and reports the connection count.
 //!
 //! On shutdown it stops accepting, closes every socket with 1012, waits a
@@ -14,13 +15,15 @@
 
 mod assets;
 pub mod auth;
+mod conn;
 mod http;
-mod link;
-pub mod sessions;
+mod listener;
+pub mod outbox;
+mod sessions;
+mod subs;
 mod upstream;
-mod ws;
+mod websocket;
 
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,14 +31,18 @@ use std::time::Duration;
 use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::coordinator::{CoordError, Coordinator, Lease, Role};
 use crate::ids::NodeId;
+use crate::link::Secret;
 use crate::shutdown::{self, Shutdown, Trigger};
 pub use auth::Auth;
-use sessions::{Close, Sessions, CLOSE_RESTART};
+use outbox::{Close, OutboxLimits};
+use sessions::Sessions;
+use subs::Subscriptions;
 use upstream::Upstream;
 
 /// How long sockets get to close on shutdown.
@@ -53,11 +60,17 @@ pub struct GatewayConfig {
     /// How clients are identified.
     pub auth: Auth,
     /// Authenticates the links to the nodes.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Sustained client frames per second per connection.
     pub rate_per_sec: u32,
     /// Burst of client frames per connection.
     pub rate_burst: u32,
+    /// Rooms one connection may have joined at once.
+    pub rooms_per_conn: usize,
+    /// Client WebSockets open at once; past it an upgrade gets 503.
+    pub max_connections: usize,
+    /// Bounds of each connection's queue of frames to write.
+    pub outbox: OutboxLimits,
 }
 
 impl GatewayConfig {
@@ -68,9 +81,12 @@ impl GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             auth: Auth::None,
-            cluster_secret: cluster_secret.to_string(),
+            cluster_secret: Secret::new(cluster_secret),
             rate_per_sec: 1000,
             rate_burst: 2000,
+            rooms_per_conn: 256,
+            max_connections: 100_000,
+            outbox: OutboxLimits::default(),
         }
     }
 }
@@ -87,14 +103,17 @@ pub(crate) struct Gateway {
     config: GatewayConfig,
     coordinator: Coordinator,
     sessions: Arc<Sessions>,
+    subs: Arc<Subscriptions>,
     upstream: Arc<Upstream>,
     dev: Option<Arc<dyn DevControl>>,
+    /// One permit per open client WebSocket (`max_connections`).
+    conn_limit: Arc<Semaphore>,
 }
 
 /// The HTTP and WebSocket routes.
 fn app(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/ws", get(ws::upgrade))
+        .route("/ws", get(conn::upgrade))
         .route("/api/rooms/{room}", get(http::room_info))
         .route(
             "/api/rooms/{room}/messages",
@@ -165,20 +184,24 @@ pub async fn start(
     let id = config.id.clone();
     let span = tracing::info_span!("gateway", node.id = %id);
     let sessions = Arc::new(Sessions::default());
+    let subs = Arc::new(Subscriptions::default());
     let ring = crate::coordinator::watch_ring(coordinator.as_ref());
     let upstream = span.in_scope(|| {
         Upstream::spawn(
             id.clone(),
             config.cluster_secret.clone(),
             ring,
+            subs.clone(),
             sessions.clone(),
             shutdown.clone(),
         )
     });
     let gw = Arc::new(Gateway {
+        conn_limit: Arc::new(Semaphore::new(config.max_connections)),
         config,
         coordinator,
         sessions,
+        subs,
         upstream,
         dev,
     });
@@ -200,22 +223,17 @@ async fn serve(
 ) {
     let keeper =
         tokio::spawn(keep_lease(gw.clone(), lease, advertise, shutdown.clone()).in_current_span());
-    let mut stop = shutdown.clone();
-    let service = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Frames go out as soon as they are flushed: without TCP_NODELAY a frame
-    // written while the previous one is unacknowledged waits for the
-    // client's delayed ACK (tens of ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server =
-        axum::serve(listener, service).with_graceful_shutdown(async move { stop.wait().await });
+    let server = listener::Listener {
+        listener,
+        router: app(gw.clone()),
+        shutdown: shutdown.clone(),
+    };
     let closer = {
         let (gw, mut shutdown) = (gw.clone(), shutdown.clone());
         async move {
             shutdown.wait().await;
             gw.sessions.close_all(Close {
-                code: CLOSE_RESTART,
+                code: websocket::close::RESTART,
                 reason: "service restart",
             });
             let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
@@ -224,10 +242,7 @@ async fn serve(
             }
         }
     };
-    let (served, ()) = tokio::join!(async { server.await }, closer);
-    if let Err(e) = served {
-        tracing::error!(error = %e, "server failed");
-    }
+    tokio::join!(server.run(), closer);
     let _ = keeper.await;
     tracing::info!("gateway stopped");
 }

@@ -1,84 +1,136 @@
-//! Routing to the application nodes: by the ring, over one multiplexed link
-//! per node (`link`), replies matched by request id, operations routed again
-//! when a node answers that it does not own a room, and rooms resumed at
-//! their new owner when the ring moves them.
+//! Routing to the application nodes: by the ring, over one link per node,
+//! replies matched by request id, operations routed again when a node
+//! answers that it does not own a room (or its link drops), rooms resumed at
+//! their new owner when the ring moves them, and every request answered
+//! within a bounded time.
 //!
 //! Task tree: `Upstream::spawn` starts a supervisor that follows the ring
-//! view and keeps one `LinkTask` per node member; each link task connects
-//! (with backoff), runs a writer beside its reader, and ends when its node
-//! leaves the view or the gateway shuts down.
+//! view and keeps one link task per node member (connect with backoff, then
+//! read records and fan them out), and a sweeper that expires requests
+//! nobody answered. Retries wait in short-lived timer tasks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, watch};
+use bytes::{Bytes, BytesMut};
+use serde_bytes::Bytes as Raw;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::link::{Link, LinkTask, Pending};
+use super::outbox::{Dirty, Outbox};
 use super::sessions::Sessions;
+use super::subs::Subscriptions;
+use super::websocket;
 use crate::coordinator::{RingView, Role};
-use crate::ids::{NodeId, RoomId, UserId};
+use crate::ids::{ConnId, Map, NodeId, Rid, RoomId};
+use crate::link::{self, codec, FromNode, LinkReader, LinkWriter, Secret, ToNode};
 use crate::protocol::client::RoomOp;
-use crate::protocol::link::{self, ConnId, LinkMsg, Query, Status, ToGateway, ToNode};
 use crate::protocol::server::error_frame;
-use crate::protocol::{ErrorCode, Failure};
+use crate::protocol::{ErrorCode, Failure, Query, Status};
 use crate::shutdown::Shutdown;
 
-/// Requests a link may queue while its node is slow or reconnecting.
-pub(super) const LINK_QUEUE: usize = 16 * 1024;
+/// How long a request may wait for its answer; then it is `unavailable`.
+pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// Pauses between routing attempts while a room has no reachable owner.
 const RETRY_BACKOFF_MS: [u64; 12] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 300, 300, 300];
+/// How often unanswered requests are looked for.
+const SWEEP: Duration = Duration::from_millis(250);
 
-/// A client operation on its way to a room's owner.
-#[derive(Debug, Clone)]
-pub(super) struct OpRequest {
-    /// The room.
-    pub room: RoomId,
-    /// The client connection.
-    pub conn: ConnId,
-    /// Its user.
-    pub user: UserId,
-    /// The client frame's id.
-    pub id: Option<String>,
-    /// The operation.
-    pub op: RoomOp,
-    /// A `join` that re-subscribes a connection at a room's new owner: its
-    /// reply fills the gap instead of going to the client.
-    pub resume: bool,
+/// What kind of client operation a request carries, for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpKind {
+    Join,
+    Resume,
+    Other,
+}
+
+/// A client operation on its way to a room's owner: the encoded record
+/// (sent again as it is when the room must be routed again) and where its
+/// answer goes.
+struct OpPending {
+    conn: ConnId,
+    out: Arc<Outbox>,
+    kind: OpKind,
+    record: Bytes,
+    attempt: usize,
+    /// The node it was sent to.
+    node: Option<NodeId>,
+    deadline: Instant,
+    /// Parts of the answer so far.
+    parts: Vec<(Option<u64>, Bytes)>,
+}
+
+enum Pending {
+    Op(OpPending),
+    Query {
+        tx: oneshot::Sender<(Status, Bytes)>,
+        node: NodeId,
+        parts: BytesMut,
+        deadline: Instant,
+    },
+}
+
+/// One node's link as the router sees it.
+struct NodeLink {
+    /// The writer while the link is up.
+    writer: Mutex<Option<LinkWriter>>,
 }
 
 /// Routes room operations to their owners.
 pub(super) struct Upstream {
-    pub(super) gateway: NodeId,
-    pub(super) secret: String,
+    me: NodeId,
+    secret: Secret,
     ring: watch::Receiver<Arc<RingView>>,
+    subs: Arc<Subscriptions>,
     sessions: Arc<Sessions>,
     /// Links by node; short critical sections only.
-    links: Mutex<HashMap<NodeId, Arc<Link>>>,
+    links: Mutex<Map<NodeId, Arc<NodeLink>>>,
+    /// Requests sent and not yet answered, by request id (unique on this
+    /// gateway, so that a request keeps its id when routed again).
+    pending: Mutex<Map<Rid, Pending>>,
+    next_rid: AtomicU64,
+}
+
+/// A client operation as a connection hands it over.
+pub(super) struct OpRequest<'a> {
+    pub(super) room: &'a str,
+    pub(super) conn: ConnId,
+    pub(super) out: &'a Arc<Outbox>,
+    pub(super) user: &'a str,
+    pub(super) id: Option<&'a str>,
+    pub(super) op: RoomOp<&'a [u8]>,
 }
 
 impl Upstream {
-    /// Starts the router and its link supervisor.
+    /// Starts the router, its link supervisor and its sweeper.
     pub(super) fn spawn(
-        gateway: NodeId,
-        secret: String,
+        me: NodeId,
+        secret: Secret,
         ring: watch::Receiver<Arc<RingView>>,
+        subs: Arc<Subscriptions>,
         sessions: Arc<Sessions>,
         shutdown: Shutdown,
     ) -> Arc<Self> {
         let up = Arc::new(Self {
-            gateway,
+            me,
             secret,
             ring,
+            subs,
             sessions,
             links: Mutex::default(),
+            pending: Mutex::default(),
+            next_rid: AtomicU64::new(1),
         });
-        tokio::spawn(up.clone().supervise(shutdown).in_current_span());
+        tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
+        tokio::spawn(up.clone().sweep(shutdown).in_current_span());
         up
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, Map<Rid, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current ring view.
@@ -86,7 +138,8 @@ impl Upstream {
         self.ring.borrow().clone()
     }
 
-    fn link_to_owner(&self, key: &str) -> Option<(NodeId, Arc<Link>)> {
+    /// The owner of `key` and its link's writer, if the link is up.
+    fn writer_to_owner(&self, key: &str) -> Option<(NodeId, LinkWriter)> {
         let owner = self.ring.borrow().ring.owner_of(key)?.clone();
         let link = self
             .links
@@ -94,84 +147,156 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
             .get(&owner)?
             .clone();
-        link.up.load(Ordering::Acquire).then_some((owner, link))
+        let writer = link
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        (!writer.is_closed()).then_some((owner, writer))
     }
 
-    /// Sends a client operation to its room's owner; the reply goes straight
-    /// to the connection.
-    pub(super) async fn op(self: &Arc<Self>, req: OpRequest) {
-        self.op_attempt(req, 0).await;
-    }
-
-    async fn op_attempt(self: &Arc<Self>, req: OpRequest, attempt: usize) {
-        let Some((_, link)) = self.link_to_owner(req.room.as_str()) else {
-            return self.retry(req, attempt);
+    /// Sends a client operation to its room's owner; the answer goes
+    /// straight to the connection. Returns the link's writer when it is
+    /// overloaded, for the connection to wait on before reading more.
+    pub(super) fn op(self: &Arc<Self>, req: OpRequest<'_>) -> Option<LinkWriter> {
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let kind = match req.op {
+            RoomOp::Join { .. } => OpKind::Join,
+            RoomOp::Resume { .. } => OpKind::Resume,
+            _ => OpKind::Other,
         };
-        let rid = link.next_rid.fetch_add(1, Ordering::Relaxed);
-        let msg = ToNode::Op {
+        let record = ToNode::Op {
             rid,
-            room: req.room.clone(),
+            room: req.room,
             conn: req.conn,
-            user: req.user.clone(),
-            id: req.id.clone(),
-            op: req.op.clone(),
+            user: req.user,
+            id: req.id,
+            op: req.op.map_body(Raw::new),
         };
-        let text = link::encode(&msg, None);
-        link.lock_pending()
-            .insert(rid, Pending::Op { req, attempt });
-        if link.tx.send(text.into()).await.is_err() {
-            if let Some(Pending::Op { req, attempt }) = link.lock_pending().remove(&rid) {
-                self.retry(req, attempt);
+        let record = match codec::encode(&record) {
+            Ok(record) => record,
+            Err(e) => {
+                let failure = Failure::new(ErrorCode::TooLarge, e.to_string());
+                req.out.send(websocket::text(
+                    error_frame(&failure, req.id, Some(req.room)).as_bytes(),
+                ));
+                return None;
             }
+        };
+        let pending = OpPending {
+            conn: req.conn,
+            out: req.out.clone(),
+            kind,
+            record,
+            attempt: 0,
+            node: None,
+            deadline: Instant::now() + ANSWER_WITHIN,
+            parts: Vec::new(),
+        };
+        self.send_op(rid, pending, req.room)
+    }
+
+    /// Sends (or sends again) an operation to the owner of `room`.
+    fn send_op(self: &Arc<Self>, rid: Rid, mut op: OpPending, room: &str) -> Option<LinkWriter> {
+        let Some((owner, writer)) = self.writer_to_owner(room) else {
+            self.retry(rid, op);
+            return None;
+        };
+        op.node = Some(owner);
+        let record = op.record.clone();
+        self.lock_pending().insert(rid, Pending::Op(op));
+        if writer
+            .send_with(|buf| {
+                buf.extend_from_slice(&record);
+                Ok(())
+            })
+            .is_err()
+        {
+            if let Some(Pending::Op(op)) = self.lock_pending().remove(&rid) {
+                self.retry(rid, op);
+            }
+            return None;
         }
+        writer.is_overloaded().then_some(writer)
     }
 
     /// Tries again a little later, or gives up with `unavailable`; a resume
     /// keeps trying as long as its connection is subscribed.
-    pub(super) fn retry(self: &Arc<Self>, req: OpRequest, attempt: usize) {
-        if req.resume && !self.sessions.is_subscribed(&req.room, req.conn) {
+    fn retry(self: &Arc<Self>, rid: Rid, mut op: OpPending) {
+        let room = record_room(&op.record);
+        if op.kind == OpKind::Resume && !self.subs.is_subscribed(room.as_str(), op.conn) {
             return;
         }
         let last = RETRY_BACKOFF_MS.len() - 1;
-        let (attempt, pause) = match RETRY_BACKOFF_MS.get(attempt) {
-            Some(&pause) => (attempt, Some(pause)),
-            None if req.resume => (last, Some(RETRY_BACKOFF_MS[last])),
-            None => (attempt, None),
+        let pause = match RETRY_BACKOFF_MS.get(op.attempt) {
+            Some(&pause) => Some(pause),
+            None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
+            None => None,
         };
-        let Some(pause) = pause else {
-            let failure = Failure::new(
-                ErrorCode::Unavailable,
-                format!("{} cannot be served right now; retry", req.room),
-            );
-            let frame = error_frame(&failure, req.id.as_deref(), Some(req.room.as_str()));
-            self.sessions.send_to(req.conn, frame.into());
-            return;
+        let Some(pause) =
+            pause.filter(|_| op.kind == OpKind::Resume || Instant::now() < op.deadline)
+        else {
+            return self.unavailable(&op);
         };
-        tracing::trace!(room.id = %req.room, conn = req.conn, attempt, "routing again");
+        op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
+        tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
         let up = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            Box::pin(up.op_attempt(req, attempt + 1)).await;
+            let room = record_room(&op.record);
+            if let Some(writer) = up.send_op(rid, op, room.as_str()) {
+                writer.wait_room().await;
+            }
         });
     }
 
-    /// Asks a room's owner an HTTP API question.
-    pub(super) async fn query(&self, room: &RoomId, query: Query) -> Result<String, Failure> {
-        for pause in RETRY_BACKOFF_MS {
-            if let Some((_, link)) = self.link_to_owner(room.as_str()) {
-                let rid = link.next_rid.fetch_add(1, Ordering::Relaxed);
+    /// Answers an operation `unavailable`.
+    fn unavailable(&self, op: &OpPending) {
+        let (room, id) = record_room_and_id(&op.record);
+        let failure = Failure::new(
+            ErrorCode::Unavailable,
+            format!("{room} cannot be served right now; retry"),
+        );
+        op.out.send(websocket::text(
+            error_frame(&failure, id.as_deref(), Some(&room)).as_bytes(),
+        ));
+    }
+
+    /// Asks a room's owner an HTTP API question, within `ANSWER_WITHIN`.
+    pub(super) async fn query(&self, room: &RoomId, query: Query<&[u8]>) -> Result<Bytes, Failure> {
+        let give_up = Instant::now() + ANSWER_WITHIN;
+        let unavailable = || {
+            Failure::new(
+                ErrorCode::Unavailable,
+                format!("{room} cannot be served right now; retry"),
+            )
+        };
+        for pause in RETRY_BACKOFF_MS.iter().chain(std::iter::repeat(&300)) {
+            if Instant::now() >= give_up {
+                break;
+            }
+            if let Some((owner, writer)) = self.writer_to_owner(room.as_str()) {
+                let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
-                link.lock_pending().insert(rid, Pending::Query(tx));
-                let msg = ToNode::Query {
+                self.lock_pending().insert(
                     rid,
-                    room: room.clone(),
-                    query: query.clone(),
+                    Pending::Query {
+                        tx,
+                        node: owner,
+                        parts: BytesMut::new(),
+                        deadline: give_up,
+                    },
+                );
+                let record = ToNode::Query {
+                    rid,
+                    room: room.as_str(),
+                    query: query.clone().map_body(Raw::new),
                 };
-                if link.tx.send(link::encode(&msg, None).into()).await.is_ok() {
+                if writer.send(&record).is_ok() {
                     match rx.await {
-                        Ok((Status::Ok, payload)) => return Ok(payload),
-                        Ok((Status::Failed(f), _)) => return Err(f),
+                        Ok((Status::Ok, answer)) => return Ok(answer),
                         Ok((Status::Moved, _)) => {}
+                        Ok((Status::Failed(f), _)) => return Err(f),
                         // The link dropped with the request in flight: it may
                         // have been applied, so a post is not sent twice.
                         Err(_) => {
@@ -181,31 +306,28 @@ impl Upstream {
                             ))
                         }
                     }
+                } else {
+                    self.lock_pending().remove(&rid);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
         }
-        Err(Failure::new(
-            ErrorCode::Unavailable,
-            format!("{room} cannot be served right now; retry"),
-        ))
+        Err(unavailable())
     }
 
     /// Sends a notification through the node that owns the user's key; that
     /// node relays it to every gateway.
-    pub(super) async fn notify(&self, user: &UserId, body: Box<RawValue>) -> Result<(), Failure> {
-        let key = format!("user:{user}");
-        let (_, link) = self
-            .link_to_owner(&key)
-            .ok_or_else(|| Failure::new(ErrorCode::Unavailable, "no node is reachable; retry"))?;
-        let msg = ToNode::Notify {
-            user: user.clone(),
-            body,
-        };
-        link.tx
-            .send(link::encode(&msg, None).into())
-            .await
-            .map_err(|_| Failure::new(ErrorCode::Unavailable, "no node is reachable; retry"))
+    pub(super) fn notify(&self, user: &str, body: &[u8]) -> Result<(), Failure> {
+        let unreachable = || Failure::new(ErrorCode::Unavailable, "no node is reachable; retry");
+        let (_, writer) = self
+            .writer_to_owner(&format!("user:{user}"))
+            .ok_or_else(unreachable)?;
+        writer
+            .send(&ToNode::Notify {
+                user,
+                body: Raw::new(body),
+            })
+            .map_err(|_| unreachable())
     }
 
     /// Keeps one link per node member until shutdown.
@@ -229,28 +351,22 @@ impl Upstream {
                     continue;
                 }
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                let link = Arc::new(Link {
-                    node: id.clone(),
-                    up: AtomicBool::new(false),
-                    tx,
-                    next_rid: AtomicU64::new(1),
-                    pending: Mutex::default(),
+                let link = Arc::new(NodeLink {
+                    writer: Mutex::new(None),
                 });
                 self.links
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id.clone(), link.clone());
-                let task = LinkTask {
-                    up: self.clone(),
-                    node: id.clone(),
-                    addr: addr.clone(),
-                    link,
-                    rx,
-                    stop: stop_rx,
-                };
                 let span = tracing::debug_span!("upstream", node.id = %id);
-                tokio::spawn(task.run(shutdown.clone()).instrument(span));
+                let task = self.clone().keep_link(
+                    id.clone(),
+                    addr.clone(),
+                    link,
+                    stop_rx,
+                    shutdown.clone(),
+                );
+                tokio::spawn(task.instrument(span));
                 tasks.insert(id, (addr, stop_tx));
             }
             self.resume_moved(None);
@@ -261,121 +377,290 @@ impl Upstream {
         }
     }
 
-    /// Subscribes again, at their owner on the current ring, the rooms that
-    /// moved or whose node's link went `down`: one `join` with `since` per
-    /// local connection, so that presence stays right and the gap is filled.
-    pub(super) fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
-        let ring = self.ring.borrow().ring.clone();
-        for resume in self.sessions.to_resume(&ring, down) {
-            tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
-            for (conn, user) in resume.conns {
-                let op = RoomOp::Join {
-                    since: Some(resume.since),
-                };
-                let req = OpRequest {
-                    room: resume.room.clone(),
-                    conn,
-                    user,
-                    id: None,
-                    op,
-                    resume: true,
-                };
-                let up = self.clone();
-                tokio::spawn(async move { up.op(req).await });
+    /// Connects to one node (with backoff) and serves the link until its
+    /// node leaves the view or the gateway stops.
+    async fn keep_link(
+        self: Arc<Self>,
+        node: NodeId,
+        addr: String,
+        link: Arc<NodeLink>,
+        mut stop: watch::Receiver<bool>,
+        mut shutdown: Shutdown,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match link::client::connect(&addr, Role::Gateway, &self.me, &self.secret).await {
+                Ok(up) if up.peer.id == node => {
+                    backoff = Duration::from_millis(50);
+                    tracing::debug!(addr = %addr, "link up");
+                    *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(up.writer.clone());
+                    tokio::select! {
+                        _ = self.read_link(&node, up.reader) => {}
+                        _ = shutdown.wait() => {}
+                        _ = stop.changed() => {}
+                    }
+                    link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    up.writer.close();
+                    tracing::debug!("link down");
+                    self.fail_pending(&node);
+                    self.resume_moved(Some(&node));
+                }
+                Ok(other) => {
+                    tracing::warn!(addr = %addr, peer = %other.peer.id, "the node at this address is another member");
+                    other.writer.close();
+                }
+                Err(e) => tracing::debug!(addr = %addr, error = %e, "link connect failed"),
+            }
+            if shutdown.is_fired() || *stop.borrow() || stop.has_changed().is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return,
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Reads the node's records until the link fails; what a batch queued
+    /// on client sockets is flushed once, after the batch.
+    async fn read_link(self: &Arc<Self>, node: &NodeId, mut reader: LinkReader) {
+        let mut dirty = Dirty::default();
+        loop {
+            let read = reader
+                .read_batch(|record| self.on_record(node, &record, &mut dirty))
+                .await;
+            dirty.flush();
+            if let Err(e) = read {
+                tracing::debug!(error = %e, "link read ended");
+                return;
             }
         }
     }
 
-    /// Handles one message from a node.
-    pub(super) fn on_message(self: &Arc<Self>, link: &Link, msg: LinkMsg) {
-        let text = msg.as_str();
-        let (header, at) = match link::decode::<ToGateway>(text) {
-            Ok(decoded) => decoded,
-            Err(e) => return tracing::warn!(error = %e, "dropping a bad link message"),
+    /// Handles one record from a node.
+    fn on_record(self: &Arc<Self>, node: &NodeId, record: &Bytes, dirty: &mut Dirty) {
+        let record: FromNode<'_> = match codec::decode(record) {
+            Ok(record) => record,
+            Err(e) => return tracing::warn!(error = %e, "dropping a bad link record"),
         };
-        let payload = || -> Utf8Bytes {
-            let bytes: bytes::Bytes = msg.clone().into();
-            Utf8Bytes::try_from(bytes.slice(at..)).unwrap_or_default()
-        };
-        match header {
-            ToGateway::Event { room, seq, skip } => {
-                self.sessions.dispatch(&room, seq, skip, payload())
+        match record {
+            FromNode::Event {
+                room,
+                seq,
+                skip,
+                payload,
+            } => self.subs.dispatch(room, seq, skip, payload, dirty),
+            FromNode::Notify { user, payload } => {
+                let sent = self
+                    .sessions
+                    .send_to_user(user, &websocket::text(payload), dirty);
+                crate::telemetry::metrics()
+                    .deliveries
+                    .increment(sent as u64);
             }
-            ToGateway::Notify { user } => {
-                self.sessions.send_to_user(&user, payload());
-            }
-            ToGateway::Reply { rid, status, seq } => match link.lock_pending().remove(&rid) {
-                Some(Pending::Query(tx)) => {
-                    let _ = tx.send((status, text[at..].to_string()));
+            FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
+                Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
+                Some(Pending::Query { parts, .. }) => parts.extend_from_slice(payload),
+                None => {}
+            },
+            FromNode::Reply {
+                rid,
+                status,
+                seq,
+                payload,
+            } => match self.lock_pending().remove(&rid) {
+                Some(Pending::Query { tx, mut parts, .. }) => {
+                    parts.extend_from_slice(payload);
+                    let _ = tx.send((status, parts.freeze()));
                 }
-                Some(Pending::Op { req, attempt }) => {
-                    self.on_op_reply(&link.node, req, attempt, status, seq, payload())
+                Some(Pending::Op(op)) => {
+                    self.on_op_reply(node, rid, op, status, seq, payload, dirty)
                 }
                 None => {}
             },
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_op_reply(
         self: &Arc<Self>,
         owner: &NodeId,
-        req: OpRequest,
-        attempt: usize,
+        rid: Rid,
+        mut op: OpPending,
         status: Status,
         seq: Option<u64>,
-        payload: Utf8Bytes,
+        payload: &[u8],
+        dirty: &mut Dirty,
     ) {
-        match status {
-            Status::Moved => self.retry(req, attempt),
-            Status::Failed(_) if req.resume => self.retry(req, attempt + 1),
-            Status::Ok if req.resume => match seq {
-                Some(_) => self.sessions.resumed(&req.room, owner, missed(&payload)),
-                None => self.retry(req, attempt + 1),
-            },
-            Status::Failed(f) => {
-                let frame = error_frame(&f, req.id.as_deref(), Some(req.room.as_str()));
-                self.sessions.send_to(req.conn, frame.into());
+        match (status, op.kind) {
+            (Status::Moved, _) => {
+                op.parts.clear();
+                self.retry(rid, op)
             }
-            Status::Ok => {
-                if !payload.is_empty() {
-                    self.sessions.send_to(req.conn, payload);
+            (Status::Failed(_), OpKind::Resume) => {
+                op.attempt += 1;
+                op.parts.clear();
+                self.retry(rid, op)
+            }
+            (Status::Ok, OpKind::Resume) => {
+                let room = record_room(&op.record);
+                let missed: Vec<(u64, Bytes)> = op
+                    .parts
+                    .into_iter()
+                    .filter_map(|(seq, frame)| Some((seq?, frame)))
+                    .collect();
+                self.subs.resumed(room.as_str(), owner, &missed, dirty);
+            }
+            (Status::Failed(f), _) => {
+                let (room, id) = record_room_and_id(&op.record);
+                let frame = error_frame(&f, id.as_deref(), Some(&room));
+                dirty.push(&op.out, websocket::text(frame.as_bytes()));
+            }
+            (Status::Ok, kind) => {
+                if op.parts.is_empty() {
+                    if !payload.is_empty() {
+                        dirty.push(&op.out, websocket::text(payload));
+                    }
+                } else {
+                    let mut whole = Vec::with_capacity(
+                        op.parts.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len(),
+                    );
+                    for (_, part) in &op.parts {
+                        whole.extend_from_slice(part);
+                    }
+                    whole.extend_from_slice(payload);
+                    dirty.push(&op.out, websocket::text(&whole));
                 }
-                match (&req.op, seq) {
+                if let (OpKind::Join, Some(seq)) = (kind, seq) {
                     // After the `joined` frame is queued, so that the
                     // connection sees exactly the events after its seq.
-                    (RoomOp::Join { .. }, Some(seq)) => {
-                        self.sessions.subscribe(&req.room, req.conn, seq, owner)
+                    if let Ok(room) = RoomId::parse(record_room(&op.record).as_str()) {
+                        self.subs.subscribe(&room, op.conn, &op.out, seq, owner);
                     }
-                    (RoomOp::Leave, _) => self.sessions.unsubscribe(&req.room, req.conn),
-                    _ => {}
                 }
+            }
+        }
+    }
+
+    /// Requests in flight on a link that dropped: operations are routed
+    /// again (a retried `send` is idempotent by its id), queries fail.
+    fn fail_pending(self: &Arc<Self>, node: &NodeId) {
+        let mut gone = Vec::new();
+        {
+            let mut pending = self.lock_pending();
+            let rids: Vec<Rid> = pending
+                .iter()
+                .filter(|(_, p)| match p {
+                    Pending::Op(op) => op.node.as_ref() == Some(node),
+                    Pending::Query { node: n, .. } => n == node,
+                })
+                .map(|(rid, _)| *rid)
+                .collect();
+            for rid in rids {
+                if let Some(p) = pending.remove(&rid) {
+                    gone.push((rid, p));
+                }
+            }
+        }
+        for (rid, p) in gone {
+            match p {
+                Pending::Op(mut op) => {
+                    op.parts.clear();
+                    self.retry(rid, op)
+                }
+                Pending::Query { tx, .. } => drop(tx),
+            }
+        }
+    }
+
+    /// Answers requests nobody answered in time, until shutdown.
+    async fn sweep(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let now = Instant::now();
+            let expired: Vec<(Rid, Pending)> = {
+                let mut pending = self.lock_pending();
+                let rids: Vec<Rid> = pending
+                    .iter()
+                    .filter(|(_, p)| match p {
+                        Pending::Op(op) => op.deadline <= now,
+                        Pending::Query { deadline, .. } => *deadline <= now,
+                    })
+                    .map(|(rid, _)| *rid)
+                    .collect();
+                rids.into_iter()
+                    .filter_map(|rid| Some((rid, pending.remove(&rid)?)))
+                    .collect()
+            };
+            for (rid, p) in expired {
+                match p {
+                    Pending::Op(mut op) if op.kind == OpKind::Resume => {
+                        op.deadline = now + ANSWER_WITHIN;
+                        op.parts.clear();
+                        self.retry(rid, op);
+                    }
+                    Pending::Op(op) => {
+                        tracing::debug!(rid, "no answer in time");
+                        self.unavailable(&op);
+                    }
+                    Pending::Query { tx, .. } => {
+                        let failure = Failure::new(
+                            ErrorCode::Unavailable,
+                            "the room's node did not answer in time; retry",
+                        );
+                        let _ = tx.send((Status::Failed(failure), Bytes::new()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes again, at their owner on the current ring, the rooms that
+    /// moved or whose node's link went `down`: one resume per local
+    /// connection, so that presence stays right and the gap is filled.
+    pub(super) fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
+        let ring = self.ring.borrow().ring.clone();
+        for resume in self.subs.to_resume(&ring, down) {
+            tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
+            for conn in resume.conns {
+                let Some((user, out)) = self.sessions.get(conn) else {
+                    continue;
+                };
+                self.op(OpRequest {
+                    room: resume.room.as_str(),
+                    conn,
+                    out: &out,
+                    user: user.as_str(),
+                    id: None,
+                    op: RoomOp::Resume {
+                        since: resume.since,
+                    },
+                });
             }
         }
     }
 }
 
-/// The messages a resuming `joined` reply carries: (seq, frame) each.
-fn missed(joined: &str) -> Vec<(u64, Utf8Bytes)> {
-    #[derive(serde::Deserialize)]
-    struct Joined<'a> {
-        #[serde(borrow)]
-        history: Vec<&'a RawValue>,
+/// The room of an operation record this gateway encoded.
+fn record_room(record: &Bytes) -> String {
+    record_room_and_id(record).0
+}
+
+/// The room and client id of an operation record this gateway encoded.
+fn record_room_and_id(record: &Bytes) -> (String, Option<String>) {
+    let mut buf = BytesMut::from(&record[..]);
+    match codec::split_record(&mut buf) {
+        Ok(Some(body)) => match codec::decode::<ToNode<'_>>(&body) {
+            Ok(ToNode::Op { room, id, .. }) => (room.to_string(), id.map(str::to_string)),
+            _ => (String::new(), None),
+        },
+        _ => (String::new(), None),
     }
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: u64,
-    }
-    let Ok(joined) = serde_json::from_str::<Joined<'_>>(joined) else {
-        return Vec::new();
-    };
-    joined
-        .history
-        .into_iter()
-        .filter_map(|m| {
-            Some((
-                serde_json::from_str::<Seq>(m.get()).ok()?.seq,
-                Utf8Bytes::from(m.get()),
-            ))
-        })
-        .collect()
 }

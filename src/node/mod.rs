@@ -1,23 +1,24 @@
-//! The application node: owns the rooms the ring gives it, one task each,
-//! and serves gateways over multiplexed links.
+//! The application node: owns the rooms the ring gives it and serves
+//! gateways and its peers over authenticated links.
 //!
 //! Task tree (all ended by the node's `stop` trigger):
-//! - `Listener::run`: accepts links from gateways and nodes; one
-//!   `link::serve` task each (reader inline, writer task beside it);
+//! - `serve::Listener::run`: accepts links from gateways and nodes; one
+//!   `serve::serve` task each, which reads records and applies them to the
+//!   rooms in place (a writer task per link sends what rooms emit);
 //! - `lease::keep`: renews the membership lease and reports the room count;
 //! - `rebalance::run`: hands rooms off when the ring moves them away, and
 //!   fires `stop` once a draining node has nothing left;
-//! - one room task per room, owned through the `Registry`;
-//! - `Peers`: a reader and a writer task per link to another node.
+//! - `Peers`: a reader and a writer task per link to another node;
+//! - short-lived loader tasks, one per room being rebuilt from storage.
 
 mod lease;
-mod link;
 mod peers;
 mod rebalance;
 mod registry;
+mod serve;
+mod sink;
 pub mod storage;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,15 +30,13 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::coordinator::{Coordinator, MemberState, RingView, Role};
-use crate::ids::NodeId;
+use crate::ids::{Map, NodeId};
+use crate::link::{Peer, Secret};
 use crate::rooms::store::RoomStore;
-use crate::rooms::LinkTx;
 use crate::shutdown::{self, Trigger};
 use peers::Peers;
 use registry::Registry;
-
-/// Messages a gateway link may queue before it counts as too slow.
-pub const LINK_QUEUE: usize = 16 * 1024;
+use sink::LinkSink;
 
 /// How a node is run.
 #[derive(Debug, Clone)]
@@ -49,7 +48,7 @@ pub struct NodeConfig {
     /// The address others reach it at, when not the bound one.
     pub advertise: Option<String>,
     /// Authenticates gateway and node links.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Stored events kept per room.
     pub history_keep: usize,
 }
@@ -61,7 +60,7 @@ impl NodeConfig {
             id: NodeId::parse(id).expect("valid test node id"),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
-            cluster_secret: cluster_secret.to_string(),
+            cluster_secret: Secret::new(cluster_secret),
             history_keep: 1000,
         }
     }
@@ -79,13 +78,11 @@ pub enum NodeError {
 }
 
 /// One link into this node.
-struct Peer {
-    /// The peer's member id, from its upgrade headers.
-    id: Option<NodeId>,
-    /// A gateway (notifications go there), or another node.
-    gateway: bool,
-    /// Its outbound queue.
-    tx: LinkTx,
+struct LinkEntry {
+    /// Who is at the other end, as its handshake proved.
+    peer: Peer,
+    /// Where rooms send what this link's connections get.
+    sink: Arc<LinkSink>,
 }
 
 /// State shared by the node's tasks.
@@ -96,7 +93,7 @@ struct Node {
     coordinator: Coordinator,
     registry: Registry,
     /// Live links by link id; short critical sections only.
-    links: Mutex<HashMap<u64, Peer>>,
+    links: Mutex<Map<u64, LinkEntry>>,
     /// Links to other nodes, for hand-offs.
     peers: Peers,
     ring: watch::Receiver<Arc<RingView>>,
@@ -107,7 +104,7 @@ struct Node {
 }
 
 impl Node {
-    fn lock_links(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
+    fn lock_links(&self) -> MutexGuard<'_, Map<u64, LinkEntry>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -209,7 +206,7 @@ pub async fn start(
                 );
                 let mover =
                     tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
-                link::Listener {
+                serve::Listener {
                     node: node.clone(),
                     listener,
                     shutdown: shutdown.clone(),

@@ -1,34 +1,34 @@
-//! Links from this node to other nodes, for hand-offs: one WebSocket per peer,
-//! opened on first use, requests matched to replies by id.
+//! Links from this node to other nodes, for hand-offs: one link per peer
+//! (the client half of `link`), opened on first use, requests matched to
+//! replies by id.
 //!
-//! Task tree: each open link has a reader and a writer task; both end when
-//! the connection drops (the next request opens a new link).
+//! Task tree: each open link has its writer task and a reader task; both
+//! end when the connection drops (the next request opens a new link).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use serde::Serialize;
+use tokio::sync::oneshot;
 
-use crate::ids::NodeId;
-use crate::protocol::link::{self, Rid, Status, ToGateway, ToNode};
+use crate::coordinator::Role;
+use crate::ids::{NodeId, Rid};
+use crate::link::codec::{self, CodecError};
+use crate::link::{self, FromNode, LinkWriter, Secret};
+use crate::protocol::Status;
 
 /// How long a hand-off may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests a peer link may queue.
-const PEER_QUEUE: usize = 1024;
 
 type Pending = Arc<Mutex<HashMap<Rid, oneshot::Sender<Status>>>>;
 
 struct PeerLink {
     addr: String,
-    /// Bounded; requesters wait when it is full.
-    tx: mpsc::Sender<String>,
+    writer: LinkWriter,
     pending: Pending,
     next: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -58,7 +58,7 @@ enum Slot {
 /// This node's links to its peers.
 pub(super) struct Peers {
     me: NodeId,
-    secret: String,
+    secret: Secret,
     /// Held for look-ups and inserts only. The many hand-offs of a round
     /// that start together share one attempt per peer instead of each
     /// opening a connection (dozens at once can overflow the peer's accept
@@ -68,7 +68,7 @@ pub(super) struct Peers {
 }
 
 impl Peers {
-    pub(super) fn new(me: NodeId, secret: String) -> Self {
+    pub(super) fn new(me: NodeId, secret: Secret) -> Self {
         Self {
             me,
             secret,
@@ -87,9 +87,14 @@ impl Peers {
                 }
                 Some(Slot::Connecting { addr: a, attempt }) if a == addr => attempt.clone(),
                 _ => {
-                    let attempt = connect(self.me.clone(), self.secret.clone(), addr.to_string())
-                        .boxed()
-                        .shared();
+                    let attempt = connect(
+                        self.me.clone(),
+                        to.clone(),
+                        self.secret.clone(),
+                        addr.to_string(),
+                    )
+                    .boxed()
+                    .shared();
                     links.insert(
                         to.clone(),
                         Slot::Connecting {
@@ -120,12 +125,13 @@ impl Peers {
         result
     }
 
-    /// Sends a request built around a fresh request id and waits for its status.
+    /// Sends a request whose records `write` encodes around a fresh request
+    /// id, and waits for its status.
     pub(super) async fn request(
         &self,
         to: &NodeId,
         addr: &str,
-        make: impl FnOnce(Rid) -> ToNode,
+        write: impl FnOnce(Rid, &mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<Status, PeerError> {
         let link = self.link(to, addr).await.map_err(PeerError::Unreachable)?;
         let rid = link.next.fetch_add(1, Ordering::Relaxed);
@@ -134,10 +140,13 @@ impl Peers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(rid, tx);
-        link.tx
-            .send(link::encode(&make(rid), None))
-            .await
-            .map_err(|_| PeerError::Unreachable("peer link closed".into()))?;
+        if let Err(e) = link.writer.send_with(|buf| write(rid, buf)) {
+            link.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&rid);
+            return Err(PeerError::Unreachable(e.to_string()));
+        }
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(_)) => Err(PeerError::NoAnswer("peer link closed")),
@@ -151,54 +160,42 @@ impl Peers {
         }
     }
 
-    /// Sends a message that has no reply.
-    pub(super) async fn tell(&self, to: &NodeId, addr: &str, msg: &ToNode) -> Result<(), String> {
+    /// Sends a record that has no reply.
+    pub(super) async fn tell<T: Serialize>(
+        &self,
+        to: &NodeId,
+        addr: &str,
+        record: &T,
+    ) -> Result<(), String> {
         let link = self.link(to, addr).await?;
-        link.tx
-            .send(link::encode(msg, None))
-            .await
-            .map_err(|_| "peer link closed".to_string())
+        link.writer
+            .send_with(|buf| codec::encode_into(buf, record))
+            .map_err(|e| e.to_string())
     }
 }
 
-/// Opens a link to the node at `addr` and starts its reader and writer.
-async fn connect(me: NodeId, secret: String, addr: String) -> Result<Arc<PeerLink>, String> {
-    let mut req = format!("ws://{addr}{}", link::LINK_PATH)
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let headers = req.headers_mut();
-    headers.insert(
-        link::SECRET_HEADER,
-        secret.parse().map_err(|_| "bad secret")?,
-    );
-    headers.insert(
-        link::PEER_HEADER,
-        me.as_str().parse().map_err(|_| "bad id")?,
-    );
-    headers.insert(link::ROLE_HEADER, http::HeaderValue::from_static("node"));
-    let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
-    let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
+/// Opens a link to the node `to` at `addr` and starts its reader.
+async fn connect(
+    me: NodeId,
+    to: NodeId,
+    secret: Secret,
+    addr: String,
+) -> Result<Arc<PeerLink>, String> {
+    let link = link::client::connect(&addr, Role::Node, &me, &secret)
         .await
-        .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<String>(PEER_QUEUE);
+    if link.peer.id != to {
+        link.writer.close();
+        return Err(format!("{addr} is {}, not {to}", link.peer.id));
+    }
     let pending: Pending = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
-    let writer_alive = alive.clone();
+    let (reader_pending, reader_alive, writer) =
+        (pending.clone(), alive.clone(), link.writer.clone());
+    let mut reader = link.reader;
     tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-        }
-        writer_alive.store(false, Ordering::Release);
-    });
-    let (reader_pending, reader_alive) = (pending.clone(), alive.clone());
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            let Message::Text(text) = msg else { continue };
-            if let Ok((ToGateway::Reply { rid, status, .. }, _)) = link::decode::<ToGateway>(&text)
+        let on_record = |record: bytes::Bytes| {
+            if let Ok(FromNode::Reply { rid, status, .. }) = codec::decode::<FromNode<'_>>(&record)
             {
                 if let Some(tx) = reader_pending
                     .lock()
@@ -208,8 +205,11 @@ async fn connect(me: NodeId, secret: String, addr: String) -> Result<Arc<PeerLin
                     let _ = tx.send(status);
                 }
             }
-        }
+        };
+        let mut on_record = on_record;
+        while reader.read_batch(&mut on_record).await.is_ok() {}
         reader_alive.store(false, Ordering::Release);
+        writer.close();
         // Requesters waiting on this link learn that it is gone.
         reader_pending
             .lock()
@@ -217,8 +217,8 @@ async fn connect(me: NodeId, secret: String, addr: String) -> Result<Arc<PeerLin
             .clear();
     });
     Ok(Arc::new(PeerLink {
-        addr: addr.to_string(),
-        tx,
+        addr,
+        writer: link.writer,
         pending,
         next: AtomicU64::new(1),
         alive,
@@ -228,10 +228,13 @@ async fn connect(me: NodeId, secret: String, addr: String) -> Result<Arc<PeerLin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::ToNode;
     use std::sync::atomic::AtomicUsize;
     use tokio::net::TcpListener;
 
-    /// A peer that counts the links opened to it and reads what comes.
+    const SECRET: &str = "s";
+
+    /// A peer `node-b` that counts the links opened to it and reads what comes.
     async fn peer() -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
@@ -241,29 +244,38 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let mut ws = tokio_tungstenite::accept_async(stream).await.expect("ws");
-                    while let Some(Ok(_)) = ws.next().await {}
+                    let me = NodeId::parse("node-b").expect("id");
+                    let link = link::server::accept(stream, &me, &Secret::new(SECRET))
+                        .await
+                        .expect("link");
+                    let mut reader = link.reader;
+                    while reader.read_batch(|_| {}).await.is_ok() {}
                 });
             }
         });
         (addr, accepted)
     }
 
+    fn done(epoch: u64) -> ToNode<'static> {
+        ToNode::HandoffDone { epoch }
+    }
+
+    fn peers() -> Arc<Peers> {
+        Arc::new(Peers::new(
+            NodeId::parse("node-a").expect("id"),
+            Secret::new(SECRET),
+        ))
+    }
+
     #[tokio::test]
     async fn concurrent_first_requests_share_one_link() {
         let (addr, accepted) = peer().await;
-        let peers = Arc::new(Peers::new(NodeId::parse("node-a").expect("id"), "s".into()));
+        let peers = peers();
         let to = NodeId::parse("node-b").expect("id");
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let (peers, to, addr) = (peers.clone(), to.clone(), addr.clone());
-                tokio::spawn(async move {
-                    let msg = ToNode::HandoffDone {
-                        from: NodeId::parse("node-a").expect("id"),
-                        epoch: crate::ids::Epoch(i),
-                    };
-                    peers.tell(&to, &addr, &msg).await
-                })
+                tokio::spawn(async move { peers.tell(&to, &addr, &done(i)).await })
             })
             .collect();
         for task in tasks {
@@ -274,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_never_answers_holds_up_no_other() {
-        // Accepts connections and never answers the WebSocket handshake.
+        // Accepts connections and never answers the handshake.
         let hung = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let hung_addr = hung.local_addr().expect("addr").to_string();
         tokio::spawn(async move {
@@ -284,24 +296,35 @@ mod tests {
             }
         });
         let (good_addr, accepted) = peer().await;
-        let peers = Arc::new(Peers::new(NodeId::parse("node-a").expect("id"), "s".into()));
-        let msg = || ToNode::HandoffDone {
-            from: NodeId::parse("node-a").expect("id"),
-            epoch: crate::ids::Epoch(1),
-        };
+        let peers = peers();
         let stuck = {
-            let (peers, msg) = (peers.clone(), msg());
+            let peers = peers.clone();
             let to = NodeId::parse("node-hung").expect("id");
-            tokio::spawn(async move { peers.tell(&to, &hung_addr, &msg).await })
+            tokio::spawn(async move { peers.tell(&to, &hung_addr, &done(1)).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let to = NodeId::parse("node-b").expect("id");
-        tokio::time::timeout(Duration::from_secs(1), peers.tell(&to, &good_addr, &msg()))
-            .await
-            .expect("the good peer waited on the hung one")
-            .expect("told");
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            peers.tell(&to, &good_addr, &done(1)),
+        )
+        .await
+        .expect("the good peer waited on the hung one")
+        .expect("told");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert!(!stuck.is_finished());
         stuck.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_at_the_wrong_address_is_refused() {
+        let (addr, _) = peer().await;
+        let peers = peers();
+        let to = NodeId::parse("node-c").expect("id");
+        let err = peers
+            .tell(&to, &addr, &done(1))
+            .await
+            .expect_err("node-b is not node-c");
+        assert!(err.contains("not node-c"), "{err}");
     }
 }

@@ -8,16 +8,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use serde_bytes::Bytes as Raw;
 
 use super::peers::PeerError;
 use super::Node;
 use crate::coordinator::{MemberState, RingView, Role};
-use crate::ids::{NodeId, RoomId};
-use crate::protocol::link::{ConnId, Status, ToNode};
-use crate::protocol::ErrorCode;
-use crate::rooms::{RoomCmd, RoomHandle};
+use crate::ids::{ConnId, Epoch, NodeId, Rid, RoomId, UserId};
+use crate::link::codec::{self, CodecError, CHUNK};
+use crate::link::{HandoffEntry, HandoffState, Peer, ToNode};
+use crate::protocol::server::VersionedWidget;
+use crate::protocol::{ErrorCode, Failure, Status};
+use crate::rooms::state::Sub;
+use crate::rooms::store::{Entry, Loaded, Snapshot};
+use crate::rooms::{Arrival, Frozen, Reply, Room, Sink};
 use crate::shutdown::Shutdown;
 
 /// Rooms moved at once; more would add latency for everyone else.
@@ -52,11 +57,12 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             let count = moving.len();
             let (node, view) = (&node, &view);
             futures_util::stream::iter(moving)
-                .for_each_concurrent(MOVES_IN_FLIGHT, |(room, handle)| async move {
+                .for_each_concurrent(MOVES_IN_FLIGHT, |room| async move {
                     // A move that cannot finish is tried again next round.
-                    let moving = hand_off(node, room.clone(), handle, view);
+                    let id = room.id().clone();
+                    let moving = hand_off(node, room, view);
                     if tokio::time::timeout(MOVE_TIMEOUT, moving).await.is_err() {
-                        tracing::warn!(room.id = %room, "hand-off timed out; retrying");
+                        tracing::warn!(room.id = %id, "hand-off timed out; retrying");
                     }
                 })
                 .await;
@@ -81,47 +87,35 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
 }
 
 /// Moves one room to its owner on the current ring.
-async fn hand_off(node: &Node, room: RoomId, handle: RoomHandle, view: &RingView) {
-    tracing::trace!(room.id = %room, "freezing");
-    let (tx, rx) = oneshot::channel();
-    if handle.send(RoomCmd::Freeze(tx)).await.is_err() {
-        return node.registry.remove(&room);
-    }
-    let Ok(frozen) = rx.await else {
-        return node.registry.remove(&room);
+async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) {
+    let id = room.id().clone();
+    tracing::trace!(room.id = %id, "freezing");
+    let Ok(frozen) = room.freeze().await else {
+        return node.registry.remove(&id);
     };
     let ring = node.ring.borrow().ring.clone();
-    let Some(to) = ring
-        .owner(&room)
-        .cloned()
-        .filter(|to| *to != node.config.id)
-    else {
-        let _ = handle.send(RoomCmd::Thaw).await;
-        return;
+    let Some(to) = ring.owner(&id).cloned().filter(|to| *to != node.config.id) else {
+        return room.thaw();
     };
     let Some(addr) = node.ring.borrow().view.member(&to).map(|m| m.addr.clone()) else {
         return;
     };
-    let (state, conns) = match frozen {
-        Some(f) => (Some(f.state), gateway_conns(node, f.conns)),
-        None => (None, Vec::new()),
-    };
+    let conns = frozen
+        .as_ref()
+        .map(|f| gateway_conns(node, &f.conns))
+        .unwrap_or_default();
     let epoch = view.view.epoch;
-    let make = |rid| ToNode::Handoff {
-        rid,
-        epoch,
-        room: room.clone(),
-        state,
-        conns,
+    let write = |rid: Rid, buf: &mut BytesMut| {
+        encode_handoff(buf, rid, epoch, &id, frozen.as_ref(), &conns)
     };
-    match node.peers.request(&to, &addr, make).await {
-        Ok(Status::Ok) => node.registry.remove(&room),
+    match node.peers.request(&to, &addr, write).await {
+        Ok(Status::Ok) => node.registry.remove(&id),
         Ok(Status::Failed(f)) if f.code == ErrorCode::Conflict => {
             // The new owner already serves it (it started it from storage).
-            node.registry.remove(&room)
+            node.registry.remove(&id)
         }
         other => {
-            tracing::warn!(room.id = %room, node.id = %to, result = ?other, "hand-off failed; retrying");
+            tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
             // A room the peer surely does not have is thawed: the next round
             // freezes it again if it still belongs elsewhere, and the ring
             // may meanwhile have given it back (its new owner died before
@@ -130,31 +124,224 @@ async fn hand_off(node: &Node, room: RoomId, handle: RoomHandle, view: &RingView
             // unanswered request the peer may have installed it: it stays
             // frozen unless the ring has given it back.
             let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
-            if not_there || node.ring.borrow().ring.owner(&room) == Some(&node.config.id) {
-                let _ = handle.send(RoomCmd::Thaw).await;
+            if not_there || node.ring.borrow().ring.owner(&id) == Some(&node.config.id) {
+                room.thaw();
             }
         }
     }
 }
 
+/// A hand-off as records: its kept events and widgets in parts of about a
+/// chunk each, then the `Handoff` itself.
+fn encode_handoff(
+    buf: &mut BytesMut,
+    rid: Rid,
+    epoch: Epoch,
+    room: &RoomId,
+    frozen: Option<&Frozen>,
+    conns: &[(NodeId, ConnId, UserId)],
+) -> Result<(), CodecError> {
+    let state = match frozen {
+        Some(f) => {
+            let snapshot = f.state.snapshot.clone().unwrap_or_default();
+            let entries: Vec<HandoffEntry<'_>> = f
+                .state
+                .entries
+                .iter()
+                .map(|e| HandoffEntry {
+                    seq: e.seq,
+                    frame: Raw::new(&e.frame),
+                    author: e.author.as_deref(),
+                    cid: e.cid.as_deref(),
+                })
+                .collect();
+            let mut rest = &entries[..];
+            while !rest.is_empty() {
+                let mut size = 0;
+                let n = rest
+                    .iter()
+                    .take_while(|e| {
+                        size += e.frame.len() + 64;
+                        size <= CHUNK
+                    })
+                    .count()
+                    .max(1);
+                let (head, tail) = rest.split_at(n);
+                let part = ToNode::HandoffPart {
+                    rid,
+                    entries: head.to_vec(),
+                    widgets: Vec::new(),
+                };
+                codec::encode_into(buf, &part)?;
+                rest = tail;
+            }
+            for widgets in widget_chunks(&snapshot.widgets) {
+                let part = ToNode::HandoffPart {
+                    rid,
+                    entries: Vec::new(),
+                    widgets: widgets.to_vec(),
+                };
+                codec::encode_into(buf, &part)?;
+            }
+            Some(snapshot)
+        }
+        None => None,
+    };
+    let reads: Vec<(&str, u64)> = state
+        .as_ref()
+        .map(|s| s.reads.iter().map(|(u, n)| (u.as_str(), *n)).collect())
+        .unwrap_or_default();
+    let record = ToNode::Handoff {
+        rid,
+        epoch: epoch.0,
+        room: room.as_str(),
+        state: state.as_ref().map(|s| HandoffState {
+            seq: s.seq,
+            reads: reads.clone(),
+        }),
+        conns: conns
+            .iter()
+            .map(|(gw, conn, user)| (gw.as_str(), *conn, user.as_str()))
+            .collect(),
+    };
+    codec::encode_into(buf, &record)
+}
+
+/// Widgets in slices of about a chunk each.
+fn widget_chunks(widgets: &[VersionedWidget]) -> impl Iterator<Item = &[VersionedWidget]> {
+    let per_widget = |w: &VersionedWidget| {
+        96 + w.widget.id.len()
+            + w.widget.kind.len()
+            + w.widget.text.as_ref().map_or(0, String::len)
+            + w.widget.color.as_ref().map_or(0, String::len)
+    };
+    let mut rest = widgets;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut size = 0;
+        let n = rest
+            .iter()
+            .take_while(|w| {
+                size += per_widget(w);
+                size <= CHUNK
+            })
+            .count()
+            .max(1);
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 /// Re-keys connections from this node's link ids to their gateways' ids.
-fn gateway_conns(
-    node: &Node,
-    conns: Vec<(crate::rooms::state::Sub, crate::ids::UserId)>,
-) -> Vec<(NodeId, ConnId, crate::ids::UserId)> {
+fn gateway_conns(node: &Node, conns: &[(Sub, UserId)]) -> Vec<(NodeId, ConnId, UserId)> {
     let links = node.lock_links();
     conns
-        .into_iter()
-        .filter_map(|(sub, user)| Some((links.get(&sub.link)?.id.clone()?, sub.conn, user)))
+        .iter()
+        .filter_map(|(sub, user)| {
+            let link = links.get(&sub.link)?;
+            (link.peer.role == Role::Gateway)
+                .then(|| (link.peer.id.clone(), sub.conn, user.clone()))
+        })
         .collect()
+}
+
+/// A hand-off as it arrived.
+pub(super) struct Incoming<'a> {
+    pub(super) rid: Rid,
+    pub(super) epoch: Epoch,
+    pub(super) room: &'a str,
+    /// The room's state and what its parts carried; `None` to load it.
+    pub(super) state: Option<(HandoffState<'a>, Vec<Entry>, Vec<VersionedWidget>)>,
+    pub(super) conns: Vec<(&'a str, ConnId, &'a str)>,
+}
+
+/// Installs a room handed off by another node. Connections are re-keyed on
+/// this node's links from their gateways; those whose gateway is not linked
+/// here yet are left for the gateway's re-subscription.
+pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: Incoming<'_>) {
+    let rid = incoming.rid;
+    let refuse = |code, message: String| {
+        let status = Status::Failed(Failure::new(code, message));
+        sink.reply(rid, Reply::failed(&status));
+    };
+    let Ok(room) = RoomId::parse(incoming.room) else {
+        return refuse(ErrorCode::BadRequest, "bad room id".into());
+    };
+    let view = node.ring.borrow().clone();
+    let sender = view.view.member(&from.id);
+    if sender.is_none_or(|m| m.role != Role::Node) {
+        // Only a node this node knows as a member may hand rooms over.
+        return refuse(
+            ErrorCode::Forbidden,
+            format!("{} is not a node of this cluster", from.id),
+        );
+    }
+    if view.ring.owner(&room) != Some(&node.config.id) {
+        // Our ring does not (yet, or any more) give us the room: the sender
+        // asks its ring again and retries.
+        tracing::trace!(room.id = %room, epoch = %incoming.epoch, "hand-off for a room not ours");
+        return sink.reply(rid, Reply::moved());
+    }
+    let gateways: Vec<(NodeId, Arc<dyn Sink>)> = node
+        .lock_links()
+        .values()
+        .filter(|l| l.peer.role == Role::Gateway)
+        .map(|l| (l.peer.id.clone(), l.sink.clone() as Arc<dyn Sink>))
+        .collect();
+    let conns: Vec<(Sub, UserId)> = incoming
+        .conns
+        .into_iter()
+        .filter_map(|(gw, conn, user)| {
+            let (_, link) = gateways.iter().find(|(id, _)| id.as_str() == gw)?;
+            Some((
+                Sub {
+                    link: link.link(),
+                    conn,
+                },
+                UserId::parse(user).ok()?,
+            ))
+        })
+        .collect();
+    let state = incoming.state.map(|(s, entries, widgets)| Loaded {
+        entries,
+        snapshot: Some(Snapshot {
+            seq: s.seq,
+            widgets,
+            reads: s.reads.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
+        }),
+    });
+    let arrival = Arrival {
+        state,
+        conns,
+        links: gateways.into_iter().map(|(_, sink)| sink).collect(),
+    };
+    if node.registry.install(&room, arrival) {
+        tracing::debug!(room.id = %room, "room arrived");
+        sink.reply(
+            rid,
+            Reply {
+                status: &Status::Ok,
+                seq: None,
+                frame: None,
+                missed: &[],
+            },
+        );
+    } else {
+        refuse(
+            ErrorCode::Conflict,
+            format!("{room} is already served here"),
+        );
+    }
 }
 
 /// Tells every other ring node that this one has nothing more for it.
 async fn tell_done(node: &Node, view: &RingView) {
     tracing::trace!(epoch = %view.view.epoch, "telling done");
     let msg = ToNode::HandoffDone {
-        from: node.config.id.clone(),
-        epoch: view.view.epoch,
+        epoch: view.view.epoch.0,
     };
     for peer in view.ring.nodes().iter().filter(|n| **n != node.config.id) {
         if let Some(m) = view.view.member(peer) {

@@ -1,5 +1,5 @@
-//! The rooms a node holds: one task each, created on first use when the
-//! ring gives the room to this node, refused otherwise. After the ring
+//! The rooms a node holds, created on first use when the ring gives the
+//! room to this node, refused otherwise. After the ring
 //! changes, a room this node does not hold yet is refused until every other
 //! live node has said it handed off all it had for this node, so that no room
 //! starts from scratch (or from storage) while its live state is on the way.
@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::ids::{Epoch, NodeId, RoomId};
+use crate::ids::{Epoch, Map, NodeId, RoomId};
 use crate::ring::Ring;
+use crate::rooms::state::LinkId;
 use crate::rooms::store::RoomStore;
-use crate::rooms::{spawn_room, Arrival, RoomCmd, RoomHandle};
+use crate::rooms::{Arrival, Room};
 
 /// How long rooms wait for their hand-off before starting without it.
 pub(super) const EXPECT_FOR: Duration = Duration::from_secs(5);
@@ -35,19 +36,19 @@ struct Expect {
     until: Option<Instant>,
 }
 
-/// A room task and when it was last routed to.
+/// A room and when it was last routed to.
 struct Held {
-    handle: RoomHandle,
+    room: Arc<Room>,
     used: Instant,
 }
 
-/// The node's room tasks by room id.
+/// The node's rooms by room id.
 pub(super) struct Registry {
     id: NodeId,
     keep: usize,
     store: Option<Arc<dyn RoomStore>>,
     /// Held for map look-ups and inserts only, never across an await.
-    rooms: Mutex<HashMap<RoomId, Held>>,
+    rooms: Mutex<Map<RoomId, Held>>,
     /// Held for short checks only.
     expect: Mutex<Expect>,
     /// Set while the node's lease is in doubt: it then serves no room.
@@ -69,7 +70,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, Held>> {
+    fn lock(&self) -> MutexGuard<'_, Map<RoomId, Held>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -77,36 +78,29 @@ impl Registry {
         self.expect.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The room's task if this node may serve it now, starting it if needed;
+    /// The room if this node may serve it now, creating it if needed;
     /// `ring_epoch` is the epoch of `ring`.
-    pub(super) fn route(
-        &self,
-        room: &RoomId,
-        ring: &Ring,
-        ring_epoch: Epoch,
-    ) -> Option<RoomHandle> {
-        if self.fenced.load(Ordering::Acquire) || ring.owner(room) != Some(&self.id) {
+    pub(super) fn route(&self, room: &str, ring: &Ring, ring_epoch: Epoch) -> Option<Arc<Room>> {
+        if self.fenced.load(Ordering::Acquire)
+            || RoomId::kind_of(room).is_err()
+            || ring.owner_of(room) != Some(&self.id)
+        {
             return None;
         }
         if let Some(held) = self.lock().get_mut(room) {
             held.used = Instant::now();
-            return Some(held.handle.clone());
+            return Some(held.room.clone());
         }
         if self.awaiting(ring_epoch) {
             return None;
         }
+        let id = RoomId::parse(room).ok()?;
         let mut rooms = self.lock();
-        let held = rooms.entry(room.clone()).or_insert_with(|| Held {
-            handle: spawn_room(
-                room.clone(),
-                self.id.clone(),
-                self.keep,
-                self.store.clone(),
-                None,
-            ),
+        let held = rooms.entry(id.clone()).or_insert_with(|| Held {
+            room: Room::new(id, self.id.clone(), self.keep, self.store.clone()),
             used: Instant::now(),
         });
-        Some(held.handle.clone())
+        Some(held.room.clone())
     }
 
     /// Whether rooms may still be on their way here under the ring of
@@ -150,17 +144,12 @@ impl Registry {
         if rooms.contains_key(room) {
             return false;
         }
-        let handle = spawn_room(
-            room.clone(),
-            self.id.clone(),
-            self.keep,
-            self.store.clone(),
-            Some(arrival),
-        );
+        let live = Room::new(room.clone(), self.id.clone(), self.keep, self.store.clone());
+        live.install(arrival);
         rooms.insert(
             room.clone(),
             Held {
-                handle,
+                room: live,
                 used: Instant::now(),
             },
         );
@@ -170,21 +159,18 @@ impl Registry {
     /// The rooms held that `ring` gives to another node (or to none), the
     /// most recently used first: their clients wait while they move, idle
     /// rooms' clients do not.
-    pub(super) fn not_owned(&self, ring: &Ring) -> Vec<(RoomId, RoomHandle)> {
-        let mut moving: Vec<(Instant, RoomId, RoomHandle)> = self
+    pub(super) fn not_owned(&self, ring: &Ring) -> Vec<Arc<Room>> {
+        let mut moving: Vec<(Instant, Arc<Room>)> = self
             .lock()
             .iter()
             .filter(|(room, _)| ring.owner(room) != Some(&self.id))
-            .map(|(room, held)| (held.used, room.clone(), held.handle.clone()))
+            .map(|(_, held)| (held.used, held.room.clone()))
             .collect();
         moving.sort_by_key(|m| std::cmp::Reverse(m.0));
-        moving
-            .into_iter()
-            .map(|(_, room, handle)| (room, handle))
-            .collect()
+        moving.into_iter().map(|(_, room)| room).collect()
     }
 
-    /// Forgets a room that moved on; its task ends with its last handle.
+    /// Forgets a room that moved on.
     pub(super) fn remove(&self, room: &RoomId) {
         self.lock().remove(room);
     }
@@ -204,11 +190,11 @@ impl Registry {
         self.lock().clear();
     }
 
-    /// Sends a command built per room to every room task.
-    pub(super) async fn broadcast(&self, cmd: impl Fn() -> RoomCmd) {
-        let handles: Vec<RoomHandle> = self.lock().values().map(|h| h.handle.clone()).collect();
-        for handle in handles {
-            let _ = handle.send(cmd()).await;
+    /// A link went away: its connections leave every room.
+    pub(super) fn drop_link(&self, link: LinkId) {
+        let rooms: Vec<Arc<Room>> = self.lock().values().map(|h| h.room.clone()).collect();
+        for room in rooms {
+            room.drop_link(link);
         }
     }
 }

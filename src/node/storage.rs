@@ -17,8 +17,6 @@ use crate::coordinator::redis::manager_config;
 use crate::ids::RoomId;
 use crate::rooms::store::{Append, Entry, Loaded, RoomStore, Snapshot, StoreError};
 
-/// Appends the writer may have queued (rooms wait when it is full).
-const JOURNAL_QUEUE: usize = 8192;
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
 
@@ -26,8 +24,9 @@ const GROUP: usize = 1024;
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
-    /// Bounded: rooms wait for the writer rather than grow memory.
-    journal: mpsc::Sender<Append>,
+    /// Unbounded, but a room has at most one append queued or in flight, so
+    /// it holds at most one per room.
+    journal: mpsc::UnboundedSender<Append>,
 }
 
 fn failed(e: redis::RedisError) -> StoreError {
@@ -42,7 +41,7 @@ impl RedisStore {
             .get_connection_manager_with_config(manager_config())
             .await
             .map_err(failed)?;
-        let (journal, rx) = mpsc::channel(JOURNAL_QUEUE);
+        let (journal, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             conn: conn.clone(),
             prefix: prefix.to_string(),
@@ -69,7 +68,7 @@ fn snap_key(prefix: &str, room: &RoomId) -> String {
 #[async_trait::async_trait]
 impl RoomStore for RedisStore {
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
-        type StreamEntries = Vec<(String, HashMap<String, String>)>;
+        type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
         let (log, snap): (StreamEntries, Option<String>) = redis::pipe()
             .cmd("XRANGE")
             .arg(log_key(&self.prefix, room))
@@ -83,11 +82,12 @@ impl RoomStore for RedisStore {
         let entries = log
             .into_iter()
             .filter_map(|(_, mut f)| {
+                let text = |v: Vec<u8>| String::from_utf8(v).ok();
                 Some(Entry {
-                    seq: f.get("s")?.parse().ok()?,
-                    frame: f.remove("f")?,
-                    author: f.remove("u"),
-                    cid: f.remove("c"),
+                    seq: std::str::from_utf8(f.get("s")?).ok()?.parse().ok()?,
+                    frame: f.remove("f")?.into(),
+                    author: f.remove("u").and_then(text),
+                    cid: f.remove("c").and_then(text),
                 })
             })
             .collect();
@@ -100,8 +100,10 @@ impl RoomStore for RedisStore {
         Ok(Loaded { entries, snapshot })
     }
 
-    fn journal(&self) -> mpsc::Sender<Append> {
-        self.journal.clone()
+    fn append(&self, append: Append) {
+        if let Err(mpsc::error::SendError(append)) = self.journal.send(append) {
+            (append.done)(Err(StoreError("the journal writer is gone".into())));
+        }
     }
 }
 
@@ -110,7 +112,7 @@ struct Writer {
     conn: ConnectionManager,
     prefix: String,
     keep: usize,
-    rx: mpsc::Receiver<Append>,
+    rx: mpsc::UnboundedReceiver<Append>,
 }
 
 impl Writer {
@@ -129,7 +131,7 @@ impl Writer {
                         .arg("~")
                         .arg(self.keep)
                         .arg("*");
-                    cmd.arg("s").arg(e.seq).arg("f").arg(&e.frame);
+                    cmd.arg("s").arg(e.seq).arg("f").arg(&e.frame[..]);
                     if let Some(u) = &e.author {
                         cmd.arg("u").arg(u);
                     }
@@ -148,12 +150,12 @@ impl Writer {
             }
             let result: Result<(), StoreError> =
                 pipe.query_async(&mut self.conn).await.map_err(failed);
-            metrics::counter!("roomring_storage_commits_total").increment(1);
+            crate::telemetry::metrics().storage_commits.increment(1);
             if let Err(e) = &result {
                 tracing::warn!(error = %e, rooms = batch.len(), "group commit failed");
             }
             for append in batch.drain(..) {
-                let _ = append.done.send(result.clone());
+                (append.done)(result.clone());
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Client frames: parsing and validation of what a WebSocket client sends.
 //! A frame is read once into borrowed raw fields, so a message `body` is
-//! forwarded as the bytes the client sent, never re-encoded.
+//! forwarded as the bytes the client sent, never re-encoded or copied.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -10,6 +12,8 @@ use crate::ids::{RoomId, RoomKind};
 
 /// Largest client frame answered normally; larger ones get `too_large`.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest `board.move` frame, so that `MAX_MOVES` moves fit.
+pub const MAX_MOVE_FRAME_BYTES: usize = 256 * 1024;
 /// Largest encoded `send` body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Largest client `id`.
@@ -17,44 +21,52 @@ pub const MAX_ID_BYTES: usize = 64;
 /// Most widgets in one `board.move`.
 pub const MAX_MOVES: usize = 5000;
 
-/// One validated client frame.
+/// One validated client frame, borrowing from the text it was read from.
 #[derive(Debug)]
-pub struct ClientFrame {
+pub struct ClientFrame<'a> {
     /// The client's correlation id, echoed in every reply.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// What the frame asks for.
-    pub cmd: Command,
+    pub cmd: Command<'a>,
 }
 
 /// What a client frame asks for.
 #[derive(Debug)]
-pub enum Command {
+pub enum Command<'a> {
     /// `ping`, answered by the gateway itself.
     Ping,
     /// An operation on one room, answered by its owner.
     Room {
-        /// The room.
-        room: RoomId,
-        /// The operation.
-        op: RoomOp,
+        /// The room id, validated.
+        room: Cow<'a, str>,
+        /// The operation; a message body is the client's raw JSON.
+        op: RoomOp<&'a [u8]>,
     },
 }
 
 /// A room operation as the owner applies it (also the link's encoding).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RoomOp {
+/// `B` holds a raw JSON body: borrowed bytes while a frame is parsed or a
+/// link record decoded, shared `Bytes` inside a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RoomOp<B> {
     /// Subscribe, optionally resuming after `since`.
     Join {
         /// The last seq the client has.
         since: Option<u64>,
+    },
+    /// Re-subscribe a connection at its room's new owner (a gateway's own
+    /// operation, never a client's): the answer is every kept event after
+    /// `since`, one by one, so that the gateway fills the gap.
+    Resume {
+        /// The last seq the gateway passed on.
+        since: u64,
     },
     /// Unsubscribe.
     Leave,
     /// Post a chat message.
     Send {
         /// The message body, as the client encoded it.
-        body: Box<RawValue>,
+        body: B,
     },
     /// Ephemeral typing notice.
     Typing,
@@ -89,11 +101,12 @@ pub enum RoomOp {
     },
 }
 
-impl RoomOp {
+impl<B> RoomOp<B> {
     /// The frame type the client used, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Join { .. } => "join",
+            Self::Resume { .. } => "resume",
             Self::Leave => "leave",
             Self::Send { .. } => "send",
             Self::Typing => "typing",
@@ -104,10 +117,28 @@ impl RoomOp {
             Self::BoardCursor { .. } => "board.cursor",
         }
     }
+
+    /// The same operation with its body mapped.
+    pub fn map_body<C>(self, f: impl FnOnce(B) -> C) -> RoomOp<C> {
+        match self {
+            Self::Join { since } => RoomOp::Join { since },
+            Self::Resume { since } => RoomOp::Resume { since },
+            Self::Leave => RoomOp::Leave,
+            Self::Send { body } => RoomOp::Send { body: f(body) },
+            Self::Typing => RoomOp::Typing,
+            Self::Read { seq } => RoomOp::Read { seq },
+            Self::BoardPut { widget, base } => RoomOp::BoardPut { widget, base },
+            Self::BoardMove { moves } => RoomOp::BoardMove { moves },
+            Self::BoardDelete { ids } => RoomOp::BoardDelete { ids },
+            Self::BoardCursor { x, y } => RoomOp::BoardCursor { x, y },
+        }
+    }
 }
 
 /// A board widget as clients send it; the server adds its version `v`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// In JSON absent optional fields are left out; in binary formats (the
+/// link) every field is there, as they have no field names to go by.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Widget {
     /// Widget id, unique in the board.
     pub id: String,
@@ -118,17 +149,50 @@ pub struct Widget {
     /// Y position.
     pub y: f64,
     /// Width.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub w: Option<f64>,
     /// Height.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub h: Option<f64>,
     /// Text content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub text: Option<String>,
     /// Color.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub color: Option<String>,
+}
+
+impl Serialize for Widget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let every = !s.is_human_readable();
+        let given = [
+            self.w.is_some(),
+            self.h.is_some(),
+            self.text.is_some(),
+            self.color.is_some(),
+        ];
+        let fields = 4 + given.iter().filter(|g| every || **g).count();
+        let mut st = s.serialize_struct("Widget", fields)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("x", &self.x)?;
+        st.serialize_field("y", &self.y)?;
+        macro_rules! optional {
+            ($name:literal, $field:expr) => {
+                if every || $field.is_some() {
+                    st.serialize_field($name, &$field)?;
+                } else {
+                    st.skip_field($name)?;
+                }
+            };
+        }
+        optional!("w", self.w);
+        optional!("h", self.h);
+        optional!("text", self.text);
+        optional!("color", self.color);
+        st.end()
+    }
 }
 
 /// One entry of `board.move`.
@@ -182,17 +246,27 @@ struct Raw<'a> {
     y: Option<&'a RawValue>,
 }
 
+/// A JSON string, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn text<'a>(v: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Failure> {
+    serde_json::from_str::<Text<'a>>(v.get())
+        .map(|t| t.0)
+        .map_err(|_| Failure::bad_request(format!("{name} must be a string")))
+}
+
 /// Parses and validates one text frame.
-pub fn parse(text: &str) -> Result<ClientFrame, Rejected> {
-    let reject = |failure, id: Option<String>, room: Option<String>| Rejected { failure, id, room };
-    if text.len() > MAX_FRAME_BYTES {
-        let f = Failure::new(
-            ErrorCode::TooLarge,
-            format!("frame is larger than {MAX_FRAME_BYTES} bytes"),
-        );
-        return Err(reject(f, None, None));
+pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
+    let reject = |failure, id: Option<&Cow<'_, str>>, room: Option<&str>| Rejected {
+        failure,
+        id: id.map(|i| i.to_string()),
+        room: room.map(str::to_string),
+    };
+    if text_frame.len() > MAX_MOVE_FRAME_BYTES {
+        return Err(reject(too_large(MAX_MOVE_FRAME_BYTES), None, None));
     }
-    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| {
+    let raw: Raw<'_> = serde_json::from_str(text_frame).map_err(|e| {
         reject(
             Failure::bad_request(format!("frame is not a JSON object: {e}")),
             None,
@@ -201,7 +275,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, Rejected> {
     })?;
     let id = match raw.id {
         None => None,
-        Some(v) => match serde_json::from_str::<String>(v.get()) {
+        Some(v) => match text(v, "id") {
             Ok(s) if s.len() <= MAX_ID_BYTES => Some(s),
             _ => {
                 let f = Failure::bad_request(format!(
@@ -211,7 +285,24 @@ pub fn parse(text: &str) -> Result<ClientFrame, Rejected> {
             }
         },
     };
-    let t: String = required(raw.t, "t").map_err(|f| reject(f, id.clone(), None))?;
+    let t = match raw.t {
+        Some(t) => text(t, "t").map_err(|f| reject(f, id.as_ref(), None))?,
+        None => {
+            return Err(reject(
+                Failure::bad_request("missing field t"),
+                id.as_ref(),
+                None,
+            ))
+        }
+    };
+    let limit = if t == "board.move" {
+        MAX_MOVE_FRAME_BYTES
+    } else {
+        MAX_FRAME_BYTES
+    };
+    if text_frame.len() > limit {
+        return Err(reject(too_large(limit), id.as_ref(), None));
+    }
     if t == "ping" {
         return Ok(ClientFrame {
             id,
@@ -221,19 +312,35 @@ pub fn parse(text: &str) -> Result<ClientFrame, Rejected> {
     if !is_room_frame(&t) {
         return Err(reject(
             Failure::bad_request(format!("unknown frame type {t:?}")),
-            id,
+            id.as_ref(),
             None,
         ));
     }
-    let room_str: String = required(raw.room, "room").map_err(|f| reject(f, id.clone(), None))?;
-    let room = RoomId::parse(&room_str)
-        .map_err(|e| reject(Failure::bad_request(e.to_string()), id.clone(), None))?;
-    let op = room_op(&t, &raw, &room, id.is_some())
-        .map_err(|f| reject(f, id.clone(), Some(room_str.clone())))?;
+    let room = match raw.room {
+        Some(r) => text(r, "room").map_err(|f| reject(f, id.as_ref(), None))?,
+        None => {
+            return Err(reject(
+                Failure::bad_request("missing field room"),
+                id.as_ref(),
+                None,
+            ))
+        }
+    };
+    let kind = RoomId::kind_of(&room)
+        .map_err(|e| reject(Failure::bad_request(e.to_string()), id.as_ref(), None))?;
+    let op =
+        room_op(&t, &raw, kind, id.is_some()).map_err(|f| reject(f, id.as_ref(), Some(&room)))?;
     Ok(ClientFrame {
         id,
         cmd: Command::Room { room, op },
     })
+}
+
+fn too_large(limit: usize) -> Failure {
+    Failure::new(
+        ErrorCode::TooLarge,
+        format!("frame is larger than {limit} bytes"),
+    )
 }
 
 fn is_room_frame(t: &str) -> bool {
@@ -251,8 +358,13 @@ fn is_room_frame(t: &str) -> bool {
     )
 }
 
-fn room_op(t: &str, raw: &Raw<'_>, room: &RoomId, has_id: bool) -> Result<RoomOp, Failure> {
-    if t.starts_with("board.") && room.kind() != RoomKind::Board {
+fn room_op<'a>(
+    t: &str,
+    raw: &Raw<'a>,
+    kind: RoomKind,
+    has_id: bool,
+) -> Result<RoomOp<&'a [u8]>, Failure> {
+    if t.starts_with("board.") && kind != RoomKind::Board {
         return Err(Failure::bad_request(format!("{t} needs a board: room")));
     }
     Ok(match t {
@@ -276,7 +388,7 @@ fn room_op(t: &str, raw: &Raw<'_>, room: &RoomId, has_id: bool) -> Result<RoomOp
                 return Err(Failure::new(ErrorCode::TooLarge, msg));
             }
             RoomOp::Send {
-                body: body.to_owned(),
+                body: body.get().as_bytes(),
             }
         }
         "board.put" => {
@@ -348,9 +460,10 @@ fn check_widget(w: &Widget) -> Result<(), Failure> {
 fn moves(v: Option<&RawValue>) -> Result<Vec<WidgetMove>, Failure> {
     let moves: Vec<WidgetMove> = required(v, "moves")?;
     if moves.len() > MAX_MOVES {
-        return Err(Failure::bad_request(format!(
-            "at most {MAX_MOVES} moves per frame"
-        )));
+        return Err(Failure::new(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_MOVES} moves per frame"),
+        ));
     }
     if moves.iter().any(|m| !m.x.is_finite() || !m.y.is_finite()) {
         return Err(Failure::bad_request("moves must have finite coordinates"));

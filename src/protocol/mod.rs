@@ -1,9 +1,9 @@
-//! The wire: client frames (`client`), server frames (`server`) and the
-//! gateway↔node envelope (`link`). Depends on nothing of the crate but `ids`,
-//! so the gateway, the node and the load generator share one definition.
+//! The client wire: client frames (`client`), server frames (`server`), and
+//! the plain values a room answers with (`Status`, `Query`). Depends on
+//! nothing of the crate but `ids`, so the gateway, the node, the link and
+//! the load generator share one definition.
 
 pub mod client;
-pub mod link;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,52 @@ impl Failure {
     /// A `bad_request` failure.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// How a request to a room's owner went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Done; the answer comes with it.
+    Ok,
+    /// This node does not own the room (any more): ask the ring again.
+    Moved,
+    /// Refused.
+    Failed(Failure),
+}
+
+/// An HTTP API question about a room; `B` holds a raw JSON body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Query<B> {
+    /// Owner, seq, online users (and widgets).
+    Info,
+    /// Kept messages after `since`.
+    Messages {
+        /// Exclusive lower bound.
+        since: u64,
+        /// How many at most.
+        limit: usize,
+    },
+    /// Post a message on behalf of a user.
+    Post {
+        /// The author.
+        from: String,
+        /// The raw JSON body.
+        body: B,
+    },
+}
+
+impl<B> Query<B> {
+    /// The same query with its body mapped.
+    pub fn map_body<C>(self, f: impl FnOnce(B) -> C) -> Query<C> {
+        match self {
+            Self::Info => Query::Info,
+            Self::Messages { since, limit } => Query::Messages { since, limit },
+            Self::Post { from, body } => Query::Post {
+                from,
+                body: f(body),
+            },
+        }
     }
 }
 

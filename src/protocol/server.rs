@@ -10,14 +10,54 @@ use serde_json::value::RawValue;
 use super::client::Widget;
 use super::{ErrorCode, Failure};
 
-/// A widget with its server-assigned version.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+/// A widget with its server-assigned version: in JSON the widget's fields
+/// and `v` side by side, in binary formats (the link) a pair.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VersionedWidget {
     /// The widget as last written.
-    #[serde(flatten)]
     pub widget: Widget,
     /// Its version, 1 on creation, +1 on every change.
     pub v: u64,
+}
+
+#[derive(Serialize)]
+struct FlatRef<'a> {
+    #[serde(flatten)]
+    widget: &'a Widget,
+    v: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Flat {
+    #[serde(flatten)]
+    widget: Widget,
+    v: u64,
+}
+
+impl Serialize for VersionedWidget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            FlatRef {
+                widget: &self.widget,
+                v: self.v,
+            }
+            .serialize(s)
+        } else {
+            (&self.widget, self.v).serialize(s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for VersionedWidget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let Flat { widget, v } = Flat::deserialize(d)?;
+            Ok(Self { widget, v })
+        } else {
+            let (widget, v) = <(Widget, u64)>::deserialize(d)?;
+            Ok(Self { widget, v })
+        }
+    }
 }
 
 /// A frame from server to client; `t` is the tag.
@@ -120,6 +160,50 @@ impl ServerFrame<'_> {
     }
 }
 
+/// Appends a room or user id, which needs no JSON escaping: ids are checked
+/// to be `[A-Za-z0-9._-:]` when parsed.
+fn push_id(out: &mut Vec<u8>, id: &str) {
+    out.push(b'"');
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'"');
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A `msg` frame, written directly (the hot path): the same bytes as
+/// `ServerFrame::Msg` encodes, with `body` copied in as the client sent it.
+pub fn msg_frame(room: &str, seq: u64, from: &str, body: &[u8], ts: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + room.len() + from.len() + body.len());
+    out.extend_from_slice(br#"{"t":"msg","room":"#);
+    push_id(&mut out, room);
+    out.extend_from_slice(br#","seq":"#);
+    push_u64(&mut out, seq);
+    out.extend_from_slice(br#","from":"#);
+    push_id(&mut out, from);
+    out.extend_from_slice(br#","body":"#);
+    out.extend_from_slice(body);
+    out.extend_from_slice(br#","ts":"#);
+    push_u64(&mut out, ts);
+    out.push(b'}');
+    out
+}
+
+/// An `ack` frame, written directly: the same bytes as `ServerFrame::Ack`.
+pub fn ack_frame(id: &str, room: &str, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + id.len() + room.len());
+    out.extend_from_slice(br#"{"t":"ack","id":"#);
+    // The client's id may need escaping.
+    let _ = serde_json::to_writer(&mut out, id);
+    out.extend_from_slice(br#","room":"#);
+    push_id(&mut out, room);
+    out.extend_from_slice(br#","seq":"#);
+    push_u64(&mut out, seq);
+    out.push(b'}');
+    out
+}
+
 /// Encodes an `error` frame for a failure.
 pub fn error_frame(failure: &Failure, id: Option<&str>, room: Option<&str>) -> String {
     ServerFrame::Error {
@@ -156,5 +240,63 @@ mod tests {
             r#"{"t":"error","code":"bad_request","message":"nope","id":"1"}"#
         );
         assert_eq!(ServerFrame::Pong { id: None }.encode(), r#"{"t":"pong"}"#);
+    }
+
+    #[test]
+    fn widgets_skip_absent_fields_in_json_and_keep_them_on_the_link() {
+        let w = VersionedWidget {
+            widget: Widget {
+                id: "n1".into(),
+                kind: "sticky".into(),
+                x: 1.0,
+                y: 2.0,
+                w: None,
+                h: Some(3.0),
+                text: None,
+                color: Some("red".into()),
+            },
+            v: 4,
+        };
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"n1","kind":"sticky","x":1.0,"y":2.0,"h":3.0,"color":"red","v":4}"#
+        );
+        assert_eq!(serde_json::from_str::<VersionedWidget>(&json).unwrap(), w);
+        let bin = postcard::to_allocvec(&w).unwrap();
+        assert_eq!(postcard::from_bytes::<VersionedWidget>(&bin).unwrap(), w);
+    }
+
+    #[test]
+    fn direct_encoders_match_serde() {
+        let body = RawValue::from_string(r#"{"text":"h\"i","n":[1,2]}"#.into()).unwrap();
+        let serde = ServerFrame::Msg {
+            room: "chat:a-b.c_d",
+            seq: 18_446_744_073_709_551_615,
+            from: "ann.b",
+            body: &body,
+            ts: 1_764_590_000_123,
+        }
+        .encode();
+        let direct = msg_frame(
+            "chat:a-b.c_d",
+            18_446_744_073_709_551_615,
+            "ann.b",
+            body.get().as_bytes(),
+            1_764_590_000_123,
+        );
+        assert_eq!(String::from_utf8(direct).unwrap(), serde);
+        for id in ["m1", "with \"quotes\" and \\ and \u{1}"] {
+            let serde = ServerFrame::Ack {
+                id,
+                room: "board:x",
+                seq: 0,
+            }
+            .encode();
+            assert_eq!(
+                String::from_utf8(ack_frame(id, "board:x", 0)).unwrap(),
+                serde
+            );
+        }
     }
 }

@@ -71,7 +71,7 @@ impl Board {
 
     /// Applies a stored `board.changed` frame (when rebuilding from a log);
     /// other frames change nothing.
-    pub fn replay(&mut self, frame: &str) {
+    pub fn replay(&mut self, frame: &[u8]) {
         #[derive(serde::Deserialize)]
         struct Changed {
             t: String,
@@ -80,7 +80,7 @@ impl Board {
             #[serde(default)]
             deleted: Vec<String>,
         }
-        let Ok(changed) = serde_json::from_str::<Changed>(frame) else {
+        let Ok(changed) = serde_json::from_slice::<Changed>(frame) else {
             return;
         };
         if changed.t != "board.changed" {

@@ -1,17 +1,17 @@
 //! One room's state and its pure transition `apply(origin, op) -> Outcome`:
 //! the gap-free seq, the kept log of stored events, the idempotency window,
 //! presence counted over connections, read receipts and, for boards, widgets.
+//! Frames are built once, as shared `Bytes`, and kept as they were sent.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-use serde_json::value::RawValue;
+use bytes::Bytes;
 
 use super::board::Board;
 use super::store::Entry;
-use crate::ids::{RoomId, RoomKind, UserId};
+use crate::ids::{ConnId, Map, RoomId, RoomKind, UserId};
 use crate::protocol::client::RoomOp;
-use crate::protocol::link::ConnId;
-use crate::protocol::server::{error_frame, ServerFrame};
+use crate::protocol::server::{ack_frame, error_frame, msg_frame, ServerFrame};
 use crate::protocol::Failure;
 
 /// Which gateway link a connection arrived on.
@@ -42,18 +42,20 @@ pub struct Origin {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// A frame for the requesting connection only.
-    pub reply: Option<String>,
-    /// For a `join`: the seq the reply reflects.
+    pub reply: Option<Bytes>,
+    /// For a resume: the kept events after its `since`, (seq, frame) each.
+    pub missed: Option<Vec<(u64, Bytes)>>,
+    /// For a `join` or a resume: the seq the reply reflects.
     pub seq: Option<u64>,
     /// Frames for every subscriber, in order.
     pub events: Vec<Event>,
 }
 
 /// A frame for the room's subscribers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The encoded client frame.
-    pub frame: String,
+    pub frame: Bytes,
     /// Its seq, for stored events.
     pub seq: Option<u64>,
     /// A connection that must not receive it (the one that caused it).
@@ -66,7 +68,7 @@ impl Event {
     /// An event that is not stored, kept from the connection that caused it.
     fn ephemeral(frame: &ServerFrame<'_>, skip: Sub) -> Self {
         Self {
-            frame: frame.encode(),
+            frame: frame.encode().into(),
             seq: None,
             skip: Some(skip),
             author: None,
@@ -95,7 +97,7 @@ struct Kept {
     seq: u64,
     /// Set for chat messages: `(author, client id)` for the idempotency window.
     msg: Option<(UserId, Option<String>)>,
-    frame: Box<RawValue>,
+    frame: Bytes,
 }
 
 /// The state of one room.
@@ -105,10 +107,10 @@ pub struct RoomState {
     seq: u64,
     keep: usize,
     log: VecDeque<Kept>,
-    /// `(user, client id)` of kept messages to their seq.
-    sent: HashMap<(UserId, String), u64>,
-    conns: HashMap<Sub, UserId>,
-    links: HashMap<LinkId, usize>,
+    /// Client ids of kept messages, per author, to their seq.
+    sent: Map<UserId, Map<String, u64>>,
+    conns: Map<Sub, UserId>,
+    links: Map<LinkId, usize>,
     online: BTreeMap<UserId, usize>,
     reads: BTreeMap<UserId, u64>,
     board: Option<Board>,
@@ -123,13 +125,37 @@ impl RoomState {
             seq: 0,
             keep: keep.max(1),
             log: VecDeque::new(),
-            sent: HashMap::new(),
-            conns: HashMap::new(),
-            links: HashMap::new(),
+            sent: Map::default(),
+            conns: Map::default(),
+            links: Map::default(),
             online: BTreeMap::new(),
             reads: BTreeMap::new(),
             board,
         }
+    }
+
+    /// The room's id.
+    pub fn id(&self) -> &RoomId {
+        &self.room
+    }
+
+    /// The user of a subscribed connection, or else the user of that name
+    /// as this room knows it, so that a known user costs no allocation.
+    pub fn user(&self, sub: Sub, name: &str) -> Option<UserId> {
+        if let Some(user) = self.conns.get(&sub) {
+            if user.as_str() == name {
+                return Some(user.clone());
+            }
+        }
+        if let Some((user, _)) = self.online.get_key_value(name) {
+            return Some(user.clone());
+        }
+        UserId::parse(name).ok()
+    }
+
+    /// Whether no connection is subscribed.
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty()
     }
 
     /// The room's last seq.
@@ -153,7 +179,13 @@ impl RoomState {
     }
 
     /// Applies one client operation; `now` is the time in ms since the epoch.
-    pub fn apply(&mut self, origin: &Origin, id: Option<&str>, op: &RoomOp, now: u64) -> Outcome {
+    pub fn apply(
+        &mut self,
+        origin: &Origin,
+        id: Option<&str>,
+        op: &RoomOp<Bytes>,
+        now: u64,
+    ) -> Outcome {
         let room = self.room.clone();
         // The gateway refuses operations on rooms a connection has not joined;
         // the room takes them even from a connection it does not know yet,
@@ -161,6 +193,7 @@ impl RoomState {
         // re-join arrives.
         let result = match op {
             RoomOp::Join { since } => Ok(self.join(origin, id, *since)),
+            RoomOp::Resume { since } => Ok(self.resume(origin, *since)),
             RoomOp::Leave => Ok(self.leave(origin.sub)),
             RoomOp::Send { body } => Ok(self.send(&origin.user, id, body, now)),
             RoomOp::Typing => Ok(self.ephemeral(
@@ -185,49 +218,110 @@ impl RoomState {
             }
         };
         result.unwrap_or_else(|failure| Outcome {
-            reply: Some(error_frame(&failure, id, Some(room.as_str()))),
+            reply: Some(error_frame(&failure, id, Some(room.as_str())).into()),
             ..Outcome::default()
         })
     }
 
+    /// Subscribes a connection; its presence is announced to the others
+    /// when it is the user's first.
+    fn subscribe(&mut self, origin: &Origin, out: &mut Outcome) {
+        if self.conns.insert(origin.sub, origin.user.clone()).is_some() {
+            return;
+        }
+        *self.links.entry(origin.sub.link).or_default() += 1;
+        let count = self.online.entry(origin.user.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            let frame = ServerFrame::Presence {
+                room: self.room.as_str(),
+                user: origin.user.as_str(),
+                online: true,
+            };
+            out.events.push(Event::ephemeral(&frame, origin.sub));
+        }
+    }
+
+    /// A resuming subscription: the kept events after `since`, with seqs.
+    fn resume(&mut self, origin: &Origin, since: u64) -> Outcome {
+        let mut out = Outcome::default();
+        self.subscribe(origin, &mut out);
+        let missed = self
+            .log
+            .iter()
+            .filter(|e| e.seq > since)
+            .map(|e| (e.seq, e.frame.clone()))
+            .collect();
+        out.missed = Some(missed);
+        out.seq = Some(self.seq);
+        out
+    }
+
     fn join(&mut self, origin: &Origin, id: Option<&str>, since: Option<u64>) -> Outcome {
         let mut out = Outcome::default();
-        if self.conns.insert(origin.sub, origin.user.clone()).is_none() {
-            *self.links.entry(origin.sub.link).or_default() += 1;
-            let count = self.online.entry(origin.user.clone()).or_default();
-            *count += 1;
-            if *count == 1 {
-                let frame = ServerFrame::Presence {
-                    room: self.room.as_str(),
-                    user: origin.user.as_str(),
-                    online: true,
-                };
-                out.events.push(Event::ephemeral(&frame, origin.sub));
-            }
-        }
+        self.subscribe(origin, &mut out);
         let first_kept = self.log.front().map_or(self.seq + 1, |e| e.seq);
         let msgs = self.log.iter().filter(|e| e.msg.is_some());
-        let history: Vec<&RawValue> = match since {
-            Some(since) => msgs.filter(|e| e.seq > since).map(|e| &*e.frame).collect(),
+        let history: Vec<&[u8]> = match since {
+            Some(since) => msgs
+                .filter(|e| e.seq > since)
+                .map(|e| &e.frame[..])
+                .collect(),
             None => {
-                let mut last: Vec<&RawValue> =
-                    msgs.rev().take(JOIN_HISTORY).map(|e| &*e.frame).collect();
+                let mut last: Vec<&[u8]> = msgs
+                    .rev()
+                    .take(JOIN_HISTORY)
+                    .map(|e| &e.frame[..])
+                    .collect();
                 last.reverse();
                 last
             }
         };
-        let frame = ServerFrame::Joined {
-            id,
-            room: self.room.as_str(),
-            seq: self.seq,
-            history,
+        let truncated = since.is_some_and(|s| s.saturating_add(1) < first_kept);
+        out.reply = Some(self.joined_frame(id, &history, truncated).into());
+        out.seq = Some(self.seq);
+        out
+    }
+
+    /// The `joined` frame; kept frames are spliced in as they are.
+    fn joined_frame(&self, id: Option<&str>, history: &[&[u8]], truncated: bool) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Tail<'a> {
+            online: Vec<&'a str>,
+            truncated: bool,
+            /// Latest read receipt per user (an addition to v1).
+            reads: BTreeMap<&'a str, u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            widgets: Option<Vec<&'a crate::protocol::server::VersionedWidget>>,
+        }
+        let size: usize = history.iter().map(|f| f.len() + 1).sum();
+        let mut out = Vec::with_capacity(128 + size);
+        out.extend_from_slice(br#"{"t":"joined""#);
+        if let Some(id) = id {
+            out.extend_from_slice(br#","id":"#);
+            let _ = serde_json::to_writer(&mut out, id);
+        }
+        out.extend_from_slice(br#","room":""#);
+        out.extend_from_slice(self.room.as_str().as_bytes());
+        out.extend_from_slice(br#"","seq":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
+        out.extend_from_slice(br#","history":["#);
+        for (i, frame) in history.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(frame);
+        }
+        out.extend_from_slice(b"],");
+        let tail = Tail {
             online: self.online.keys().map(UserId::as_str).collect(),
-            truncated: since.is_some_and(|s| s + 1 < first_kept),
+            truncated,
             reads: self.reads.iter().map(|(u, s)| (u.as_str(), *s)).collect(),
             widgets: self.board.as_ref().map(|b| b.widgets().collect()),
         };
-        out.reply = Some(frame.encode());
-        out.seq = Some(self.seq);
+        // `Tail` serializes to an object; its fields continue ours.
+        let rest = serde_json::to_vec(&tail).unwrap_or_default();
+        out.extend_from_slice(rest.get(1..).unwrap_or_default());
         out
     }
 
@@ -273,44 +367,23 @@ impl RoomState {
     }
 
     /// Stores a chat message, or returns the first ack of a retried one.
-    pub fn send(&mut self, from: &UserId, id: Option<&str>, body: &RawValue, now: u64) -> Outcome {
-        let room = self.room.clone();
+    pub fn send(&mut self, from: &UserId, id: Option<&str>, body: &[u8], now: u64) -> Outcome {
         if let Some(id) = id {
-            if let Some(&seq) = self.sent.get(&(from.clone(), id.to_string())) {
-                let ack = ServerFrame::Ack {
-                    id,
-                    room: room.as_str(),
-                    seq,
-                }
-                .encode();
+            if let Some(&seq) = self.sent.get(from.as_str()).and_then(|ids| ids.get(id)) {
                 return Outcome {
-                    reply: Some(ack),
+                    reply: Some(ack_frame(id, self.room.as_str(), seq).into()),
                     ..Outcome::default()
                 };
             }
         }
         let seq = self.seq + 1;
-        let frame = ServerFrame::Msg {
-            room: room.as_str(),
-            seq,
-            from: from.as_str(),
-            body,
-            ts: now,
-        }
-        .encode();
-        let reply = id.map(|id| {
-            ServerFrame::Ack {
-                id,
-                room: room.as_str(),
-                seq,
-            }
-            .encode()
-        });
-        let event = self.store(frame, Some((from.clone(), id.map(str::to_string))));
+        let frame = msg_frame(self.room.as_str(), seq, from.as_str(), body, now);
+        let reply = id.map(|id| ack_frame(id, self.room.as_str(), seq).into());
+        let event = self.store(frame.into(), Some((from.clone(), id.map(str::to_string))));
         Outcome {
             reply,
-            seq: None,
             events: vec![event],
+            ..Outcome::default()
         }
     }
 
@@ -342,7 +415,12 @@ impl RoomState {
         }
     }
 
-    fn board_op(&mut self, by: &UserId, id: Option<&str>, op: &RoomOp) -> Result<Outcome, Failure> {
+    fn board_op(
+        &mut self,
+        by: &UserId,
+        id: Option<&str>,
+        op: &RoomOp<Bytes>,
+    ) -> Result<Outcome, Failure> {
         let board = self
             .board
             .as_mut()
@@ -366,22 +444,19 @@ impl RoomState {
         }
         .encode();
         Ok(Outcome {
-            events: vec![self.store(frame, None)],
+            events: vec![self.store(frame.into(), None)],
             ..Outcome::default()
         })
     }
 
     /// Stamps the next seq on an encoded frame, keeps it, trims the log.
-    fn store(&mut self, frame: String, msg: Option<(UserId, Option<String>)>) -> Event {
+    fn store(&mut self, frame: Bytes, msg: Option<(UserId, Option<String>)>) -> Event {
         self.seq += 1;
         let seq = self.seq;
-        // The frame was produced by our own serializer, so it is valid JSON.
-        let raw =
-            RawValue::from_string(frame.clone()).unwrap_or_else(|_| RawValue::NULL.to_owned());
         self.keep_entry(Kept {
             seq,
             msg: msg.clone(),
-            frame: raw,
+            frame: frame.clone(),
         });
         Event {
             frame,
@@ -393,7 +468,10 @@ impl RoomState {
 
     fn keep_entry(&mut self, kept: Kept) {
         if let Some((user, Some(id))) = &kept.msg {
-            self.sent.insert((user.clone(), id.clone()), kept.seq);
+            self.sent
+                .entry(user.clone())
+                .or_default()
+                .insert(id.clone(), kept.seq);
         }
         self.log.push_back(kept);
         while self.log.len() > self.keep {
@@ -402,7 +480,12 @@ impl RoomState {
                 ..
             }) = self.log.pop_front()
             {
-                self.sent.remove(&(user, id));
+                if let Some(ids) = self.sent.get_mut(user.as_str()) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.sent.remove(user.as_str());
+                    }
+                }
             }
         }
     }

@@ -1,23 +1,64 @@
-//! Durable room state as the room task sees it: a journal that appends stored
-//! events (group-committed by the backend), and a loader that rebuilds a room
-//! from its log and latest snapshot. The Redis backend lives in `node`.
+//! Durable room state as a room sees it: a journal that appends stored
+//! events (group-committed by the backend, which answers each append through
+//! its callback), and a loader that rebuilds a room from its log and latest
+//! snapshot. `MemoryStore` is the in-memory twin; the Redis backend lives in
+//! `node::storage`.
 
-use tokio::sync::{mpsc, oneshot};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::ids::RoomId;
+use crate::protocol::server::VersionedWidget;
 
 /// Stored events between snapshots of board widgets and read receipts.
 pub const SNAPSHOT_EVERY: u64 = 200;
 
-pub use crate::protocol::link::{Entry, Loaded, Snapshot};
+/// One stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its seq.
+    pub seq: u64,
+    /// The client frame (`msg` or `board.changed`).
+    pub frame: Bytes,
+    /// The author of a chat message, for the idempotency window.
+    pub author: Option<String>,
+    /// The client id of a chat message.
+    pub cid: Option<String>,
+}
+
+/// Board widgets and read receipts as of one seq.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The seq the snapshot reflects.
+    pub seq: u64,
+    /// Board widgets.
+    pub widgets: Vec<VersionedWidget>,
+    /// Latest read receipt per user.
+    pub reads: BTreeMap<String, u64>,
+}
+
+/// What a room is rebuilt from.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The kept log, any order.
+    pub entries: Vec<Entry>,
+    /// The latest snapshot.
+    pub snapshot: Option<Snapshot>,
+}
 
 /// Storage failed: the room serves no stored operation until it reloads.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("room storage unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// Told once an append is durable, or not.
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// One room's appends, committed together with other rooms' appends.
-#[derive(Debug)]
 pub struct Append {
     /// The room.
     pub room: RoomId,
@@ -25,8 +66,8 @@ pub struct Append {
     pub entries: Vec<Entry>,
     /// A snapshot to write with them.
     pub snapshot: Option<Snapshot>,
-    /// Told once the entries are durable (or not).
-    pub done: oneshot::Sender<Result<(), StoreError>>,
+    /// Called once the entries are durable (or not).
+    pub done: Done,
 }
 
 /// The durable store of a node's rooms.
@@ -34,28 +75,30 @@ pub struct Append {
 pub trait RoomStore: Send + Sync + 'static {
     /// Reads a room's log and latest snapshot.
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError>;
-    /// The queue of the group-commit writer.
-    fn journal(&self) -> mpsc::Sender<Append>;
+    /// Queues an append for the group-commit writer. A room has at most one
+    /// append queued or in flight, so the queue holds at most one per room.
+    fn append(&self, append: Append);
 }
 
 /// The in-memory twin of a durable store: what `dev` and tests use to run
 /// crash scenarios without Redis. Shared by every node of one process.
 pub struct MemoryStore {
     /// Room logs and snapshots; held for short, non-async sections.
-    rooms: std::sync::Mutex<std::collections::HashMap<RoomId, Loaded>>,
-    journal: mpsc::Sender<Append>,
+    rooms: Mutex<HashMap<RoomId, Loaded>>,
+    /// Unbounded: at most one append per room (see `RoomStore::append`).
+    journal: mpsc::UnboundedSender<Append>,
 }
 
 impl MemoryStore {
     /// A store keeping about `keep` entries per room; starts its writer task,
-    /// which ends when the store and every room drop their journal senders.
-    pub fn new(keep: usize) -> std::sync::Arc<Self> {
-        let (journal, mut rx) = mpsc::channel::<Append>(1024);
-        let store = std::sync::Arc::new(Self {
-            rooms: Default::default(),
+    /// which ends when the store is dropped.
+    pub fn new(keep: usize) -> Arc<Self> {
+        let (journal, mut rx) = mpsc::unbounded_channel::<Append>();
+        let store = Arc::new(Self {
+            rooms: Mutex::default(),
             journal,
         });
-        let writer = std::sync::Arc::downgrade(&store);
+        let writer = Arc::downgrade(&store);
         tokio::spawn(async move {
             while let Some(append) = rx.recv().await {
                 let Some(store) = writer.upgrade() else {
@@ -71,7 +114,7 @@ impl MemoryStore {
                         room.snapshot = append.snapshot;
                     }
                 }
-                let _ = append.done.send(Ok(()));
+                (append.done)(Ok(()));
             }
         });
         store
@@ -85,7 +128,9 @@ impl RoomStore for MemoryStore {
         Ok(rooms.get(room).cloned().unwrap_or_default())
     }
 
-    fn journal(&self) -> mpsc::Sender<Append> {
-        self.journal.clone()
+    fn append(&self, append: Append) {
+        if let Err(mpsc::error::SendError(append)) = self.journal.send(append) {
+            (append.done)(Err(StoreError("the journal writer is gone".into())));
+        }
     }
 }

@@ -5,25 +5,25 @@ use crate::ids::UserId;
 
 impl RoomState {
     /// `{"messages":[..]}`: up to `limit` kept messages after `since`.
-    pub fn messages_json(&self, since: u64, limit: usize) -> String {
+    pub fn messages_json(&self, since: u64, limit: usize) -> Vec<u8> {
         let msgs = self
             .log
             .iter()
             .filter(|e| e.msg.is_some() && e.seq > since)
             .take(limit);
-        let mut out = String::from("{\"messages\":[");
+        let mut out = b"{\"messages\":[".to_vec();
         for (i, e) in msgs.enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(e.frame.get());
+            out.extend_from_slice(&e.frame);
         }
-        out.push_str("]}");
+        out.extend_from_slice(b"]}");
         out
     }
 
     /// `{"room","owner","seq","online"}`, plus `widgets` for boards.
-    pub fn info_json(&self, owner: &str) -> String {
+    pub fn info_json(&self, owner: &str) -> Vec<u8> {
         let mut info = serde_json::json!({
             "room": self.room.as_str(),
             "owner": owner,
@@ -33,6 +33,6 @@ impl RoomState {
         if let Some(board) = &self.board {
             info["widgets"] = serde_json::json!(board.widgets().collect::<Vec<_>>());
         }
-        info.to_string()
+        info.to_string().into_bytes()
     }
 }

@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::*;
@@ -13,12 +14,12 @@ fn who(user: &str, link: LinkId, conn: ConnId) -> Origin {
     }
 }
 
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap()
+fn json(s: &[u8]) -> Value {
+    serde_json::from_slice(s).unwrap()
 }
 
-fn body(text: &str) -> Box<RawValue> {
-    RawValue::from_string(format!("{{\"text\":{text:?}}}")).unwrap()
+fn body(text: &str) -> Bytes {
+    format!("{{\"text\":{text:?}}}").into()
 }
 
 fn send(r: &mut RoomState, o: &Origin, id: &str, text: &str) -> Outcome {
@@ -29,7 +30,7 @@ fn join(r: &mut RoomState, o: &Origin, since: Option<u64>) -> Value {
     json(
         &r.apply(o, Some("j"), &RoomOp::Join { since }, 1)
             .reply
-            .unwrap(),
+            .unwrap()[..],
     )
 }
 

@@ -1,8 +1,6 @@
 //! Moving a room's state in and out: restoring it from storage, snapshots,
 //! and the export and adoption of a whole room for a live hand-off.
 
-use serde_json::value::RawValue;
-
 use super::{Kept, RoomState, Sub};
 use crate::ids::UserId;
 use crate::rooms::board::Board;
@@ -32,12 +30,10 @@ impl RoomState {
             *board = Board::from_widgets(snapshot.widgets);
         }
         for entry in entries {
-            let Ok(frame) = RawValue::from_string(entry.frame) else {
-                continue;
-            };
+            let frame = entry.frame;
             if entry.seq > snapshot.seq {
                 if let Some(board) = &mut self.board {
-                    board.replay(frame.get());
+                    board.replay(&frame);
                 }
             }
             let msg = entry
@@ -77,7 +73,7 @@ impl RoomState {
             .iter()
             .map(|k| Entry {
                 seq: k.seq,
-                frame: k.frame.get().to_string(),
+                frame: k.frame.clone(),
                 author: k.msg.as_ref().map(|(u, _)| u.to_string()),
                 cid: k.msg.as_ref().and_then(|(_, c)| c.clone()),
             })

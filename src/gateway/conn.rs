@@ -1,0 +1,428 @@
+//! One client WebSocket: identity and limits at upgrade, then one task that
+//! reads frames and handles each at once (validate, forward to the room's
+//! owner, or answer locally). Writes to the socket happen wherever frames
+//! are produced (`outbox`); this task writes only when the socket was full.
+//! An idle connection holds no read buffer: reads go to a per-thread buffer
+//! and only an incomplete frame is kept.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::auth::Identity;
+use super::http::AppError;
+use super::outbox::{Close, Outbox, Task};
+use super::upstream::OpRequest;
+use super::websocket::{self, close, Decoder, Incoming};
+use super::Gateway;
+use crate::ids::{ConnId, RoomId, Set};
+use crate::link::LinkWriter;
+use crate::protocol::client::{self, Command, RoomOp};
+use crate::protocol::server::{error_frame, ServerFrame};
+use crate::protocol::{ErrorCode, Failure};
+
+/// Frames past this size close the connection with 1009.
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// How long a close frame may wait for the client to take it.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes read from a socket at a time, into the thread's buffer.
+const READ_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer of every connection served on this thread.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice());
+}
+
+/// `GET /ws`: authenticates, checks the WebSocket handshake and the
+/// connection limit, then upgrades.
+pub(super) async fn upgrade(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    mut req: Request,
+) -> Response {
+    let identity = match gw.config.auth.identify(&query, &headers) {
+        Ok(identity) => identity,
+        Err(failure) => return AppError(failure).into_response(),
+    };
+    let key = match handshake_key(&headers) {
+        Ok(key) => key,
+        Err(message) => return AppError(Failure::bad_request(message)).into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return AppError(Failure::bad_request("the connection cannot be upgraded")).into_response();
+    };
+    let Ok(permit) = gw.conn_limit.clone().try_acquire_owned() else {
+        let failure = Failure::new(
+            ErrorCode::Unavailable,
+            "this gateway is at its connection limit",
+        );
+        return AppError(failure).into_response();
+    };
+    let span = tracing::debug_span!("conn", client.addr = %peer, user = %identity.user);
+    tokio::spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            };
+            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+                return tracing::warn!("upgraded connection is not a TCP stream");
+            };
+            Connection::new(gw, identity, parts.io.into_inner(), permit)
+                .run(parts.read_buf)
+                .await;
+        }
+        .instrument(span),
+    );
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&websocket::accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// The client's `Sec-WebSocket-Key`, once the upgrade headers check out.
+fn handshake_key(headers: &HeaderMap) -> Result<String, &'static str> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err("this endpoint takes a WebSocket upgrade");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or("missing Sec-WebSocket-Key")
+}
+
+/// Per-connection frame budget: `rate` per second, bursts of `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: rate as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The task of one client connection.
+struct Connection {
+    decoder: Decoder,
+    handler: Handler,
+    /// Held while the connection lives: its place under the gateway's cap.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What a connection does with each message, apart from decoding.
+struct Handler {
+    gw: Arc<Gateway>,
+    id: ConnId,
+    identity: Identity,
+    out: Arc<Outbox>,
+    /// Rooms this connection has joined (as far as it has asked).
+    joined: Set<RoomId>,
+    bucket: TokenBucket,
+    /// Set when the client closed or broke the protocol.
+    closing: Option<Close>,
+    /// A link that was overloaded by this connection's last operation: wait
+    /// for it before reading more.
+    wait: Option<LinkWriter>,
+}
+
+enum Read {
+    Ok,
+    Eof,
+}
+
+impl Connection {
+    fn new(
+        gw: Arc<Gateway>,
+        identity: Identity,
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let _ = stream.set_nodelay(true);
+        let out = Outbox::new(stream, gw.config.outbox);
+        let id = gw.sessions.open(identity.user.clone(), out.clone());
+        let bucket = TokenBucket::new(gw.config.rate_per_sec, gw.config.rate_burst);
+        Self {
+            decoder: Decoder::new(MAX_MESSAGE),
+            handler: Handler {
+                gw,
+                id,
+                identity,
+                out,
+                joined: Set::default(),
+                bucket,
+                closing: None,
+                wait: None,
+            },
+            _permit: permit,
+        }
+    }
+
+    async fn run(mut self, leftover: Bytes) {
+        if !leftover.is_empty() {
+            let mut data = leftover.to_vec();
+            self.decode(&mut data);
+        }
+        let out = self.handler.out.clone();
+        let close = loop {
+            if let Some(close) = self.handler.closing.take() {
+                break Some(close);
+            }
+            if let Some(link) = self.handler.wait.take() {
+                tokio::select! {
+                    _ = link.wait_room() => {}
+                    close = out.closed() => break Some(close),
+                }
+            }
+            tokio::select! {
+                ready = out.stream().readable() => {
+                    if ready.is_err() {
+                        break None;
+                    }
+                    if let Read::Eof = self.read() {
+                        break None;
+                    }
+                }
+                task = out.task() => match task {
+                    Task::Close(close) => break Some(close),
+                    Task::Write => tokio::select! {
+                        written = out.write_blocked() => if written.is_err() { break None },
+                        close = out.closed() => break Some(close),
+                    },
+                },
+            }
+        };
+        if let Some(close) = close {
+            out.write_last(
+                websocket::close_frame(close.code, close.reason),
+                CLOSE_TIMEOUT,
+            )
+            .await;
+        }
+        self.handler.leave_all();
+        self.handler.gw.sessions.close(self.handler.id);
+        out.gone();
+    }
+
+    /// Reads what the socket has and handles every complete frame.
+    fn read(&mut self) -> Read {
+        SCRATCH.with_borrow_mut(|buf| match read_some(self.handler.out.stream(), buf) {
+            Ok(0) => Read::Eof,
+            Ok(n) => {
+                self.decode(&mut buf[..n]);
+                Read::Ok
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Ok,
+            Err(_) => Read::Eof,
+        })
+    }
+
+    fn decode(&mut self, data: &mut [u8]) {
+        let handler = &mut self.handler;
+        if let Err(fatal) = self.decoder.feed(data, &mut |msg| handler.on_message(msg)) {
+            handler.closing.get_or_insert(Close {
+                code: fatal.code,
+                reason: fatal.reason,
+            });
+        }
+    }
+}
+
+/// One read from a ready socket. A read that does not fill the buffer has
+/// drained the socket, so its readiness is cleared at once (as tokio's own
+/// `poll_read` does): the next wait goes straight to the reactor instead of
+/// costing a read that only says "would block".
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut got = 0;
+    let drained = stream.try_io(tokio::io::Interest::READABLE, || {
+        got = (&*socket2::SockRef::from(stream)).read(buf)?;
+        if got > 0 && got < buf.len() {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match drained {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        Err(e) => Err(e),
+        Ok(()) => Ok(got),
+    }
+}
+
+impl Handler {
+    fn on_message(&mut self, msg: Incoming<'_>) {
+        if self.closing.is_some() {
+            return;
+        }
+        match msg {
+            Incoming::Text(text) => self.on_text(text),
+            Incoming::Binary => {
+                if self.bucket.take() {
+                    self.reply_error(
+                        &Failure::bad_request("binary frames are not supported"),
+                        None,
+                        None,
+                    );
+                }
+            }
+            Incoming::Ping(payload) => self.out.send(websocket::pong(payload)),
+            Incoming::Pong => {}
+            Incoming::Close(_) => {
+                self.closing = Some(Close {
+                    code: close::NORMAL,
+                    reason: "",
+                })
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        crate::telemetry::metrics().frames_in.increment(1);
+        let frame = match client::parse(text) {
+            Ok(frame) => frame,
+            Err(rejected) => {
+                if self.bucket.take() {
+                    self.reply_error(
+                        &rejected.failure,
+                        rejected.id.as_deref(),
+                        rejected.room.as_deref(),
+                    );
+                }
+                return;
+            }
+        };
+        let id = frame.id.as_deref();
+        let room = match &frame.cmd {
+            Command::Room { room, .. } => Some(&**room),
+            Command::Ping => None,
+        };
+        if !self.bucket.take() {
+            let failure = Failure::new(ErrorCode::RateLimited, "too many frames; slow down");
+            return self.reply_error(&failure, id, room);
+        }
+        let (room, op) = match frame.cmd {
+            Command::Ping => {
+                let pong = ServerFrame::Pong { id }.encode();
+                return self.out.send(websocket::text(pong.as_bytes()));
+            }
+            Command::Room { room, op } => (room, op),
+        };
+        if !self.identity.may_use(&room) {
+            let failure = Failure::new(
+                ErrorCode::Forbidden,
+                format!("the token does not allow {room}"),
+            );
+            return self.reply_error(&failure, id, Some(&room));
+        }
+        let joined = self.joined.contains(&*room);
+        match &op {
+            RoomOp::Join { .. } if joined => {}
+            RoomOp::Join { .. } => {
+                let limit = self.gw.config.rooms_per_conn;
+                if self.joined.len() >= limit {
+                    let failure = Failure::new(
+                        ErrorCode::TooLarge,
+                        format!("a connection may join at most {limit} rooms"),
+                    );
+                    return self.reply_error(&failure, id, Some(&room));
+                }
+                if let Ok(parsed) = RoomId::parse(&room) {
+                    self.joined.insert(parsed);
+                }
+            }
+            _ if !joined => {
+                let failure = Failure::new(ErrorCode::NotJoined, format!("join {room} first"));
+                return self.reply_error(&failure, id, Some(&room));
+            }
+            RoomOp::Leave => {
+                self.joined.remove(&*room);
+                self.gw.subs.unsubscribe(&room, self.id);
+            }
+            _ => {}
+        }
+        let req = OpRequest {
+            room: &room,
+            conn: self.id,
+            out: &self.out,
+            user: self.identity.user.as_str(),
+            id,
+            op,
+        };
+        if let Some(link) = self.gw.upstream.op(req) {
+            self.wait = Some(link);
+        }
+    }
+
+    fn reply_error(&self, failure: &Failure, id: Option<&str>, room: Option<&str>) {
+        self.out
+            .send(websocket::text(error_frame(failure, id, room).as_bytes()));
+    }
+
+    /// Leaves every joined room, so that presence is right at the owners.
+    fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.joined) {
+            self.gw.subs.unsubscribe(room.as_str(), self.id);
+            let req = OpRequest {
+                room: room.as_str(),
+                conn: self.id,
+                out: &self.out,
+                user: self.identity.user.as_str(),
+                id: None,
+                op: RoomOp::Leave,
+            };
+            self.gw.upstream.op(req);
+        }
+    }
+}

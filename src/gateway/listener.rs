@@ -1,0 +1,82 @@
+//! The gateway's accept loop: one task per TCP connection, serving HTTP/1.1
+//! with upgrades through hyper and the gateway's router. A WebSocket upgrade
+//! hands the very TCP stream over to the client connection's task, so that
+//! the gateway writes to it directly (see `outbox`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::shutdown::Shutdown;
+
+/// Accepts connections until shutdown; connections in progress finish
+/// their current request, WebSockets are closed by the gateway itself.
+pub(super) struct Listener {
+    pub(super) listener: TcpListener,
+    pub(super) router: Router,
+    pub(super) shutdown: Shutdown,
+}
+
+impl Listener {
+    pub(super) async fn run(mut self) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.shutdown.wait() => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    // Frames go out as soon as they are written: without
+                    // TCP_NODELAY a frame written while the previous one is
+                    // unacknowledged waits for the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
+                    let span = tracing::trace_span!("http", client.addr = %peer);
+                    tokio::spawn(
+                        serve(stream, peer, self.router.clone(), self.shutdown.clone())
+                            .instrument(span),
+                    );
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: back off a little.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    mut shutdown: Shutdown,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::trace!(error = %e, "http connection ended");
+            }
+        }
+        _ = shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
+        }
+    }
+}

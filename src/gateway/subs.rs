@@ -1,0 +1,226 @@
+//! The gateway's subscriptions, and their only owner: per room, the local
+//! connections subscribed to it, the node that serves the gateway's one
+//! subscription there, and the last seq passed on. A room event arrives once
+//! from the owner and is fanned out here, one frame built and shared by
+//! every subscriber. Each connection has its own floor (the seq it joined
+//! at, then the last seq it got), so nobody sees an event twice, whatever
+//! the order in which replies and events arrive around a move.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::outbox::{Dirty, Outbox};
+use super::websocket;
+use crate::ids::{ConnId, Map, NodeId, RoomId};
+use crate::ring::Ring;
+
+/// Events a room may buffer while it resumes at a new owner; past it the
+/// oldest go (the resume fills them in from the owner's history).
+const HOLD_LIMIT: usize = 16 * 1024;
+
+/// An event held back while its room resumes: seq, connection to skip, frame.
+type HeldEvent = (Option<u64>, Option<ConnId>, Bytes);
+
+struct Subscriber {
+    conn: ConnId,
+    out: Arc<Outbox>,
+    /// Stored events up to this seq are not for this connection.
+    after: u64,
+}
+
+/// One room's local subscribers.
+#[derive(Default)]
+struct RoomSubs {
+    conns: Vec<Subscriber>,
+    /// The last seq passed on.
+    last_seq: u64,
+    /// The node that serves this gateway's subscription.
+    owner: Option<NodeId>,
+    /// While the room resumes at a new owner: its events, held back until
+    /// the missed ones are in, so that nobody sees a gap.
+    held: Option<Vec<HeldEvent>>,
+}
+
+impl RoomSubs {
+    /// Passes an event on to every subscriber it is new to.
+    fn deliver(
+        &mut self,
+        seq: Option<u64>,
+        skip: Option<ConnId>,
+        frame: &Bytes,
+        dirty: &mut Dirty,
+    ) -> u64 {
+        if let Some(seq) = seq {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        let mut sent = 0;
+        for sub in &mut self.conns {
+            if Some(sub.conn) == skip {
+                continue;
+            }
+            if let Some(seq) = seq {
+                if seq <= sub.after {
+                    continue;
+                }
+                sub.after = seq;
+            }
+            dirty.push(&sub.out, frame.clone());
+            sent += 1;
+        }
+        sent
+    }
+}
+
+/// A room to subscribe again at its (new) owner.
+pub(super) struct Resume {
+    /// The room.
+    pub(super) room: RoomId,
+    /// Its local connections.
+    pub(super) conns: Vec<ConnId>,
+    /// The last seq passed on.
+    pub(super) since: u64,
+}
+
+/// Subscriptions of one gateway.
+#[derive(Default)]
+pub(super) struct Subscriptions {
+    /// Held for map updates and non-blocking queueing only.
+    rooms: Mutex<Map<RoomId, RoomSubs>>,
+}
+
+impl Subscriptions {
+    fn lock(&self) -> MutexGuard<'_, Map<RoomId, RoomSubs>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes a connection to a room whose seq was `seq` when it joined,
+    /// at `owner`.
+    pub(super) fn subscribe(
+        &self,
+        room: &RoomId,
+        conn: ConnId,
+        out: &Arc<Outbox>,
+        seq: u64,
+        owner: &NodeId,
+    ) {
+        let mut rooms = self.lock();
+        let subs = rooms.entry(room.clone()).or_default();
+        if subs.conns.is_empty() {
+            // The first local subscriber starts the gateway's stream.
+            subs.last_seq = seq;
+        }
+        match subs.conns.iter_mut().find(|s| s.conn == conn) {
+            Some(sub) => sub.after = seq,
+            None => subs.conns.push(Subscriber {
+                conn,
+                out: out.clone(),
+                after: seq,
+            }),
+        }
+        if subs.held.is_none() {
+            subs.owner = Some(owner.clone());
+        }
+    }
+
+    /// Unsubscribes a connection from a room.
+    pub(super) fn unsubscribe(&self, room: &str, conn: ConnId) {
+        let mut rooms = self.lock();
+        if let Some(subs) = rooms.get_mut(room) {
+            subs.conns.retain(|s| s.conn != conn);
+            if subs.conns.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Whether a connection is still subscribed to a room.
+    pub(super) fn is_subscribed(&self, room: &str, conn: ConnId) -> bool {
+        self.lock()
+            .get(room)
+            .is_some_and(|s| s.conns.iter().any(|c| c.conn == conn))
+    }
+
+    /// Fans a room event out to the local subscribers, except `skip`; the
+    /// WebSocket frame is built once, and only if someone gets it.
+    pub(super) fn dispatch(
+        &self,
+        room: &str,
+        seq: Option<u64>,
+        skip: Option<ConnId>,
+        payload: &[u8],
+        dirty: &mut Dirty,
+    ) {
+        let mut rooms = self.lock();
+        let Some(subs) = rooms.get_mut(room) else {
+            return;
+        };
+        if seq.is_some_and(|s| s <= subs.last_seq) && subs.held.is_none() {
+            return;
+        }
+        let frame = websocket::text(payload);
+        if let Some(held) = &mut subs.held {
+            if held.len() >= HOLD_LIMIT {
+                held.remove(0);
+            }
+            held.push((seq, skip, frame));
+            return;
+        }
+        let sent = subs.deliver(seq, skip, &frame, dirty);
+        drop(rooms);
+        crate::telemetry::metrics().deliveries.increment(sent);
+    }
+
+    /// Marks for resumption every subscribed room whose owner is not the
+    /// ring's any more, or is the node whose link went `down`; their events
+    /// are held until `resumed`.
+    pub(super) fn to_resume(&self, ring: &Ring, down: Option<&NodeId>) -> Vec<Resume> {
+        let mut rooms = self.lock();
+        rooms
+            .iter_mut()
+            .filter(|(room, subs)| {
+                let owner = subs.owner.as_ref();
+                subs.held.is_none()
+                    && (owner != ring.owner(room) || (owner.is_some() && owner == down))
+            })
+            .map(|(room, subs)| {
+                subs.held = Some(Vec::new());
+                subs.owner = None;
+                Resume {
+                    room: room.clone(),
+                    conns: subs.conns.iter().map(|s| s.conn).collect(),
+                    since: subs.last_seq,
+                }
+            })
+            .collect()
+    }
+
+    /// A resumed room: passes on the `missed` events (seq, frame) first,
+    /// then the held ones, and delivers live again.
+    pub(super) fn resumed(
+        &self,
+        room: &str,
+        owner: &NodeId,
+        missed: &[(u64, Bytes)],
+        dirty: &mut Dirty,
+    ) {
+        let mut rooms = self.lock();
+        let Some(subs) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut sent = 0;
+        for (seq, payload) in missed {
+            if *seq > subs.last_seq {
+                sent += subs.deliver(Some(*seq), None, &websocket::text(payload), dirty);
+            }
+        }
+        for (seq, skip, frame) in subs.held.take().unwrap_or_default() {
+            if seq.is_none_or(|s| s > subs.last_seq) {
+                sent += subs.deliver(seq, skip, &frame, dirty);
+            }
+        }
+        subs.owner = Some(owner.clone());
+        drop(rooms);
+        crate::telemetry::metrics().deliveries.increment(sent);
+    }
+}

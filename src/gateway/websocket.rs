@@ -1,0 +1,402 @@
+//! The server side of RFC 6455 on a connection the gateway owns: the
+//! upgrade's accept key, an incremental decoder of masked client frames
+//! (fragments reassembled, control frames interleaved, text checked as
+//! UTF-8, sizes bounded), and the unmasked frames the gateway writes, each
+//! built once as `Bytes` and shared by every connection it goes to. Headers
+//! are parsed and formatted by tungstenite's `FrameHeader`.
+
+use std::io::Cursor;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+/// Close codes the gateway sends.
+pub(super) mod close {
+    /// Normal closure (echoing the client's close).
+    pub(crate) const NORMAL: u16 = 1000;
+    /// A frame that breaks the protocol.
+    pub(crate) const PROTOCOL: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub(crate) const INVALID: u16 = 1007;
+    /// A policy violation: a slow consumer, an expired token.
+    pub(crate) const POLICY: u16 = 1008;
+    /// A message over the size limit.
+    pub(crate) const TOO_BIG: u16 = 1009;
+    /// The gateway is stopping.
+    pub(crate) const RESTART: u16 = 1012;
+}
+
+/// The `Sec-WebSocket-Accept` answer to a client's key.
+pub(super) fn accept_key(key: &[u8]) -> String {
+    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)
+}
+
+/// A complete message or control frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Incoming<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message (refused by the protocol, but not fatal).
+    Binary,
+    /// A ping, to answer with a pong carrying the same bytes.
+    Ping(&'a [u8]),
+    /// A pong (answers our pings).
+    Pong,
+    /// The client closes, with its code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Why the connection must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fatal {
+    /// The close code to send.
+    pub(super) code: u16,
+    /// The reason to send.
+    pub(super) reason: &'static str,
+}
+
+fn fatal(code: u16, reason: &'static str) -> Fatal {
+    Fatal { code, reason }
+}
+
+/// Decodes client frames across reads. Holds memory only while a frame or
+/// a fragmented message is incomplete.
+pub(super) struct Decoder {
+    /// Bytes of an incomplete frame, carried to the next read.
+    partial: Vec<u8>,
+    /// A fragmented message so far: whether it is text, and its payload.
+    message: Option<(bool, Vec<u8>)>,
+    /// Largest message accepted; past it the connection closes with 1009.
+    max: usize,
+}
+
+impl Decoder {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            message: None,
+            max,
+        }
+    }
+
+    /// Decodes what was read (`data` may be unmasked in place) and hands
+    /// each complete message to `each`, in order.
+    pub(super) fn feed(
+        &mut self,
+        data: &mut [u8],
+        each: &mut dyn FnMut(Incoming<'_>),
+    ) -> Result<(), Fatal> {
+        if self.partial.is_empty() {
+            let used = self.frames(data, each)?;
+            self.partial.extend_from_slice(&data[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(data);
+            let used = self.frames(&mut buf, each)?;
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        if self.partial.capacity() > 4096 && self.partial.is_empty() {
+            self.partial = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Decodes whole frames from the front of `buf`; returns the bytes used.
+    fn frames(
+        &mut self,
+        buf: &mut [u8],
+        each: &mut dyn FnMut(Incoming<'_>),
+    ) -> Result<usize, Fatal> {
+        let mut at = 0;
+        loop {
+            let mut cursor = Cursor::new(&buf[at..]);
+            let (header, len) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return Ok(at),
+                Err(_) => return Err(fatal(close::PROTOCOL, "bad frame header")),
+            };
+            let head = cursor.position() as usize;
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            if len > self.max {
+                return Err(fatal(close::TOO_BIG, "frame too large"));
+            }
+            if buf.len() - at - head < len {
+                return Ok(at);
+            }
+            let start = at + head;
+            let payload = &mut buf[start..start + len];
+            at = start + len;
+            self.frame(header, payload, each)?;
+        }
+    }
+
+    fn frame(
+        &mut self,
+        header: FrameHeader,
+        payload: &mut [u8],
+        each: &mut dyn FnMut(Incoming<'_>),
+    ) -> Result<(), Fatal> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(fatal(close::PROTOCOL, "no extension was negotiated"));
+        }
+        let Some(mask) = header.mask else {
+            return Err(fatal(close::PROTOCOL, "client frames must be masked"));
+        };
+        unmask(payload, mask);
+        match header.opcode {
+            OpCode::Control(control) => {
+                if !header.is_final || payload.len() > 125 {
+                    return Err(fatal(close::PROTOCOL, "bad control frame"));
+                }
+                match control {
+                    Control::Ping => each(Incoming::Ping(payload)),
+                    Control::Pong => each(Incoming::Pong),
+                    Control::Close => {
+                        let code = match payload {
+                            [] => None,
+                            [a, b, rest @ ..] if std::str::from_utf8(rest).is_ok() => {
+                                Some(u16::from_be_bytes([*a, *b]))
+                            }
+                            _ => return Err(fatal(close::PROTOCOL, "bad close frame")),
+                        };
+                        each(Incoming::Close(code));
+                    }
+                    Control::Reserved(_) => return Err(fatal(close::PROTOCOL, "unknown opcode")),
+                }
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some((text, mut message)) = self.message.take() else {
+                    return Err(fatal(close::PROTOCOL, "continuation of no message"));
+                };
+                if message.len() + payload.len() > self.max {
+                    return Err(fatal(close::TOO_BIG, "message too large"));
+                }
+                message.extend_from_slice(payload);
+                if header.is_final {
+                    deliver(text, &message, each)?;
+                } else {
+                    self.message = Some((text, message));
+                }
+            }
+            OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+                if self.message.is_some() {
+                    return Err(fatal(
+                        close::PROTOCOL,
+                        "a new message inside a fragmented one",
+                    ));
+                }
+                let text = data == Data::Text;
+                if header.is_final {
+                    deliver(text, payload, each)?;
+                } else {
+                    self.message = Some((text, payload.to_vec()));
+                }
+            }
+            OpCode::Data(Data::Reserved(_)) => {
+                return Err(fatal(close::PROTOCOL, "unknown opcode"))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver(text: bool, payload: &[u8], each: &mut dyn FnMut(Incoming<'_>)) -> Result<(), Fatal> {
+    if !text {
+        each(Incoming::Binary);
+        return Ok(());
+    }
+    match std::str::from_utf8(payload) {
+        Ok(s) => {
+            each(Incoming::Text(s));
+            Ok(())
+        }
+        Err(_) => Err(fatal(close::INVALID, "text is not UTF-8")),
+    }
+}
+
+/// Undoes the client's masking, four bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let mut chunks = payload.chunks_exact_mut(4);
+    let key = u32::from_ne_bytes(mask);
+    for chunk in &mut chunks {
+        let word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ key;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i];
+    }
+}
+
+fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+    };
+    let len = payload.len() as u64;
+    let mut out = BytesMut::with_capacity(header.len(len) + payload.len());
+    // Formatting into memory cannot fail.
+    let _ = header.format(len, &mut (&mut out).writer());
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
+/// A text frame, header and payload in one buffer.
+pub(super) fn text(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(Data::Text), payload)
+}
+
+/// A pong answering a ping.
+pub(super) fn pong(payload: &[u8]) -> Bytes {
+    frame(OpCode::Control(Control::Pong), payload)
+}
+
+/// A close frame with a code and a reason.
+pub(super) fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+    frame(OpCode::Control(Control::Close), &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A masked client frame.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn decode_all(d: &mut Decoder, chunks: &[&[u8]]) -> Result<Vec<String>, Fatal> {
+        let mut seen = Vec::new();
+        for chunk in chunks {
+            let mut data = chunk.to_vec();
+            d.feed(&mut data, &mut |m| seen.push(format!("{m:?}")))?;
+        }
+        Ok(seen)
+    }
+
+    #[test]
+    fn frames_split_anywhere_and_fragments_reassemble() {
+        let mut stream = client_frame(true, 1, br#"{"t":"ping"}"#, [1, 2, 3, 4]);
+        stream.extend(client_frame(false, 1, b"hel", [9, 9, 9, 9]));
+        stream.extend(client_frame(true, 9, b"p", [5, 6, 7, 8]));
+        stream.extend(client_frame(true, 0, b"lo", [7, 7, 7, 7]));
+        let long = "x".repeat(70_000);
+        stream.extend(client_frame(true, 1, long.as_bytes(), [1, 1, 2, 2]));
+        for split in [1, 2, 3, 7, 100, stream.len()] {
+            let mut d = Decoder::new(1 << 20);
+            let chunks: Vec<&[u8]> = stream.chunks(split).collect();
+            let seen = decode_all(&mut d, &chunks).unwrap();
+            assert_eq!(seen.len(), 4, "split {split}");
+            assert_eq!(seen[0], r#"Text("{\"t\":\"ping\"}")"#);
+            assert_eq!(seen[1], r#"Ping([112])"#, "a ping between fragments");
+            assert_eq!(seen[2], r#"Text("hello")"#);
+            assert_eq!(seen[3].len(), long.len() + 8);
+            assert!(d.partial.is_empty() && d.message.is_none());
+        }
+    }
+
+    #[test]
+    fn protocol_breaches_close_with_their_codes() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (vec![0x81, 0x02, b'h', b'i'], close::PROTOCOL),
+            (client_frame(true, 0, b"x", [1, 2, 3, 4]), close::PROTOCOL),
+            (client_frame(true, 3, b"x", [1, 2, 3, 4]), close::PROTOCOL),
+            (client_frame(false, 9, b"x", [1, 2, 3, 4]), close::PROTOCOL),
+            (
+                client_frame(true, 1, &[0xff, 0xfe], [1, 2, 3, 4]),
+                close::INVALID,
+            ),
+            (
+                client_frame(true, 2, &[0u8; 200], [1, 2, 3, 4]),
+                close::TOO_BIG,
+            ),
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x", [1, 2, 3, 4]);
+                    f[0] |= 0x40;
+                    f
+                },
+                close::PROTOCOL,
+            ),
+        ];
+        for (bytes, code) in cases {
+            let mut d = Decoder::new(100);
+            let err = decode_all(&mut d, &[&bytes]).expect_err("refused");
+            assert_eq!(err.code, code, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn binary_and_close_are_reported() {
+        let mut stream = client_frame(true, 2, b"\x00\x01", [1, 2, 3, 4]);
+        stream.extend(client_frame(true, 8, &1000u16.to_be_bytes(), [4, 3, 2, 1]));
+        let seen = decode_all(&mut Decoder::new(100), &[&stream]).unwrap();
+        assert_eq!(seen, vec!["Binary", "Close(Some(1000))"]);
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_right_length() {
+        for n in [0, 125, 126, 65535, 65536] {
+            let f = text(&vec![b'a'; n]);
+            let head = match n {
+                n if n < 126 => 2,
+                n if n <= 0xffff => 4,
+                _ => 10,
+            };
+            assert_eq!(f.len(), head + n);
+            assert_eq!(f[0], 0x81);
+            assert_eq!(f[1] & 0x80, 0, "no mask");
+        }
+        assert_eq!(
+            &close_frame(1008, "slow")[..],
+            &[0x88, 6, 0x03, 0xf0, b's', b'l', b'o', b'w']
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            let mut d = Decoder::new(1024);
+            for chunk in chunks {
+                let mut data = chunk;
+                if d.feed(&mut data, &mut |_| {}).is_err() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn masked_text_round_trips(text in "\\PC{0,300}", mask in any::<[u8; 4]>(), split in 1usize..50) {
+            let frame = client_frame(true, 1, text.as_bytes(), mask);
+            let mut d = Decoder::new(1 << 20);
+            let mut got = Vec::new();
+            for chunk in frame.chunks(split) {
+                let mut data = chunk.to_vec();
+                d.feed(&mut data, &mut |m| if let Incoming::Text(t) = m { got.push(t.to_string()) }).unwrap();
+            }
+            prop_assert_eq!(got, vec![text]);
+        }
+    }
+}

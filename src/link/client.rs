@@ -1,0 +1,84 @@
+//! The client half: connect to a node and run the handshake. Gateways open
+//! one link per node this way, nodes one per peer.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
+use super::io::{tune, write_record, LinkReader};
+use super::{
+    codec, Link, LinkError, LinkWriter, Peer, Secret, BATCH_WINDOW, HANDSHAKE_TIMEOUT, WRITE_LIMIT,
+};
+use crate::coordinator::Role;
+use crate::ids::NodeId;
+
+/// Opens a link to the node at `addr` as member `me` of `role`.
+pub async fn connect(
+    addr: &str,
+    role: Role,
+    me: &NodeId,
+    secret: &Secret,
+) -> Result<Link, LinkError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, open(addr, role, me, secret)).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::Timeout),
+    }
+}
+
+/// The writer's batching window: a gateway's records come from many client
+/// connections, each on its own; a node's hand-offs come in batches.
+fn window(role: Role) -> Duration {
+    match role {
+        Role::Gateway => BATCH_WINDOW,
+        Role::Node => Duration::ZERO,
+    }
+}
+
+async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Link, LinkError> {
+    let stream = TcpStream::connect(addr).await?;
+    tune(&stream);
+    let (read, mut write) = stream.into_split();
+    let mut reader = LinkReader::new(read);
+    let client_nonce = nonce();
+    let hello = Hello {
+        version: VERSION,
+        role,
+        id: me.as_str(),
+        nonce: client_nonce,
+    };
+    write_record(&mut write, &hello).await?;
+    let record = reader.next().await?;
+    let challenge: Challenge<'_> = codec::decode(&record)?;
+    let server = NodeId::parse(challenge.id)
+        .map_err(|_| LinkError::Handshake("the node sent a bad id".into()))?;
+    let transcript = Transcript {
+        role,
+        client: me.as_str(),
+        server: server.as_str(),
+        client_nonce: &client_nonce,
+        server_nonce: &challenge.nonce,
+    };
+    if !transcript.verify(secret.bytes(), Side::Server, &challenge.proof) {
+        return Err(LinkError::Handshake(
+            "the node does not hold the cluster secret".into(),
+        ));
+    }
+    let proof = Proof {
+        proof: transcript.prove(secret.bytes(), Side::Client),
+    };
+    write_record(&mut write, &proof).await?;
+    let record = reader.next().await?;
+    match codec::decode::<Verdict<'_>>(&record)? {
+        Verdict::Welcome => {}
+        Verdict::Refused(reason) => return Err(LinkError::Handshake(reason.to_string())),
+    }
+    Ok(Link {
+        peer: Peer {
+            role: Role::Node,
+            id: server,
+        },
+        reader,
+        writer: LinkWriter::spawn(write, WRITE_LIMIT, window(role)),
+    })
+}

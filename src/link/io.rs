@@ -1,0 +1,368 @@
+//! The two halves of an established link. `LinkWriter` is a cloneable
+//! handle: any task appends records to one shared buffer, and the buffer is
+//! written many records per write, either by the link's writer task (woken
+//! by the first record, it writes after a short batching window) or at once
+//! by a producer that holds the link for a whole batch of work (`hold`) and
+//! writes when it is done, with no task woken. `LinkReader` reads into one
+//! growing buffer and hands out each complete record as `Bytes` sliced from
+//! it, without copying or zero-filling.
+//!
+//! Task tree: `LinkWriter::spawn` starts the writer task; it ends when the
+//! link is closed (after writing what was buffered) or a write fails.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::codec::{self, CodecError};
+use super::LinkError;
+
+/// Bytes a reader asks the socket for at a time, at least.
+const READ_CHUNK: usize = 64 * 1024;
+/// A write buffer that grew past this during a burst is let go afterwards.
+const KEEP_WRITE_BUFFER: usize = 1 << 20;
+/// A socket that takes nothing for this long means the peer is gone
+/// without a word (no FIN, no RST): the link is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// The sending half of a link.
+#[derive(Clone)]
+pub struct LinkWriter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    half: OwnedWriteHalf,
+    /// Records not yet written; held only to append, or to take the buffer
+    /// for a write (the write itself happens outside).
+    state: Mutex<State>,
+    /// Wakes the writer task: records were appended, the socket was full,
+    /// or the link closed.
+    ready: Notify,
+    /// Wakes senders waiting for the buffer to drain below `limit`.
+    drained: Notify,
+    /// Buffered bytes above which the link counts as overloaded: senders
+    /// that can wait do (`wait_room`), the others close the link.
+    limit: usize,
+    /// The writer task gathers records for this long after a write before
+    /// the next one (none: it writes once the tasks woken with it have run).
+    window: Duration,
+    /// Set once the link is closed or broken; nothing more is sent.
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    buf: BytesMut,
+    /// Someone is writing (outside the lock); others only append.
+    writing: bool,
+    /// The socket is full: only the writer task writes, once it takes more.
+    blocked: bool,
+    /// The writer task has been woken for what is buffered.
+    scheduled: bool,
+    /// Producers holding the link for a batch: they write when done.
+    holds: usize,
+}
+
+/// A producer's hold on a link for a batch of work; dropping it writes what
+/// the batch appended.
+pub struct Hold<'a> {
+    writer: &'a LinkWriter,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.writer.lock().holds -= 1;
+        self.writer.flush();
+    }
+}
+
+impl LinkWriter {
+    /// Starts the writer task on `half`; `limit` bounds the buffered bytes,
+    /// `window` is the writer's batching window.
+    pub fn spawn(half: OwnedWriteHalf, limit: usize, window: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            half,
+            state: Mutex::default(),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            limit,
+            window,
+            closed: AtomicBool::new(false),
+        });
+        let writer = Self { shared };
+        tokio::spawn(writer.clone().write_loop());
+        writer
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one record. Fails only when the link is closed, or when the
+    /// record cannot be encoded (it is then not sent).
+    pub fn send<T: Serialize + ?Sized>(&self, record: &T) -> Result<(), LinkError> {
+        self.send_with(|buf| codec::encode_into(buf, record))
+    }
+
+    /// Appends what `write` encodes, under one lock, so that several records
+    /// stay together and in order.
+    pub fn send_with(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    ) -> Result<(), LinkError> {
+        if self.is_closed() {
+            return Err(LinkError::Closed);
+        }
+        let mut state = self.lock();
+        write(&mut state.buf)?;
+        let wake = state.holds == 0 && !state.scheduled && !state.blocked;
+        state.scheduled |= wake;
+        drop(state);
+        if wake {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Holds the link for a batch of work: records appended meanwhile (from
+    /// any task) wake no one, and are written when the hold is dropped.
+    pub fn hold(&self) -> Hold<'_> {
+        self.lock().holds += 1;
+        Hold { writer: self }
+    }
+
+    /// Writes what is buffered now, unless someone else is writing or the
+    /// socket is full; what the socket does not take waits for the writer
+    /// task.
+    fn flush(&self) {
+        let mut out = {
+            let mut state = self.lock();
+            if state.writing || state.blocked || state.buf.is_empty() {
+                return;
+            }
+            state.writing = true;
+            std::mem::take(&mut state.buf)
+        };
+        loop {
+            while !out.is_empty() {
+                match self.shared.half.try_write(&out) {
+                    Ok(n) => out.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Unwritten bytes go back in front of what was
+                        // appended meanwhile.
+                        let mut state = self.lock();
+                        out.extend_from_slice(&state.buf);
+                        state.buf = out;
+                        state.writing = false;
+                        state.blocked = true;
+                        drop(state);
+                        self.shared.ready.notify_one();
+                        return;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "link write failed");
+                        self.lock().writing = false;
+                        self.close();
+                        return;
+                    }
+                }
+            }
+            let mut state = self.lock();
+            if state.buf.is_empty() {
+                state.writing = false;
+                // Keep the emptied buffer for the next records, unless a
+                // burst made it large.
+                out.clear();
+                if out.capacity() <= KEEP_WRITE_BUFFER {
+                    state.buf = out;
+                }
+                drop(state);
+                self.shared.drained.notify_waiters();
+                return;
+            }
+            out.clear();
+            std::mem::swap(&mut state.buf, &mut out);
+        }
+    }
+
+    /// Bytes buffered and not yet handed to the socket.
+    pub fn buffered(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// Whether more than the limit is buffered.
+    pub fn is_overloaded(&self) -> bool {
+        self.buffered() > self.shared.limit
+    }
+
+    /// Waits until the buffer is below the limit (or the link closed).
+    pub async fn wait_room(&self) {
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !self.is_overloaded() || self.is_closed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Closes the link: what is buffered is still written, then the socket
+    /// is shut down.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+        self.shared.drained.notify_waiters();
+    }
+
+    /// Whether the link is closed or broken.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether two handles are the same link.
+    pub fn same(&self, other: &LinkWriter) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    async fn write_loop(self) {
+        let mut last = Instant::now();
+        loop {
+            self.shared.ready.notified().await;
+            let (blocked, empty) = {
+                let state = self.lock();
+                (state.blocked, state.buf.is_empty())
+            };
+            if blocked {
+                match tokio::time::timeout(WRITE_STALL, self.shared.half.writable()).await {
+                    Ok(Ok(())) => self.lock().blocked = false,
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!("link write stalled; dropping the link");
+                        break;
+                    }
+                }
+            } else if !empty {
+                // Gather what the tasks woken with this one append, and, on
+                // a busy link, what comes within the window.
+                if last.elapsed() < self.shared.window {
+                    tokio::time::sleep_until(last + self.shared.window).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            self.lock().scheduled = false;
+            self.flush();
+            last = Instant::now();
+            if self.is_closed() {
+                let state = self.lock();
+                if state.buf.is_empty() && !state.writing {
+                    break;
+                }
+            }
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.drained.notify_waiters();
+        // Everything is written: the peer reads to the end, then sees EOF.
+        let _ =
+            socket2::SockRef::from(self.shared.half.as_ref()).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The receiving half of a link.
+pub struct LinkReader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl LinkReader {
+    pub(super) fn new(half: OwnedReadHalf) -> Self {
+        Self {
+            half,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), LinkError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match self.half.read_buf(&mut self.buf).await {
+            Ok(0) => Err(LinkError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(LinkError::Io(e)),
+        }
+    }
+
+    /// Waits for data, then hands every complete record read to `each`.
+    /// Fails when the link closes or carries a malformed record.
+    pub async fn read_batch(&mut self, each: impl FnMut(Bytes)) -> Result<(), LinkError> {
+        self.fill().await?;
+        self.drain(each)
+    }
+
+    /// Waits until more data has been read.
+    pub async fn ready(&mut self) -> Result<(), LinkError> {
+        self.fill().await
+    }
+
+    /// Hands every complete record read so far to `each`.
+    pub fn drain(&mut self, mut each: impl FnMut(Bytes)) -> Result<(), LinkError> {
+        while let Some(record) = codec::split_record(&mut self.buf)? {
+            each(record);
+        }
+        Ok(())
+    }
+
+    /// The next record, reading as much as it takes.
+    pub async fn next(&mut self) -> Result<Bytes, LinkError> {
+        loop {
+            if let Some(record) = codec::split_record(&mut self.buf)? {
+                return Ok(record);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Whether records read past the last one handed out wait in the buffer.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+/// Writes one record straight to a socket half (the handshake, before the
+/// writer task exists).
+pub(super) async fn write_record<T: Serialize>(
+    half: &mut OwnedWriteHalf,
+    record: &T,
+) -> Result<(), LinkError> {
+    let bytes = codec::encode(record)?;
+    half.write_all(&bytes).await.map_err(LinkError::Io)
+}
+
+/// Tunes a link's socket: no Nagle delay (records are batched here), and
+/// keepalive probes, so that a peer host that vanished without a FIN is
+/// noticed.
+pub(super) fn tune(stream: &tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}

@@ -1,0 +1,97 @@
+//! The cluster's internal transport: gateway↔node and node↔node links. A
+//! link is one TCP connection carrying length-prefixed binary records
+//! (`codec`, `records`), opened by a mutual HMAC handshake (`handshake`) on
+//! the client half (`client::connect`) and the server half
+//! (`server::accept`), both used by every role. After the handshake each
+//! side has a `LinkReader` and a cloneable `LinkWriter` (`io`). This module
+//! is the only place that speaks the link.
+
+pub mod client;
+pub mod codec;
+mod handshake;
+mod io;
+pub mod records;
+pub mod server;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use io::{Hold, LinkReader, LinkWriter};
+pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
+
+use crate::coordinator::Role;
+use crate::ids::NodeId;
+
+/// How long the handshake of a new link may take, both ways.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes a link may buffer for writing before it counts as overloaded.
+pub const WRITE_LIMIT: usize = 64 << 20;
+/// How long a gateway's link gathers records after a write before the
+/// next one, so that a busy link carries many records per write.
+pub const BATCH_WINDOW: Duration = Duration::ZERO;
+
+/// The cluster secret that authenticates links. Its `Debug` hides it.
+#[derive(Clone)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// A secret from its text form.
+    pub fn new(secret: &str) -> Self {
+        Self(secret.as_bytes().into())
+    }
+
+    /// Whether the secret is empty (no secret was configured).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The authenticated other end of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Gateway or node.
+    pub role: Role,
+    /// Its member id, as proven in the handshake.
+    pub id: NodeId,
+}
+
+/// An established link.
+pub struct Link {
+    /// Who is at the other end.
+    pub peer: Peer,
+    /// Records from the peer.
+    pub reader: LinkReader,
+    /// Records to the peer.
+    pub writer: LinkWriter,
+}
+
+/// Why a link could not be opened or went down.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The socket failed.
+    #[error("link i/o: {0}")]
+    Io(std::io::Error),
+    /// The peer closed the link, or it was closed here.
+    #[error("link closed")]
+    Closed,
+    /// The peer sent something that is not a record.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// The handshake failed: a wrong secret, version or identity.
+    #[error("link handshake failed: {0}")]
+    Handshake(String),
+    /// The handshake did not finish in time.
+    #[error("link handshake timed out")]
+    Timeout,
+}

@@ -1,0 +1,170 @@
+//! The records a link carries. Requests go to a node (`ToNode`): from a
+//! gateway, room operations, queries and notifications; from another node,
+//! hand-offs. Everything a node sends back is a `FromNode`. Strings and raw
+//! JSON are borrowed from the record they were read from; a receiver that
+//! keeps a payload slices it out of that record's `Bytes` without a copy.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::Bytes as Raw;
+
+use crate::protocol::client::RoomOp;
+use crate::protocol::server::VersionedWidget;
+use crate::protocol::{Query, Status};
+
+pub use crate::ids::{ConnId, Rid};
+
+/// A request to a node.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToNode<'a> {
+    /// A client's operation on a room (gateways only).
+    Op {
+        /// Request id.
+        rid: Rid,
+        /// The room.
+        room: &'a str,
+        /// The client connection on the gateway.
+        conn: ConnId,
+        /// The connection's user.
+        user: &'a str,
+        /// The client frame's `id`.
+        id: Option<&'a str>,
+        /// The operation.
+        #[serde(borrow)]
+        op: RoomOp<&'a Raw>,
+    },
+    /// An HTTP API question about a room (gateways only).
+    Query {
+        /// Request id.
+        rid: Rid,
+        /// The room.
+        room: &'a str,
+        /// What is asked.
+        #[serde(borrow)]
+        query: Query<&'a Raw>,
+    },
+    /// A notification for a user, relayed by the node to every gateway
+    /// (gateways only).
+    Notify {
+        /// The addressee.
+        user: &'a str,
+        /// The `notify` frame's body.
+        body: &'a Raw,
+    },
+    /// Part of a room moving to the receiver: kept events and widgets,
+    /// before the `Handoff` that completes request `rid` (nodes only).
+    HandoffPart {
+        /// Request id of the hand-off.
+        rid: Rid,
+        /// Kept events.
+        #[serde(borrow)]
+        entries: Vec<HandoffEntry<'a>>,
+        /// Board widgets.
+        widgets: Vec<VersionedWidget>,
+    },
+    /// A room moving to the receiver with its live state (nodes only).
+    Handoff {
+        /// Request id.
+        rid: Rid,
+        /// The sender's membership epoch.
+        epoch: u64,
+        /// The room.
+        room: &'a str,
+        /// Whether the parts carry the room's state; when not, the receiver
+        /// loads it from storage.
+        state: Option<HandoffState<'a>>,
+        /// Subscribed connections: (gateway, connection, user).
+        #[serde(borrow)]
+        conns: Vec<(&'a str, ConnId, &'a str)>,
+    },
+    /// The sender has handed off everything it had for the receiver as of
+    /// its membership `epoch` (nodes only).
+    HandoffDone {
+        /// As of this epoch.
+        epoch: u64,
+    },
+}
+
+impl ToNode<'_> {
+    /// Whether a gateway may send this record (the rest come from nodes).
+    pub fn from_gateway(&self) -> bool {
+        matches!(
+            self,
+            Self::Op { .. } | Self::Query { .. } | Self::Notify { .. }
+        )
+    }
+}
+
+/// The durable scalars of a handed-off room; its entries and widgets come in
+/// the parts before.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandoffState<'a> {
+    /// The room's seq, which its read receipts and widgets reflect.
+    pub seq: u64,
+    /// Latest read receipt per user.
+    #[serde(borrow)]
+    pub reads: Vec<(&'a str, u64)>,
+}
+
+/// One kept event of a handed-off room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandoffEntry<'a> {
+    /// Its seq.
+    pub seq: u64,
+    /// The client frame.
+    #[serde(borrow)]
+    pub frame: &'a Raw,
+    /// The author of a chat message.
+    pub author: Option<&'a str>,
+    /// Its client id.
+    pub cid: Option<&'a str>,
+}
+
+/// What a node sends on a link.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromNode<'a> {
+    /// One piece of the answer to `rid`, ahead of its `Reply`: a slice of a
+    /// long client frame (`seq` none), or, for a resuming join, one missed
+    /// event with its seq.
+    Part {
+        /// Request id.
+        rid: Rid,
+        /// The missed event's seq.
+        seq: Option<u64>,
+        /// Bytes of the answer.
+        #[serde(borrow)]
+        payload: &'a Raw,
+    },
+    /// The answer to `rid`; its payload (a client frame, possibly empty)
+    /// follows any parts.
+    Reply {
+        /// Request id.
+        rid: Rid,
+        /// How it went.
+        status: Status,
+        /// For a `join`: the room's seq at the time of the reply.
+        seq: Option<u64>,
+        /// The last bytes of the answer.
+        #[serde(borrow)]
+        payload: &'a Raw,
+    },
+    /// A room event, for every subscribed connection of the gateway.
+    Event {
+        /// The room.
+        room: &'a str,
+        /// The event's seq, for stored events.
+        seq: Option<u64>,
+        /// A connection that must not get the event (the one that caused it).
+        skip: Option<ConnId>,
+        /// The client frame.
+        #[serde(borrow)]
+        payload: &'a Raw,
+    },
+    /// A notification, for every connection of a user.
+    Notify {
+        /// The addressee.
+        user: &'a str,
+        /// The `notify` frame.
+        #[serde(borrow)]
+        payload: &'a Raw,
+    },
+}

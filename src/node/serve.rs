@@ -1,0 +1,249 @@
+//! Links into a node, from gateways (room operations, queries,
+//! notifications) and from other nodes (hand-offs): the accept loop, and one
+//! task per link that authenticates the peer, then reads records and applies
+//! each in place. A link may only send the records of its role; after every
+//! batch read, what the rooms emitted goes out in one write per link.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use super::sink::LinkSink;
+use super::{rebalance, LinkEntry, Node};
+use crate::coordinator::Role;
+use crate::ids::{Epoch, UserId};
+use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
+use crate::protocol::server::ServerFrame;
+use crate::rooms::state::Sub;
+use crate::rooms::store::Entry;
+use crate::rooms::{Op, Reply, Sink};
+use crate::shutdown::Shutdown;
+
+/// Link ids are unique per process, so rooms never confuse two links.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts links until shutdown.
+pub(super) struct Listener {
+    pub(super) node: Arc<Node>,
+    pub(super) listener: TcpListener,
+    pub(super) shutdown: Shutdown,
+}
+
+impl Listener {
+    pub(super) async fn run(mut self) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.shutdown.wait() => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::debug_span!("link", client.addr = %peer);
+                    tokio::spawn(
+                        serve(self.node.clone(), stream, peer, self.shutdown.clone())
+                            .instrument(span),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Entries and widgets of hand-offs in progress on one link, by request id.
+#[derive(Default)]
+pub(super) struct Parts {
+    by_rid: HashMap<u64, (Vec<Entry>, Vec<crate::protocol::server::VersionedWidget>)>,
+}
+
+impl Parts {
+    /// Takes what arrived for `rid`.
+    pub(super) fn take(
+        &mut self,
+        rid: u64,
+    ) -> (Vec<Entry>, Vec<crate::protocol::server::VersionedWidget>) {
+        self.by_rid.remove(&rid).unwrap_or_default()
+    }
+}
+
+/// Serves one link until it closes or the node shuts down.
+async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdown: Shutdown) {
+    let link =
+        match link::server::accept(stream, &node.config.id, &node.config.cluster_secret).await {
+            Ok(link) => link,
+            Err(e) => return tracing::warn!(client.addr = %addr, error = %e, "link refused"),
+        };
+    let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+    let sink = Arc::new(LinkSink::new(id, link.writer.clone()));
+    node.lock_links().insert(
+        id,
+        LinkEntry {
+            peer: link.peer.clone(),
+            sink: sink.clone(),
+        },
+    );
+    tracing::debug!(link.id = id, peer = %link.peer.id, role = ?link.peer.role, "link up");
+    let as_sink: Arc<dyn Sink> = sink;
+    let mut reader = link.reader;
+    let mut parts = Parts::default();
+    let mut refused = false;
+    while !refused {
+        let ready = tokio::select! {
+            ready = reader.ready() => ready,
+            _ = shutdown.wait() => break,
+        };
+        // What the batch makes rooms emit on this link goes out in one
+        // write once the batch is applied.
+        let hold = link.writer.hold();
+        let applied = ready.and_then(|()| {
+            reader.drain(|record| {
+                if !refused {
+                    refused = !handle(&node, &link.peer, &as_sink, &mut parts, &record);
+                }
+            })
+        });
+        drop(hold);
+        if let Err(e) = applied {
+            tracing::debug!(link.id = id, error = %e, "link down");
+            break;
+        }
+    }
+    link.writer.close();
+    node.lock_links().remove(&id);
+    node.registry.drop_link(id);
+    tracing::debug!(link.id = id, "link closed");
+}
+
+/// Applies one record; false when the link must be dropped (a record it may
+/// not send, or one that is not a record).
+fn handle(
+    node: &Arc<Node>,
+    peer: &Peer,
+    sink: &Arc<dyn Sink>,
+    parts: &mut Parts,
+    record: &Bytes,
+) -> bool {
+    let request: ToNode<'_> = match codec::decode(record) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(peer = %peer.id, error = %e, "bad link record; dropping the link");
+            return false;
+        }
+    };
+    if request.from_gateway() != (peer.role == Role::Gateway) {
+        tracing::warn!(peer = %peer.id, role = ?peer.role, "a record this link's role may not send; dropping the link");
+        return false;
+    }
+    match request {
+        ToNode::Op {
+            rid,
+            room,
+            conn,
+            user,
+            id,
+            op,
+        } => {
+            let op = op.map_body(|body| record.slice_ref(body));
+            match route(node, room) {
+                Some(live) => live.op(
+                    sink,
+                    Op {
+                        rid,
+                        sub: Sub {
+                            link: sink.link(),
+                            conn,
+                        },
+                        user,
+                        id,
+                        op,
+                    },
+                ),
+                None => sink.reply(rid, Reply::moved()),
+            }
+        }
+        ToNode::Query { rid, room, query } => {
+            let query = query.map_body(|body| record.slice_ref(body));
+            match route(node, room) {
+                Some(live) => live.query(sink, rid, query),
+                None => sink.reply(rid, Reply::moved()),
+            }
+        }
+        ToNode::Notify { user, body } => notify(node, user, body),
+        ToNode::HandoffPart {
+            rid,
+            entries,
+            widgets,
+        } => {
+            let (kept, board) = parts.by_rid.entry(rid).or_default();
+            kept.extend(entries.into_iter().map(entry));
+            board.extend(widgets);
+        }
+        ToNode::Handoff {
+            rid,
+            epoch,
+            room,
+            state,
+            conns,
+        } => {
+            let (entries, widgets) = parts.take(rid);
+            let arrival = rebalance::Incoming {
+                rid,
+                epoch: Epoch(epoch),
+                room,
+                state: state.map(|s| (s, entries, widgets)),
+                conns,
+            };
+            rebalance::arrive(node, peer, sink, arrival);
+        }
+        ToNode::HandoffDone { epoch } => {
+            tracing::debug!(node.id = %peer.id, epoch, "hand-off done");
+            node.registry.done_from(&peer.id, Epoch(epoch));
+        }
+    }
+    true
+}
+
+/// The room, if this node serves it now.
+fn route(node: &Node, room: &str) -> Option<Arc<crate::rooms::Room>> {
+    let view = node.ring.borrow().clone();
+    node.registry.route(room, &view.ring, view.ring_epoch)
+}
+
+/// A kept event of a hand-off, copied out of the link's buffer (it is kept
+/// for long, and must not hold the buffer).
+fn entry(e: HandoffEntry<'_>) -> Entry {
+    Entry {
+        seq: e.seq,
+        frame: Bytes::copy_from_slice(e.frame),
+        author: e.author.map(str::to_string),
+        cid: e.cid.map(str::to_string),
+    }
+}
+
+/// Relays a notification to every gateway linked to this node.
+fn notify(node: &Node, user: &str, body: &[u8]) {
+    let Ok(user) = UserId::parse(user) else {
+        return;
+    };
+    let Ok(body) = serde_json::from_slice::<&serde_json::value::RawValue>(body) else {
+        return;
+    };
+    let frame = ServerFrame::Notify { body }.encode();
+    let targets: Vec<Arc<LinkSink>> = node
+        .lock_links()
+        .values()
+        .filter(|l| l.peer.role == Role::Gateway)
+        .map(|l| l.sink.clone())
+        .collect();
+    for target in targets {
+        target.notify(user.as_str(), frame.as_bytes());
+    }
+}

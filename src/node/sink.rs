@@ -1,0 +1,92 @@
+//! A gateway link as rooms see it: `LinkSink` turns what rooms emit into
+//! link records. Long answers (a `joined` with a long history or a large
+//! board, a resume's missed events) go out as parts of at most a chunk each,
+//! all under one lock, so that no record is huge and nothing comes between
+//! the parts of one answer.
+
+use serde_bytes::Bytes as Raw;
+
+use crate::ids::{ConnId, Rid, RoomId};
+use crate::link::codec::{self, CHUNK};
+use crate::link::{FromNode, LinkWriter};
+use crate::rooms::state::{Event, LinkId};
+use crate::rooms::{Reply, Sink};
+
+/// One link's outbound side on this node.
+pub(super) struct LinkSink {
+    id: LinkId,
+    writer: LinkWriter,
+}
+
+impl LinkSink {
+    pub(super) fn new(id: LinkId, writer: LinkWriter) -> Self {
+        Self { id, writer }
+    }
+
+    /// A link whose peer does not read fast enough is closed rather than
+    /// left to grow: its gateway reconnects and resumes its rooms.
+    fn check_overload(&self) {
+        if self.writer.is_overloaded() && !self.writer.is_closed() {
+            tracing::warn!(link.id = self.id, "link too slow; closing it");
+            self.writer.close();
+        }
+    }
+
+    /// Sends a notification frame.
+    pub(super) fn notify(&self, user: &str, frame: &[u8]) {
+        let _ = self.writer.send(&FromNode::Notify {
+            user,
+            payload: Raw::new(frame),
+        });
+        self.check_overload();
+    }
+}
+
+impl Sink for LinkSink {
+    fn link(&self) -> LinkId {
+        self.id
+    }
+
+    fn event(&self, room: &RoomId, event: &Event, skip: Option<ConnId>) {
+        let record = FromNode::Event {
+            room: room.as_str(),
+            seq: event.seq,
+            skip,
+            payload: Raw::new(&event.frame),
+        };
+        let _ = self.writer.send(&record);
+        self.check_overload();
+    }
+
+    fn reply(&self, rid: Rid, reply: Reply<'_>) {
+        let _ = self.writer.send_with(|buf| {
+            for (seq, frame) in reply.missed {
+                let part = FromNode::Part {
+                    rid,
+                    seq: Some(*seq),
+                    payload: Raw::new(frame),
+                };
+                codec::encode_into(buf, &part)?;
+            }
+            let mut rest = reply.frame.unwrap_or_default();
+            while rest.len() > CHUNK {
+                let (head, tail) = rest.split_at(CHUNK);
+                let part = FromNode::Part {
+                    rid,
+                    seq: None,
+                    payload: Raw::new(head),
+                };
+                codec::encode_into(buf, &part)?;
+                rest = tail;
+            }
+            let last = FromNode::Reply {
+                rid,
+                status: reply.status.clone(),
+                seq: reply.seq,
+                payload: Raw::new(rest),
+            };
+            codec::encode_into(buf, &last)
+        });
+        self.check_overload();
+    }
+}

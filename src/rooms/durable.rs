@@ -1,0 +1,200 @@
+//! The durability pipeline of a room with a store: outcomes are held until
+//! every stored event they reflect is committed, so that nothing is acked,
+//! shown or replayed that storage does not hold. One append is in flight at
+//! a time; what is produced meanwhile goes out together in the next one.
+//! Pure bookkeeping: the room drives it and does the I/O.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::state::Event;
+use super::store::{Entry, RoomStore, Snapshot, SNAPSHOT_EVERY};
+
+/// The durability state of one room.
+pub(super) struct Durable<R> {
+    pub(super) store: Arc<dyn RoomStore>,
+    /// The room is rebuilt from storage (or was handed off durable).
+    pub(super) loaded: bool,
+    /// The last seq known to be committed.
+    committed: u64,
+    /// Entries not yet handed to the journal.
+    unsent: Vec<Entry>,
+    /// Outcomes in production order, each with the seq it must wait for.
+    held: VecDeque<(u64, R)>,
+    /// The seq the append in flight makes durable.
+    in_flight: Option<u64>,
+    /// Seq of the last snapshot written.
+    snapshot_at: u64,
+}
+
+/// An append to hand to the journal: up to which seq, what, and a snapshot.
+pub(super) struct Batch {
+    pub(super) upto: u64,
+    pub(super) entries: Vec<Entry>,
+    pub(super) snapshot: Option<Snapshot>,
+}
+
+impl<R> Durable<R> {
+    pub(super) fn new(store: Arc<dyn RoomStore>) -> Self {
+        Self {
+            store,
+            loaded: false,
+            committed: 0,
+            unsent: Vec::new(),
+            held: VecDeque::new(),
+            in_flight: None,
+            snapshot_at: 0,
+        }
+    }
+
+    /// The room's state now reflects storage up to `seq`.
+    pub(super) fn loaded_at(&mut self, seq: u64) {
+        self.loaded = true;
+        self.committed = seq;
+        self.snapshot_at = seq;
+    }
+
+    /// Queues the stored events among `events` for the next append.
+    pub(super) fn stage(&mut self, events: &[Event]) {
+        self.unsent.extend(events.iter().filter_map(Event::entry));
+    }
+
+    /// Holds an outcome produced when the room was at `upto`; returns what
+    /// may go out now.
+    pub(super) fn hold(&mut self, upto: u64, outcome: R) -> Vec<R> {
+        self.held.push_back((upto, outcome));
+        self.releasable()
+    }
+
+    fn releasable(&mut self) -> Vec<R> {
+        let mut out = Vec::new();
+        while self
+            .held
+            .front()
+            .is_some_and(|(upto, _)| *upto <= self.committed)
+        {
+            if let Some((_, r)) = self.held.pop_front() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// The next append, unless one is in flight or nothing is unsent;
+    /// `snapshot` is taken when one is due.
+    pub(super) fn next_batch(&mut self, snapshot: impl FnOnce() -> Snapshot) -> Option<Batch> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let upto = self.unsent.last()?.seq;
+        let snapshot = (upto >= self.snapshot_at + SNAPSHOT_EVERY).then(snapshot);
+        if snapshot.is_some() {
+            self.snapshot_at = upto;
+        }
+        self.in_flight = Some(upto);
+        Some(Batch {
+            upto,
+            entries: std::mem::take(&mut self.unsent),
+            snapshot,
+        })
+    }
+
+    /// The append up to `upto` was committed: returns what may go out now.
+    pub(super) fn committed(&mut self, upto: u64) -> Vec<R> {
+        if self.in_flight == Some(upto) {
+            self.in_flight = None;
+        }
+        self.committed = self.committed.max(upto);
+        self.releasable()
+    }
+
+    /// The append up to `upto` failed: nothing past `committed` may be shown.
+    /// Returns every held outcome, to be refused; the room must reload.
+    pub(super) fn failed(&mut self, upto: u64) -> Vec<R> {
+        if self.in_flight == Some(upto) {
+            self.in_flight = None;
+        }
+        self.unsent.clear();
+        self.loaded = false;
+        self.held.drain(..).map(|(_, r)| r).collect()
+    }
+
+    /// Nothing waits for storage.
+    pub(super) fn settled(&self) -> bool {
+        self.unsent.is_empty() && self.held.is_empty() && self.in_flight.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserId;
+    use crate::rooms::store::MemoryStore;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            frame: format!("{{\"seq\":{seq}}}").into(),
+            seq: Some(seq),
+            skip: None,
+            author: Some((UserId::parse("ann").unwrap(), Some(format!("m{seq}")))),
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_wait_for_the_commit_of_what_they_reflect() {
+        let mut d: Durable<&str> = Durable::new(MemoryStore::new(10));
+        d.loaded_at(0);
+        d.stage(&[event(1)]);
+        assert!(d.hold(1, "ack 1").is_empty(), "not yet durable");
+        let first = d.next_batch(Snapshot::default).expect("an append");
+        assert_eq!((first.upto, first.entries.len()), (1, 1));
+        d.stage(&[event(2)]);
+        assert!(d.hold(2, "ack 2").is_empty());
+        assert!(
+            d.next_batch(Snapshot::default).is_none(),
+            "one in flight at a time"
+        );
+        // An ephemeral outcome behind a stored one waits its turn.
+        assert!(d.hold(2, "typing").is_empty());
+        assert_eq!(d.committed(1), vec!["ack 1"]);
+        let second = d.next_batch(Snapshot::default).expect("the next append");
+        assert_eq!(second.entries[0].seq, 2);
+        assert!(!d.settled());
+        assert_eq!(d.committed(2), vec!["ack 2", "typing"]);
+        assert!(d.settled());
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_refuses_everything_held_and_asks_for_a_reload() {
+        let mut d: Durable<&str> = Durable::new(MemoryStore::new(10));
+        d.loaded_at(5);
+        assert_eq!(d.hold(5, "nothing stored"), vec!["nothing stored"]);
+        d.stage(&[event(6)]);
+        d.hold(6, "ack 6");
+        let batch = d.next_batch(Snapshot::default).expect("append");
+        d.stage(&[event(7)]);
+        d.hold(7, "ack 7");
+        assert_eq!(d.failed(batch.upto), vec!["ack 6", "ack 7"]);
+        assert!(!d.loaded && d.settled());
+    }
+
+    #[tokio::test]
+    async fn snapshots_go_with_every_few_hundred_entries() {
+        let mut d: Durable<()> = Durable::new(MemoryStore::new(10));
+        d.loaded_at(0);
+        let mut snapshots = 0;
+        for seq in 1..=2 * SNAPSHOT_EVERY {
+            d.stage(&[event(seq)]);
+            d.hold(seq, ());
+            let batch = d
+                .next_batch(|| Snapshot {
+                    seq,
+                    ..Snapshot::default()
+                })
+                .expect("append");
+            snapshots += usize::from(batch.snapshot.is_some());
+            d.committed(batch.upto);
+        }
+        assert_eq!(snapshots, 2);
+    }
+}

@@ -1,0 +1,530 @@
+//! A live room: its pure state behind a mutex, so that whoever delivers an
+//! operation (a link reader, a loader, the journal's answer) applies it in
+//! place, as the room's single writer, with no task of its own to wake. It
+//! tracks which gateway links have subscribers, holds outcomes for durable
+//! storage (`durable`), loads itself from storage on first use, and freezes
+//! for a hand-off.
+//!
+//! Lock order: a room's lock may be held while appending to a link (`Sink`),
+//! never the other way round; nothing awaits under it, and the store is
+//! called only after it is released.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::durable::{Batch, Durable};
+use super::sink::{Reply, Sink};
+use super::state::{Event, LinkId, Origin, RoomState, Sub};
+use super::store::{Append, Loaded, RoomStore, StoreError};
+use crate::ids::{Map, NodeId, Rid, RoomId, UserId};
+use crate::protocol::client::RoomOp;
+use crate::protocol::{now_ms, ErrorCode, Failure, Query, Status};
+
+/// Operations a loading room queues; past it they are refused `unavailable`.
+pub const LOADING_QUEUE: usize = 4096;
+
+/// One client operation, borrowed from the record that carried it.
+pub struct Op<'a> {
+    /// The request id.
+    pub rid: Rid,
+    /// The connection.
+    pub sub: Sub,
+    /// Its user's name.
+    pub user: &'a str,
+    /// The client frame's id.
+    pub id: Option<&'a str>,
+    /// What.
+    pub op: RoomOp<Bytes>,
+}
+
+/// A frozen room's state, ready to move.
+#[derive(Debug)]
+pub struct Frozen {
+    /// The durable part (seq, kept log, snapshot).
+    pub state: Loaded,
+    /// Subscribed connections with their users.
+    pub conns: Vec<(Sub, UserId)>,
+}
+
+/// A room arriving by hand-off, to be installed instead of loaded.
+pub struct Arrival {
+    /// Its durable part; `None` to load it from storage.
+    pub state: Option<Loaded>,
+    /// Connections subscribed at the previous owner, on this node's links.
+    pub conns: Vec<(Sub, UserId)>,
+    /// The links of those connections.
+    pub links: Vec<Arc<dyn Sink>>,
+}
+
+/// An outcome on its way out: events for the subscribers, then the answer.
+struct Release {
+    events: Vec<Event>,
+    answer: Option<Answer>,
+}
+
+struct Answer {
+    sink: Arc<dyn Sink>,
+    rid: Rid,
+    seq: Option<u64>,
+    frame: Option<Bytes>,
+    missed: Vec<(u64, Bytes)>,
+    /// A stored chat message (counted once it is out).
+    counts: bool,
+}
+
+/// What a loading room keeps until it can apply it.
+enum Queued {
+    Op {
+        sink: Arc<dyn Sink>,
+        rid: Rid,
+        sub: Sub,
+        user: String,
+        id: Option<String>,
+        op: RoomOp<Bytes>,
+    },
+    Query {
+        sink: Arc<dyn Sink>,
+        rid: Rid,
+        query: Query<Bytes>,
+    },
+}
+
+/// A live room.
+pub struct Room {
+    id: RoomId,
+    owner: NodeId,
+    /// Held for one operation at a time; see the lock order above.
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: RoomState,
+    /// Links with at least one subscribed connection.
+    links: Map<LinkId, Arc<dyn Sink>>,
+    durable: Option<Durable<Release>>,
+    /// Set while the room loads: operations wait here, in order.
+    loading: Option<VecDeque<Queued>>,
+    /// Frozen for a hand-off: operations are answered `Moved`.
+    frozen: bool,
+    /// Waiting for everything stored to be durable before exporting.
+    freezing: Vec<oneshot::Sender<Option<Frozen>>>,
+}
+
+impl Room {
+    /// A room owned by `owner`, keeping `keep` stored events; with a store
+    /// it is rebuilt from storage on first use.
+    pub fn new(
+        id: RoomId,
+        owner: NodeId,
+        keep: usize,
+        store: Option<Arc<dyn RoomStore>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                state: RoomState::new(id.clone(), keep),
+                links: Map::default(),
+                durable: store.map(Durable::new),
+                loading: None,
+                frozen: false,
+                freezing: Vec::new(),
+            }),
+            id,
+            owner,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's id.
+    pub fn id(&self) -> &RoomId {
+        &self.id
+    }
+
+    /// Installs the state of a room handed off by its previous owner.
+    pub fn install(&self, arrival: Arrival) {
+        let mut inner = self.lock();
+        if let Some(state) = arrival.state {
+            inner.state.restore(state);
+            let seq = inner.state.seq();
+            if let Some(d) = &mut inner.durable {
+                // The previous owner made all of it durable before exporting.
+                d.loaded_at(seq);
+            }
+        }
+        inner.state.adopt(arrival.conns);
+        for link in arrival.links {
+            if inner.state.has_link(link.link()) {
+                inner.links.insert(link.link(), link);
+            }
+        }
+    }
+
+    /// Applies a client operation; the answer goes to `sink`.
+    pub fn op(self: &Arc<Self>, sink: &Arc<dyn Sink>, op: Op<'_>) {
+        let mut inner = self.lock();
+        if inner.frozen {
+            return sink.reply(op.rid, Reply::moved());
+        }
+        if inner.needs_load() {
+            let queued = Queued::Op {
+                sink: sink.clone(),
+                rid: op.rid,
+                sub: op.sub,
+                user: op.user.to_string(),
+                id: op.id.map(str::to_string),
+                op: op.op,
+            };
+            return self.queue(inner, queued);
+        }
+        let batch = inner.apply_op(sink, op);
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// Answers an HTTP API query; the answer goes to `sink`.
+    pub fn query(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, query: Query<Bytes>) {
+        let mut inner = self.lock();
+        if inner.frozen {
+            return sink.reply(rid, Reply::moved());
+        }
+        if inner.needs_load() {
+            let queued = Queued::Query {
+                sink: sink.clone(),
+                rid,
+                query,
+            };
+            return self.queue(inner, queued);
+        }
+        let batch = inner.apply_query(sink, rid, query, &self.owner);
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// A gateway link went away: its connections leave.
+    pub fn drop_link(self: &Arc<Self>, link: LinkId) {
+        let mut inner = self.lock();
+        inner.links.remove(&link);
+        let out = inner.state.drop_link(link);
+        let batch = inner.emit(Release {
+            events: out.events,
+            answer: None,
+        });
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// Stops applying operations (they are answered `Moved`); once nothing
+    /// waits for storage, the receiver gets the room's state to move, or
+    /// `None` when storage failed (the next owner then loads it).
+    pub fn freeze(&self) -> oneshot::Receiver<Option<Frozen>> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        inner.frozen = true;
+        inner.freezing.push(tx);
+        inner.export_if_settled();
+        rx
+    }
+
+    /// Serves again (the hand-off did not happen).
+    pub fn thaw(&self) {
+        self.lock().frozen = false;
+    }
+
+    /// Whether no connection is subscribed and nothing is under way, so that
+    /// the room may be released from memory.
+    pub fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        inner.state.is_idle()
+            && inner.loading.is_none()
+            && inner.freezing.is_empty()
+            && inner.durable.as_ref().is_none_or(Durable::settled)
+    }
+
+    fn queue(self: &Arc<Self>, mut inner: MutexGuard<'_, Inner>, queued: Queued) {
+        match &mut inner.loading {
+            Some(queue) if queue.len() >= LOADING_QUEUE => {
+                let (sink, rid) = queued.requester();
+                sink.reply(rid, Reply::failed(&unavailable(&self.id)));
+            }
+            Some(queue) => queue.push_back(queued),
+            None => {
+                inner.loading = Some(VecDeque::from([queued]));
+                let store = inner.durable.as_ref().map(|d| d.store.clone());
+                drop(inner);
+                if let Some(store) = store {
+                    let room = self.clone();
+                    tokio::spawn(async move {
+                        let loaded = store.load(&room.id).await;
+                        room.loaded(loaded);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Storage answered the load: apply what waited, in order.
+    fn loaded(self: &Arc<Self>, result: Result<Loaded, StoreError>) {
+        let mut inner = self.lock();
+        let ok = match result {
+            Ok(loaded) => {
+                inner.state.restore(loaded);
+                let seq = inner.state.seq();
+                if let Some(d) = &mut inner.durable {
+                    d.loaded_at(seq);
+                }
+                tracing::debug!(seq, "room loaded");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(room.id = %self.id, error = %e, "room cannot load");
+                false
+            }
+        };
+        let queue = inner.loading.take().unwrap_or_default();
+        let mut batch = None;
+        for queued in queue {
+            if inner.frozen {
+                let (sink, rid) = queued.requester();
+                sink.reply(rid, Reply::moved());
+                continue;
+            }
+            if !ok {
+                let (sink, rid) = queued.requester();
+                sink.reply(rid, Reply::failed(&unavailable(&self.id)));
+                continue;
+            }
+            let next = match queued {
+                Queued::Op {
+                    sink,
+                    rid,
+                    sub,
+                    user,
+                    id,
+                    op,
+                } => {
+                    let op = Op {
+                        rid,
+                        sub,
+                        user: &user,
+                        id: id.as_deref(),
+                        op,
+                    };
+                    inner.apply_op(&sink, op)
+                }
+                Queued::Query { sink, rid, query } => {
+                    inner.apply_query(&sink, rid, query, &self.owner)
+                }
+            };
+            batch = batch.or(next);
+        }
+        inner.export_if_settled();
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// Hands an append to the journal, once the room's lock is released (a
+    /// store may answer at once).
+    fn submit(self: &Arc<Self>, batch: Option<(Arc<dyn RoomStore>, Batch)>) {
+        let Some((store, batch)) = batch else { return };
+        let room = Arc::downgrade(self);
+        let upto = batch.upto;
+        store.append(Append {
+            room: self.id.clone(),
+            entries: batch.entries,
+            snapshot: batch.snapshot,
+            done: Box::new(move |result| {
+                if let Some(room) = room.upgrade() {
+                    room.committed(upto, result);
+                }
+            }),
+        });
+    }
+
+    /// The journal answered the append up to `upto`.
+    fn committed(self: &Arc<Self>, upto: u64, result: Result<(), StoreError>) {
+        let mut inner = self.lock();
+        let Some(d) = &mut inner.durable else { return };
+        match result {
+            Ok(()) => {
+                for release in d.committed(upto) {
+                    inner.release(release);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room.id = %self.id, error = %e, "append failed; the room reloads");
+                let failure = unavailable(&self.id);
+                for release in d.failed(upto) {
+                    if let Some(a) = release.answer {
+                        a.sink.reply(a.rid, Reply::failed(&failure));
+                    }
+                }
+            }
+        }
+        let batch = inner.next_batch();
+        inner.export_if_settled();
+        drop(inner);
+        self.submit(batch);
+    }
+}
+
+impl Queued {
+    fn requester(self) -> (Arc<dyn Sink>, Rid) {
+        match self {
+            Self::Op { sink, rid, .. } | Self::Query { sink, rid, .. } => (sink, rid),
+        }
+    }
+}
+
+impl Inner {
+    /// A durable room that has not been rebuilt from storage yet (or is
+    /// being rebuilt).
+    fn needs_load(&self) -> bool {
+        self.loading.is_some() || self.durable.as_ref().is_some_and(|d| !d.loaded)
+    }
+
+    fn apply_op(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        op: Op<'_>,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let Some(user) = self.state.user(op.sub, op.user) else {
+            let failure = Status::Failed(Failure::bad_request("bad user"));
+            sink.reply(op.rid, Reply::failed(&failure));
+            return None;
+        };
+        let origin = Origin { sub: op.sub, user };
+        let out = self.state.apply(&origin, op.id, &op.op, now_ms());
+        let link = sink.link();
+        if self.state.has_link(link) {
+            self.links.entry(link).or_insert_with(|| sink.clone());
+        } else {
+            self.links.remove(&link);
+        }
+        let counts = matches!(op.op, RoomOp::Send { .. }) && !out.events.is_empty();
+        self.emit(Release {
+            events: out.events,
+            answer: Some(Answer {
+                sink: sink.clone(),
+                rid: op.rid,
+                seq: out.seq,
+                frame: out.reply,
+                missed: out.missed.unwrap_or_default(),
+                counts,
+            }),
+        })
+    }
+
+    fn apply_query(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        query: Query<Bytes>,
+        owner: &NodeId,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let (events, frame, counts) = match query {
+            Query::Info => (Vec::new(), self.state.info_json(owner.as_str()), false),
+            Query::Messages { since, limit } => {
+                (Vec::new(), self.state.messages_json(since, limit), false)
+            }
+            Query::Post { from, body } => {
+                let Ok(from) = UserId::parse(&from) else {
+                    let failure = Status::Failed(Failure::bad_request("bad author"));
+                    sink.reply(rid, Reply::failed(&failure));
+                    return None;
+                };
+                let out = self.state.send(&from, None, &body, now_ms());
+                let seq = format!("{{\"seq\":{}}}", self.state.seq()).into_bytes();
+                (out.events, seq, true)
+            }
+        };
+        self.emit(Release {
+            events,
+            answer: Some(Answer {
+                sink: sink.clone(),
+                rid,
+                seq: None,
+                frame: Some(frame.into()),
+                missed: Vec::new(),
+                counts,
+            }),
+        })
+    }
+
+    /// Releases an outcome now, or holds it until what it reflects is
+    /// durable; returns an append to submit.
+    fn emit(&mut self, release: Release) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let seq = self.state.seq();
+        let Some(d) = &mut self.durable else {
+            self.release(release);
+            return None;
+        };
+        d.stage(&release.events);
+        for ready in d.hold(seq, release) {
+            self.release(ready);
+        }
+        self.next_batch()
+    }
+
+    fn next_batch(&mut self) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let d = self.durable.as_mut()?;
+        let state = &self.state;
+        let batch = d.next_batch(|| state.snapshot())?;
+        Some((d.store.clone(), batch))
+    }
+
+    /// Sends each event once to every subscribed link (the link of the
+    /// connection that caused it learns which one to skip), then the answer.
+    fn release(&self, release: Release) {
+        for event in &release.events {
+            for sink in self.links.values() {
+                let skip = event.skip.filter(|s| s.link == sink.link()).map(|s| s.conn);
+                sink.event(self.state.id(), event, skip);
+            }
+        }
+        if let Some(a) = release.answer {
+            if a.counts {
+                crate::telemetry::metrics().messages_in.increment(1);
+            }
+            a.sink.reply(
+                a.rid,
+                Reply {
+                    status: &Status::Ok,
+                    seq: a.seq,
+                    frame: a.frame.as_deref(),
+                    missed: &a.missed,
+                },
+            );
+        }
+    }
+
+    /// Answers the freeze requests once nothing is waiting for storage.
+    fn export_if_settled(&mut self) {
+        if self.freezing.is_empty() || self.loading.is_some() {
+            return;
+        }
+        if !self.durable.as_ref().is_none_or(Durable::settled) {
+            return;
+        }
+        // A room whose storage failed exports nothing: the next owner loads it.
+        let loaded = self.durable.as_ref().is_none_or(|d| d.loaded);
+        for waiter in self.freezing.drain(..) {
+            let frozen = loaded.then(|| Frozen {
+                state: self.state.export(),
+                conns: self.state.connections(),
+            });
+            let _ = waiter.send(frozen);
+        }
+    }
+}
+
+fn unavailable(room: &RoomId) -> Status {
+    Status::Failed(Failure::new(
+        ErrorCode::Unavailable,
+        format!("{room} cannot store right now; retry"),
+    ))
+}
