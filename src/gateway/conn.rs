@@ -210,11 +210,15 @@ impl Connection {
     }
 
     async fn run(mut self, leftover: Bytes) {
+        // What the client sent right behind its upgrade request; the buffer
+        // it sits in is the HTTP connection's, and must not stay with us.
         if !leftover.is_empty() {
             let mut data = leftover.to_vec();
             self.decode(&mut data);
         }
+        drop(leftover);
         let out = self.handler.out.clone();
+        let mut woken = std::pin::pin!(out.woken());
         let close = loop {
             if let Some(close) = self.handler.closing.take() {
                 break Some(close);
@@ -225,8 +229,22 @@ impl Connection {
                     close = out.closed() => break Some(close),
                 }
             }
+            match out.task() {
+                Some(Task::Close(close)) => break Some(close),
+                Some(Task::Write) => {
+                    tokio::select! {
+                        written = out.write_blocked() => if written.is_err() { break None },
+                        close = out.closed() => break Some(close),
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            // The socket's own read-readiness slot, not a registered waiter:
+            // this task is its only reader.
+            let readable = std::future::poll_fn(|cx| out.stream().poll_read_ready(cx));
             tokio::select! {
-                ready = out.stream().readable() => {
+                ready = readable => {
                     if ready.is_err() {
                         break None;
                     }
@@ -234,13 +252,7 @@ impl Connection {
                         break None;
                     }
                 }
-                task = out.task() => match task {
-                    Task::Close(close) => break Some(close),
-                    Task::Write => tokio::select! {
-                        written = out.write_blocked() => if written.is_err() { break None },
-                        close = out.closed() => break Some(close),
-                    },
-                },
+                () = woken.as_mut() => woken.set(out.woken()),
             }
         };
         if let Some(close) = close {

@@ -131,7 +131,9 @@ impl Outbox {
 
     /// Queues a frame and writes what is queued.
     pub(super) fn send(&self, frame: Bytes) {
-        self.push(frame);
+        if self.push(frame) {
+            crate::telemetry::metrics().frames_out.increment(1);
+        }
         self.flush();
     }
 
@@ -162,10 +164,7 @@ impl Outbox {
                 self.stream.try_write_vectored(&slices[..n])
             };
             match result {
-                Ok(written) => {
-                    let frames = state.advance(written);
-                    crate::telemetry::metrics().frames_out.increment(frames);
-                }
+                Ok(written) => state.advance(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     state.blocked = true;
                     self.wake.notify_one();
@@ -195,23 +194,23 @@ impl Outbox {
         }
     }
 
-    /// Waits until the connection's task has something to do.
-    pub(super) async fn task(&self) -> Task {
-        loop {
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            {
-                let state = self.lock();
-                if let Some(close) = state.close {
-                    return Task::Close(close);
-                }
-                if state.blocked {
-                    return Task::Write;
-                }
-            }
-            woken.await;
+    /// What the connection's task has to do now, if anything.
+    pub(super) fn task(&self) -> Option<Task> {
+        let state = self.lock();
+        if let Some(close) = state.close {
+            Some(Task::Close(close))
+        } else if state.blocked {
+            Some(Task::Write)
+        } else {
+            None
         }
+    }
+
+    /// Fires when the connection's task may have something to do (`task`):
+    /// created once and re-armed after it fires, so that waiting costs no
+    /// registration per wake-up.
+    pub(super) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 
     /// Waits until the connection is asked to close.
@@ -251,7 +250,7 @@ impl Outbox {
 
     /// The socket takes more: write what is queued.
     pub(super) async fn write_blocked(&self) -> io::Result<()> {
-        self.stream.writable().await?;
+        std::future::poll_fn(|cx| self.stream.poll_write_ready(cx)).await?;
         let mut state = self.lock();
         state.blocked = false;
         self.write(&mut state);
@@ -268,46 +267,62 @@ impl Outbox {
 }
 
 impl State {
-    /// Drops what was written; returns how many frames went out whole.
-    fn advance(&mut self, mut written: usize) -> u64 {
+    /// Drops what was written.
+    fn advance(&mut self, mut written: usize) {
         self.queued -= written;
-        let mut frames = 0;
         while let Some(front) = self.queue.front() {
             let left = front.len() - self.offset;
             if written < left {
                 self.offset += written;
-                return frames;
+                return;
             }
             written -= left;
             self.offset = 0;
             self.queue.pop_front();
-            frames += 1;
         }
         // A queue that grew during a burst is let go.
         if self.queue.capacity() > 64 {
             self.queue = VecDeque::new();
         }
-        frames
     }
 }
 
 /// The outboxes a batch of work queued frames on, each flushed once at the
-/// end of the batch.
+/// end of the batch; the frames are counted once per batch too.
 #[derive(Default)]
-pub(super) struct Dirty(Vec<Arc<Outbox>>);
+pub(super) struct Dirty {
+    outboxes: Vec<Arc<Outbox>>,
+    frames: u64,
+    deliveries: u64,
+}
 
 impl Dirty {
     /// Queues a frame on `out`, remembering to flush it.
     pub(super) fn push(&mut self, out: &Arc<Outbox>, frame: Bytes) {
+        self.frames += 1;
         if out.push(frame) {
-            self.0.push(out.clone());
+            self.outboxes.push(out.clone());
         }
+    }
+
+    /// Counts room events delivered by the frames pushed.
+    pub(super) fn delivered(&mut self, n: u64) {
+        self.deliveries += n;
     }
 
     /// Flushes every outbox touched.
     pub(super) fn flush(&mut self) {
-        for out in self.0.drain(..) {
+        for out in self.outboxes.drain(..) {
             out.flush();
+        }
+        if self.frames > 0 {
+            let metrics = crate::telemetry::metrics();
+            metrics
+                .frames_out
+                .increment(std::mem::take(&mut self.frames));
+            metrics
+                .deliveries
+                .increment(std::mem::take(&mut self.deliveries));
         }
     }
 }

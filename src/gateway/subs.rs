@@ -167,8 +167,7 @@ impl Subscriptions {
             return;
         }
         let sent = subs.deliver(seq, skip, &frame, dirty);
-        drop(rooms);
-        crate::telemetry::metrics().deliveries.increment(sent);
+        dirty.delivered(sent);
     }
 
     /// Marks for resumption every subscribed room whose owner is not the
@@ -220,7 +219,6 @@ impl Subscriptions {
             }
         }
         subs.owner = Some(owner.clone());
-        drop(rooms);
-        crate::telemetry::metrics().deliveries.increment(sent);
+        dirty.delivered(sent);
     }
 }

@@ -58,7 +58,8 @@ struct OpPending {
     attempt: usize,
     /// The node it was sent to.
     node: Option<NodeId>,
-    deadline: Instant,
+    /// The sweep round it was sent in (see `Upstream::round`).
+    born: u64,
     /// Parts of the answer so far.
     parts: Vec<(Option<u64>, Bytes)>,
 }
@@ -69,7 +70,7 @@ enum Pending {
         tx: oneshot::Sender<(Status, Bytes)>,
         node: NodeId,
         parts: BytesMut,
-        deadline: Instant,
+        born: u64,
     },
 }
 
@@ -92,6 +93,9 @@ pub(super) struct Upstream {
     /// gateway, so that a request keeps its id when routed again).
     pending: Mutex<Map<Rid, Pending>>,
     next_rid: AtomicU64,
+    /// Counts sweeps (one per `SWEEP`): a request's age is measured in
+    /// rounds, so that sending one reads no clock.
+    round: AtomicU64,
 }
 
 /// A client operation as a connection hands it over.
@@ -123,6 +127,7 @@ impl Upstream {
             links: Mutex::default(),
             pending: Mutex::default(),
             next_rid: AtomicU64::new(1),
+            round: AtomicU64::new(0),
         });
         tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
         tokio::spawn(up.clone().sweep(shutdown).in_current_span());
@@ -190,7 +195,7 @@ impl Upstream {
             record,
             attempt: 0,
             node: None,
-            deadline: Instant::now() + ANSWER_WITHIN,
+            born: self.round(),
             parts: Vec::new(),
         };
         self.send_op(rid, pending, req.room)
@@ -233,8 +238,7 @@ impl Upstream {
             None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
             None => None,
         };
-        let Some(pause) =
-            pause.filter(|_| op.kind == OpKind::Resume || Instant::now() < op.deadline)
+        let Some(pause) = pause.filter(|_| op.kind == OpKind::Resume || !self.expired(op.born))
         else {
             return self.unavailable(&op);
         };
@@ -284,7 +288,7 @@ impl Upstream {
                         tx,
                         node: owner,
                         parts: BytesMut::new(),
-                        deadline: give_up,
+                        born: self.round(),
                     },
                 );
                 let record = ToNode::Query {
@@ -457,9 +461,7 @@ impl Upstream {
                 let sent = self
                     .sessions
                     .send_to_user(user, &websocket::text(payload), dirty);
-                crate::telemetry::metrics()
-                    .deliveries
-                    .increment(sent as u64);
+                dirty.delivered(sent as u64);
             }
             FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
                 Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
@@ -576,6 +578,17 @@ impl Upstream {
         }
     }
 
+    /// The current sweep round.
+    fn round(&self) -> u64 {
+        self.round.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request sent in round `born` has waited `ANSWER_WITHIN`.
+    fn expired(&self, born: u64) -> bool {
+        let rounds = (ANSWER_WITHIN.as_millis() / SWEEP.as_millis()) as u64;
+        self.round().saturating_sub(born) >= rounds
+    }
+
     /// Answers requests nobody answered in time, until shutdown.
     async fn sweep(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(SWEEP);
@@ -584,14 +597,14 @@ impl Upstream {
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            let now = Instant::now();
+            self.round.fetch_add(1, Ordering::Relaxed);
             let expired: Vec<(Rid, Pending)> = {
                 let mut pending = self.lock_pending();
                 let rids: Vec<Rid> = pending
                     .iter()
                     .filter(|(_, p)| match p {
-                        Pending::Op(op) => op.deadline <= now,
-                        Pending::Query { deadline, .. } => *deadline <= now,
+                        Pending::Op(op) => self.expired(op.born),
+                        Pending::Query { born, .. } => self.expired(*born),
                     })
                     .map(|(rid, _)| *rid)
                     .collect();
@@ -602,7 +615,7 @@ impl Upstream {
             for (rid, p) in expired {
                 match p {
                     Pending::Op(mut op) if op.kind == OpKind::Resume => {
-                        op.deadline = now + ANSWER_WITHIN;
+                        op.born = self.round();
                         op.parts.clear();
                         self.retry(rid, op);
                     }

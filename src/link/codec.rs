@@ -68,7 +68,7 @@ pub fn encode_into<T: Serialize + ?Sized>(
 
 /// One framed record as its own buffer.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Result<Bytes, CodecError> {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(256);
     encode_into(&mut buf, record)?;
     Ok(buf.freeze())
 }

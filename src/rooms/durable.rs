@@ -136,7 +136,10 @@ mod tests {
             frame: format!("{{\"seq\":{seq}}}").into(),
             seq: Some(seq),
             skip: None,
-            author: Some((UserId::parse("ann").unwrap(), Some(format!("m{seq}")))),
+            author: Some((
+                UserId::parse("ann").unwrap(),
+                Some(format!("m{seq}").into()),
+            )),
         }
     }
 

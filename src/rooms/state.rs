@@ -17,6 +17,10 @@ use crate::protocol::Failure;
 /// Which gateway link a connection arrived on.
 pub type LinkId = u64;
 
+/// A client's id of a message, shared by the kept log, the idempotency
+/// window and the journal without copies.
+pub type ClientId = std::sync::Arc<str>;
+
 /// Messages a `join` without `since` replays.
 pub const JOIN_HISTORY: usize = 50;
 
@@ -61,7 +65,7 @@ pub struct Event {
     /// A connection that must not receive it (the one that caused it).
     pub skip: Option<Sub>,
     /// For chat messages: the author and the client id.
-    pub author: Option<(UserId, Option<String>)>,
+    pub author: Option<(UserId, Option<ClientId>)>,
 }
 
 impl Event {
@@ -79,7 +83,7 @@ impl Event {
     pub fn entry(&self) -> Option<Entry> {
         let seq = self.seq?;
         let (author, cid) = match &self.author {
-            Some((user, cid)) => (Some(user.to_string()), cid.clone()),
+            Some((user, cid)) => (Some(user.to_string()), cid.as_deref().map(str::to_string)),
             None => (None, None),
         };
         Some(Entry {
@@ -96,7 +100,7 @@ impl Event {
 struct Kept {
     seq: u64,
     /// Set for chat messages: `(author, client id)` for the idempotency window.
-    msg: Option<(UserId, Option<String>)>,
+    msg: Option<(UserId, Option<ClientId>)>,
     frame: Bytes,
 }
 
@@ -108,7 +112,7 @@ pub struct RoomState {
     keep: usize,
     log: VecDeque<Kept>,
     /// Client ids of kept messages, per author, to their seq.
-    sent: Map<UserId, Map<String, u64>>,
+    sent: Map<UserId, Map<ClientId, u64>>,
     conns: Map<Sub, UserId>,
     links: Map<LinkId, usize>,
     online: BTreeMap<UserId, usize>,
@@ -379,7 +383,7 @@ impl RoomState {
         let seq = self.seq + 1;
         let frame = msg_frame(self.room.as_str(), seq, from.as_str(), body, now);
         let reply = id.map(|id| ack_frame(id, self.room.as_str(), seq).into());
-        let event = self.store(frame.into(), Some((from.clone(), id.map(str::to_string))));
+        let event = self.store(frame.into(), Some((from.clone(), id.map(ClientId::from))));
         Outcome {
             reply,
             events: vec![event],
@@ -450,7 +454,7 @@ impl RoomState {
     }
 
     /// Stamps the next seq on an encoded frame, keeps it, trims the log.
-    fn store(&mut self, frame: Bytes, msg: Option<(UserId, Option<String>)>) -> Event {
+    fn store(&mut self, frame: Bytes, msg: Option<(UserId, Option<ClientId>)>) -> Event {
         self.seq += 1;
         let seq = self.seq;
         self.keep_entry(Kept {

@@ -1,7 +1,7 @@
 //! Moving a room's state in and out: restoring it from storage, snapshots,
 //! and the export and adoption of a whole room for a live hand-off.
 
-use super::{Kept, RoomState, Sub};
+use super::{ClientId, Kept, RoomState, Sub};
 use crate::ids::UserId;
 use crate::rooms::board::Board;
 use crate::rooms::store::{Entry, Loaded, Snapshot};
@@ -39,7 +39,7 @@ impl RoomState {
             let msg = entry
                 .author
                 .and_then(|a| UserId::parse(&a).ok())
-                .map(|a| (a, entry.cid));
+                .map(|a| (a, entry.cid.as_deref().map(ClientId::from)));
             self.seq = self.seq.max(entry.seq);
             self.keep_entry(Kept {
                 seq: entry.seq,
@@ -75,7 +75,10 @@ impl RoomState {
                 seq: k.seq,
                 frame: k.frame.clone(),
                 author: k.msg.as_ref().map(|(u, _)| u.to_string()),
-                cid: k.msg.as_ref().and_then(|(_, c)| c.clone()),
+                cid: k
+                    .msg
+                    .as_ref()
+                    .and_then(|(_, c)| c.as_deref().map(str::to_string)),
             })
             .collect();
         Loaded {
