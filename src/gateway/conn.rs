@@ -23,10 +23,10 @@ use tracing::Instrument;
 use super::auth::Identity;
 use super::http::AppError;
 use super::outbox::{Close, Outbox, Task};
-use super::upstream::OpRequest;
+use super::upstream::{OpRequest, Route};
 use super::websocket::{self, close, Decoder, Incoming};
 use super::Gateway;
-use crate::ids::{ConnId, RoomId, Set};
+use crate::ids::{ConnId, Map, RoomId};
 use crate::link::LinkWriter;
 use crate::protocol::client::{self, Command, RoomOp};
 use crate::protocol::server::{error_frame, ServerFrame};
@@ -167,8 +167,9 @@ struct Handler {
     id: ConnId,
     identity: Identity,
     out: Arc<Outbox>,
-    /// Rooms this connection has joined (as far as it has asked).
-    joined: Set<RoomId>,
+    /// Rooms this connection has joined (as far as it has asked), with the
+    /// route to each one's owner.
+    joined: Map<RoomId, Option<Route>>,
     bucket: TokenBucket,
     /// Set when the client closed or broke the protocol.
     closing: Option<Close>,
@@ -200,7 +201,7 @@ impl Connection {
                 id,
                 identity,
                 out,
-                joined: Set::default(),
+                joined: Map::default(),
                 bucket,
                 closing: None,
                 wait: None,
@@ -378,7 +379,7 @@ impl Handler {
             );
             return self.reply_error(&failure, id, Some(&room));
         }
-        let joined = self.joined.contains(&*room);
+        let joined = self.joined.contains_key(&*room);
         match &op {
             RoomOp::Join { .. } if joined => {}
             RoomOp::Join { .. } => {
@@ -391,7 +392,7 @@ impl Handler {
                     return self.reply_error(&failure, id, Some(&room));
                 }
                 if let Ok(parsed) = RoomId::parse(&room) {
-                    self.joined.insert(parsed);
+                    self.joined.insert(parsed, None);
                 }
             }
             _ if !joined => {
@@ -404,6 +405,7 @@ impl Handler {
             }
             _ => {}
         }
+        let route = self.joined.get_mut(&*room);
         let req = OpRequest {
             room: &room,
             conn: self.id,
@@ -411,6 +413,7 @@ impl Handler {
             user: self.identity.user.as_str(),
             id,
             op,
+            route,
         };
         if let Some(link) = self.gw.upstream.op(req) {
             self.wait = Some(link);
@@ -424,7 +427,7 @@ impl Handler {
 
     /// Leaves every joined room, so that presence is right at the owners.
     fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.joined) {
+        for (room, _) in std::mem::take(&mut self.joined) {
             self.gw.subs.unsubscribe(room.as_str(), self.id);
             let req = OpRequest {
                 room: room.as_str(),
@@ -433,6 +436,7 @@ impl Handler {
                 user: self.identity.user.as_str(),
                 id: None,
                 op: RoomOp::Leave,
+                route: None,
             };
             self.gw.upstream.op(req);
         }

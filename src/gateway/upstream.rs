@@ -93,6 +93,9 @@ pub(super) struct Upstream {
     /// gateway, so that a request keeps its id when routed again).
     pending: Mutex<Map<Rid, Pending>>,
     next_rid: AtomicU64,
+    /// Bumped whenever the ring or a link changes, so that a cached route
+    /// that is still good costs one load to check.
+    routes: AtomicU64,
     /// Counts sweeps (one per `SWEEP`): a request's age is measured in
     /// rounds, so that sending one reads no clock.
     round: AtomicU64,
@@ -106,6 +109,17 @@ pub(super) struct OpRequest<'a> {
     pub(super) user: &'a str,
     pub(super) id: Option<&'a str>,
     pub(super) op: RoomOp<&'a [u8]>,
+    /// The connection's cached route to the room's owner, checked and
+    /// refreshed here.
+    pub(super) route: Option<&'a mut Option<Route>>,
+}
+
+/// Where a room's operations go, as of one version of the routes.
+#[derive(Clone)]
+pub(super) struct Route {
+    version: u64,
+    node: NodeId,
+    writer: LinkWriter,
 }
 
 impl Upstream {
@@ -127,6 +141,7 @@ impl Upstream {
             links: Mutex::default(),
             pending: Mutex::default(),
             next_rid: AtomicU64::new(1),
+            routes: AtomicU64::new(1),
             round: AtomicU64::new(0),
         });
         tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
@@ -141,6 +156,35 @@ impl Upstream {
     /// The current ring view.
     pub(super) fn view(&self) -> Arc<RingView> {
         self.ring.borrow().clone()
+    }
+
+    /// The route to a room's owner: the cached one while nothing changed.
+    fn route(
+        &self,
+        room: &str,
+        cached: Option<&mut Option<Route>>,
+    ) -> Option<(NodeId, LinkWriter)> {
+        let version = self.routes.load(Ordering::Acquire);
+        let Some(cache) = cached else {
+            return self.writer_to_owner(room);
+        };
+        if let Some(route) = cache {
+            if route.version == version && !route.writer.is_closed() {
+                return Some((route.node.clone(), route.writer.clone()));
+            }
+        }
+        let (node, writer) = self.writer_to_owner(room)?;
+        *cache = Some(Route {
+            version,
+            node: node.clone(),
+            writer: writer.clone(),
+        });
+        Some((node, writer))
+    }
+
+    /// Routes changed: every cached route is checked again.
+    fn routes_changed(&self) {
+        self.routes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The owner of `key` and its link's writer, if the link is up.
@@ -198,12 +242,18 @@ impl Upstream {
             born: self.round(),
             parts: Vec::new(),
         };
-        self.send_op(rid, pending, req.room)
+        self.send_op(rid, pending, req.room, req.route)
     }
 
     /// Sends (or sends again) an operation to the owner of `room`.
-    fn send_op(self: &Arc<Self>, rid: Rid, mut op: OpPending, room: &str) -> Option<LinkWriter> {
-        let Some((owner, writer)) = self.writer_to_owner(room) else {
+    fn send_op(
+        self: &Arc<Self>,
+        rid: Rid,
+        mut op: OpPending,
+        room: &str,
+        cached: Option<&mut Option<Route>>,
+    ) -> Option<LinkWriter> {
+        let Some((owner, writer)) = self.route(room, cached) else {
             self.retry(rid, op);
             return None;
         };
@@ -248,7 +298,7 @@ impl Upstream {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(pause)).await;
             let room = record_room(&op.record);
-            if let Some(writer) = up.send_op(rid, op, room.as_str()) {
+            if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
                 writer.wait_room().await;
             }
         });
@@ -373,6 +423,7 @@ impl Upstream {
                 tokio::spawn(task.instrument(span));
                 tasks.insert(id, (addr, stop_tx));
             }
+            self.routes_changed();
             self.resume_moved(None);
             tokio::select! {
                 changed = ring.changed() => if changed.is_err() { return },
@@ -399,6 +450,7 @@ impl Upstream {
                     tracing::debug!(addr = %addr, "link up");
                     *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(up.writer.clone());
+                    self.routes_changed();
                     tokio::select! {
                         _ = self.read_link(&node, up.reader) => {}
                         _ = shutdown.wait() => {}
@@ -406,6 +458,7 @@ impl Upstream {
                     }
                     link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
                     up.writer.close();
+                    self.routes_changed();
                     tracing::debug!("link down");
                     self.fail_pending(&node);
                     self.resume_moved(Some(&node));
@@ -655,6 +708,7 @@ impl Upstream {
                     op: RoomOp::Resume {
                         since: resume.since,
                     },
+                    route: None,
                 });
             }
         }

@@ -36,11 +36,9 @@ struct Expect {
     until: Option<Instant>,
 }
 
-/// A room and when it was last routed to (in routings: a count orders
-/// rooms by recency without reading a clock per operation).
+/// A room the node holds.
 struct Held {
     room: Arc<Room>,
-    used: u64,
 }
 
 /// The node's rooms by room id.
@@ -54,7 +52,8 @@ pub(super) struct Registry {
     expect: Mutex<Expect>,
     /// Set while the node's lease is in doubt: it then serves no room.
     fenced: AtomicBool,
-    /// Routings so far, the clock of `Held::used`.
+    /// Routings so far, the clock of `Room::used` (a count orders rooms by
+    /// recency without reading a clock per operation).
     routed: AtomicU64,
 }
 
@@ -91,9 +90,9 @@ impl Registry {
         {
             return None;
         }
-        let now = self.routed.fetch_add(1, Ordering::Relaxed);
-        if let Some(held) = self.lock().get_mut(room) {
-            held.used = now;
+        let now = self.tick();
+        if let Some(held) = self.lock().get(room) {
+            held.room.touch(now);
             return Some(held.room.clone());
         }
         if self.awaiting(ring_epoch) {
@@ -103,8 +102,8 @@ impl Registry {
         let mut rooms = self.lock();
         let held = rooms.entry(id.clone()).or_insert_with(|| Held {
             room: Room::new(id, self.id.clone(), self.keep, self.store.clone()),
-            used: now,
         });
+        held.room.touch(now);
         Some(held.room.clone())
     }
 
@@ -151,13 +150,8 @@ impl Registry {
         }
         let live = Room::new(room.clone(), self.id.clone(), self.keep, self.store.clone());
         live.install(arrival);
-        rooms.insert(
-            room.clone(),
-            Held {
-                room: live,
-                used: self.routed.fetch_add(1, Ordering::Relaxed),
-            },
-        );
+        live.touch(self.tick());
+        rooms.insert(room.clone(), Held { room: live });
         true
     }
 
@@ -169,7 +163,7 @@ impl Registry {
             .lock()
             .iter()
             .filter(|(room, _)| ring.owner(room) != Some(&self.id))
-            .map(|(_, held)| (held.used, held.room.clone()))
+            .map(|(_, held)| (held.room.used(), held.room.clone()))
             .collect();
         moving.sort_by_key(|m| std::cmp::Reverse(m.0));
         moving.into_iter().map(|(_, room)| room).collect()
@@ -177,12 +171,24 @@ impl Registry {
 
     /// Forgets a room that moved on.
     pub(super) fn remove(&self, room: &RoomId) {
-        self.lock().remove(room);
+        if let Some(held) = self.lock().remove(room) {
+            held.room.retire();
+        }
     }
 
     /// How many rooms are held.
     pub(super) fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// The next value of the recency count.
+    pub(super) fn tick(&self) -> u64 {
+        self.routed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the node serves no room now (its lease is in doubt).
+    pub(super) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     /// Stops or resumes serving (lease in doubt / renewed).
@@ -192,7 +198,9 @@ impl Registry {
 
     /// Drops every room: their state may have moved on while fenced.
     pub(super) fn clear(&self) {
-        self.lock().clear();
+        for (_, held) in self.lock().drain() {
+            held.room.retire();
+        }
     }
 
     /// A link went away: its connections leave every room.

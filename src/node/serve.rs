@@ -11,17 +11,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::sink::LinkSink;
 use super::{rebalance, LinkEntry, Node};
+use crate::coordinator::RingView;
 use crate::coordinator::Role;
-use crate::ids::{Epoch, UserId};
+use crate::ids::{Epoch, Map, RoomId, UserId};
 use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
 use crate::protocol::server::ServerFrame;
 use crate::rooms::state::Sub;
 use crate::rooms::store::Entry;
-use crate::rooms::{Op, Reply, Sink};
+use crate::rooms::{Op, Reply, Room, Sink};
 use crate::shutdown::Shutdown;
 
 /// Link ids are unique per process, so rooms never confuse two links.
@@ -56,6 +58,12 @@ impl Listener {
             }
         }
     }
+}
+
+/// What one link's task keeps between records.
+struct LinkState {
+    parts: Parts,
+    routes: Routes,
 }
 
 /// Entries and widgets of hand-offs in progress on one link, by request id.
@@ -93,7 +101,10 @@ async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdow
     tracing::debug!(link.id = id, peer = %link.peer.id, role = ?link.peer.role, "link up");
     let as_sink: Arc<dyn Sink> = sink;
     let mut reader = link.reader;
-    let mut parts = Parts::default();
+    let mut state = LinkState {
+        parts: Parts::default(),
+        routes: Routes::new(&node),
+    };
     let mut refused = false;
     while !refused {
         let ready = tokio::select! {
@@ -106,7 +117,7 @@ async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdow
         let applied = ready.and_then(|()| {
             reader.drain(|record| {
                 if !refused {
-                    refused = !handle(&node, &link.peer, &as_sink, &mut parts, &record);
+                    refused = !handle(&node, &link.peer, &as_sink, &mut state, &record);
                 }
             })
         });
@@ -128,9 +139,10 @@ fn handle(
     node: &Arc<Node>,
     peer: &Peer,
     sink: &Arc<dyn Sink>,
-    parts: &mut Parts,
+    link: &mut LinkState,
     record: &Bytes,
 ) -> bool {
+    let LinkState { parts, routes } = link;
     let request: ToNode<'_> = match codec::decode(record) {
         Ok(request) => request,
         Err(e) => {
@@ -152,7 +164,7 @@ fn handle(
             op,
         } => {
             let op = op.map_body(|body| record.slice_ref(body));
-            match route(node, room) {
+            match routes.get(node, room) {
                 Some(live) => live.op(
                     sink,
                     Op {
@@ -171,7 +183,7 @@ fn handle(
         }
         ToNode::Query { rid, room, query } => {
             let query = query.map_body(|body| record.slice_ref(body));
-            match route(node, room) {
+            match routes.get(node, room) {
                 Some(live) => live.query(sink, rid, query),
                 None => sink.reply(rid, Reply::moved()),
             }
@@ -211,11 +223,55 @@ fn handle(
     true
 }
 
-/// The room, if this node serves it now.
-fn route(node: &Node, room: &str) -> Option<Arc<crate::rooms::Room>> {
-    let view = node.ring.borrow().clone();
-    node.registry.route(room, &view.ring, view.ring_epoch)
+/// One link's recent look-ups of rooms, good while the ring stays as it is
+/// and the rooms are still held, so that most operations need neither the
+/// ring's hash nor the registry's lock.
+pub(super) struct Routes {
+    ring: watch::Receiver<Arc<RingView>>,
+    view: Arc<RingView>,
+    rooms: Map<RoomId, Arc<Room>>,
 }
+
+impl Routes {
+    fn new(node: &Node) -> Self {
+        let mut ring = node.ring.clone();
+        let view = ring.borrow_and_update().clone();
+        Self {
+            ring,
+            view,
+            rooms: Map::default(),
+        }
+    }
+
+    /// The room, if this node serves it now.
+    fn get(&mut self, node: &Node, room: &str) -> Option<Arc<Room>> {
+        if node.registry.is_fenced() {
+            return None;
+        }
+        if self.ring.has_changed().unwrap_or(false) {
+            self.view = self.ring.borrow_and_update().clone();
+            self.rooms.clear();
+        }
+        if let Some(live) = self.rooms.get(room) {
+            if !live.is_retired() {
+                live.touch(node.registry.tick());
+                return Some(live.clone());
+            }
+            self.rooms.remove(room);
+        }
+        let live = node
+            .registry
+            .route(room, &self.view.ring, self.view.ring_epoch)?;
+        if self.rooms.len() >= ROUTES_KEPT {
+            self.rooms.clear();
+        }
+        self.rooms.insert(live.id().clone(), live.clone());
+        Some(live)
+    }
+}
+
+/// Rooms one link remembers; past it the cache starts over.
+const ROUTES_KEPT: usize = 4096;
 
 /// A kept event of a hand-off, copied out of the link's buffer (it is kept
 /// for long, and must not hold the buffer).

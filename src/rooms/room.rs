@@ -96,6 +96,12 @@ enum Queued {
 pub struct Room {
     id: RoomId,
     owner: NodeId,
+    /// Set once the node has let the room go (moved on, or released): a
+    /// reference kept elsewhere must be looked up again.
+    retired: std::sync::atomic::AtomicBool,
+    /// When an operation was last routed here, in the node's count of
+    /// routings (so that busy rooms move first).
+    used: std::sync::atomic::AtomicU64,
     /// Held for one operation at a time; see the lock order above.
     inner: Mutex<Inner>,
 }
@@ -133,7 +139,30 @@ impl Room {
             }),
             id,
             owner,
+            retired: std::sync::atomic::AtomicBool::new(false),
+            used: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Marks the room used at `now` (a count of routings).
+    pub fn touch(&self, now: u64) {
+        self.used.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the room was last used, in the same count.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The node has let the room go.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the node has let the room go.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
