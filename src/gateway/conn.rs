@@ -26,7 +26,7 @@ use super::outbox::{Close, Outbox, Task};
 use super::upstream::{OpRequest, Route};
 use super::websocket::{self, close, Decoder, Incoming};
 use super::Gateway;
-use crate::ids::{ConnId, Map, RoomId};
+use crate::ids::{ConnId, RoomId};
 use crate::link::LinkWriter;
 use crate::protocol::client::{self, Command, RoomOp};
 use crate::protocol::server::{error_frame, ServerFrame};
@@ -168,8 +168,9 @@ struct Handler {
     identity: Identity,
     out: Arc<Outbox>,
     /// Rooms this connection has joined (as far as it has asked), with the
-    /// route to each one's owner.
-    joined: Map<RoomId, Option<Route>>,
+    /// route to each one's owner: a short list (at most `rooms_per_conn`,
+    /// mostly one or two), smaller than a map for an idle connection.
+    joined: Vec<(RoomId, Option<Route>)>,
     bucket: TokenBucket,
     /// Set when the client closed or broke the protocol.
     closing: Option<Close>,
@@ -201,7 +202,7 @@ impl Connection {
                 id,
                 identity,
                 out,
-                joined: Map::default(),
+                joined: Vec::new(),
                 bucket,
                 closing: None,
                 wait: None,
@@ -224,21 +225,19 @@ impl Connection {
             if let Some(close) = self.handler.closing.take() {
                 break Some(close);
             }
+            // The rare waits are boxed: an idle connection's task holds only
+            // the common one.
             if let Some(link) = self.handler.wait.take() {
-                tokio::select! {
-                    _ = link.wait_room() => {}
-                    close = out.closed() => break Some(close),
+                if let Some(close) = Box::pin(wait_for_room(&out, link)).await {
+                    break Some(close);
                 }
             }
             match out.task() {
                 Some(Task::Close(close)) => break Some(close),
-                Some(Task::Write) => {
-                    tokio::select! {
-                        written = out.write_blocked() => if written.is_err() { break None },
-                        close = out.closed() => break Some(close),
-                    }
-                    continue;
-                }
+                Some(Task::Write) => match Box::pin(write_when_ready(&out)).await {
+                    Ok(()) => continue,
+                    Err(close) => break close,
+                },
                 None => {}
             }
             // The socket's own read-readiness slot, not a registered waiter:
@@ -257,11 +256,8 @@ impl Connection {
             }
         };
         if let Some(close) = close {
-            out.write_last(
-                websocket::close_frame(close.code, close.reason),
-                CLOSE_TIMEOUT,
-            )
-            .await;
+            let frame = websocket::close_frame(close.code, close.reason);
+            Box::pin(out.write_last(frame, CLOSE_TIMEOUT)).await;
         }
         self.handler.leave_all();
         self.handler.gw.sessions.close(self.handler.id);
@@ -289,6 +285,23 @@ impl Connection {
                 reason: fatal.reason,
             });
         }
+    }
+}
+
+/// Waits until an overloaded link has room again; a close request wins.
+async fn wait_for_room(out: &Outbox, link: LinkWriter) -> Option<Close> {
+    tokio::select! {
+        _ = link.wait_room() => None,
+        close = out.closed() => Some(close),
+    }
+}
+
+/// Waits until a full socket takes more and writes; `Err` when the
+/// connection is to end (with a close to send, or none when it is gone).
+async fn write_when_ready(out: &Outbox) -> Result<(), Option<Close>> {
+    tokio::select! {
+        written = out.write_blocked() => written.map_err(|_| None),
+        close = out.closed() => Err(Some(close)),
     }
 }
 
@@ -379,7 +392,8 @@ impl Handler {
             );
             return self.reply_error(&failure, id, Some(&room));
         }
-        let joined = self.joined.contains_key(&*room);
+        let at = self.joined.iter().position(|(r, _)| r.as_str() == &*room);
+        let joined = at.is_some();
         match &op {
             RoomOp::Join { .. } if joined => {}
             RoomOp::Join { .. } => {
@@ -392,7 +406,7 @@ impl Handler {
                     return self.reply_error(&failure, id, Some(&room));
                 }
                 if let Ok(parsed) = RoomId::parse(&room) {
-                    self.joined.insert(parsed, None);
+                    self.joined.push((parsed, None));
                 }
             }
             _ if !joined => {
@@ -400,12 +414,21 @@ impl Handler {
                 return self.reply_error(&failure, id, Some(&room));
             }
             RoomOp::Leave => {
-                self.joined.remove(&*room);
+                if let Some(at) = at {
+                    self.joined.swap_remove(at);
+                }
                 self.gw.subs.unsubscribe(&room, self.id);
             }
             _ => {}
         }
-        let route = self.joined.get_mut(&*room);
+        let route = match &op {
+            RoomOp::Leave => None,
+            _ => self
+                .joined
+                .iter_mut()
+                .find(|(r, _)| r.as_str() == &*room)
+                .map(|(_, route)| route),
+        };
         let req = OpRequest {
             room: &room,
             conn: self.id,

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::websocket::close;
 
 /// Slices handed to one vectored write.
-const IOV: usize = 64;
+const IOV: usize = 32;
 
 /// Bounds of one connection's queue.
 #[derive(Debug, Clone, Copy)]
@@ -148,19 +148,19 @@ impl Outbox {
 
     /// Writes until the queue is empty or the socket would block.
     fn write(&self, state: &mut State) {
-        while !state.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); IOV];
-            let mut n = 0;
-            for (i, frame) in state.queue.iter().take(IOV).enumerate() {
-                let from = if i == 0 { state.offset } else { 0 };
-                slices[n] = IoSlice::new(&frame[from..]);
-                n += 1;
-            }
+        while let Some(front) = state.queue.front() {
             // One frame goes out with a plain send; several in one
             // vectored write.
-            let result = if n == 1 {
-                self.stream.try_write(&slices[0])
+            let result = if state.queue.len() == 1 {
+                self.stream.try_write(&front[state.offset..])
             } else {
+                let mut slices = [IoSlice::new(&[]); IOV];
+                let mut n = 0;
+                for (i, frame) in state.queue.iter().take(IOV).enumerate() {
+                    let from = if i == 0 { state.offset } else { 0 };
+                    slices[n] = IoSlice::new(&frame[from..]);
+                    n += 1;
+                }
                 self.stream.try_write_vectored(&slices[..n])
             };
             match result {

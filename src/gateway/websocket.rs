@@ -207,7 +207,7 @@ fn deliver(text: bool, payload: &[u8], each: &mut dyn FnMut(Incoming<'_>)) -> Re
         each(Incoming::Binary);
         return Ok(());
     }
-    match std::str::from_utf8(payload) {
+    match simdutf8::basic::from_utf8(payload) {
         Ok(s) => {
             each(Incoming::Text(s));
             Ok(())

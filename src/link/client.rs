@@ -1,15 +1,11 @@
 //! The client half: connect to a node and run the handshake. Gateways open
 //! one link per node this way, nodes one per peer.
 
-use std::time::Duration;
-
 use tokio::net::TcpStream;
 
 use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
 use super::io::{tune, write_record, LinkReader};
-use super::{
-    codec, Link, LinkError, LinkWriter, Peer, Secret, BATCH_WINDOW, HANDSHAKE_TIMEOUT, WRITE_LIMIT,
-};
+use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::coordinator::Role;
 use crate::ids::NodeId;
 
@@ -23,15 +19,6 @@ pub async fn connect(
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, open(addr, role, me, secret)).await {
         Ok(result) => result,
         Err(_) => Err(LinkError::Timeout),
-    }
-}
-
-/// The writer's batching window: a gateway's records come from many client
-/// connections, each on its own; a node's hand-offs come in batches.
-fn window(role: Role) -> Duration {
-    match role {
-        Role::Gateway => BATCH_WINDOW,
-        Role::Node => Duration::ZERO,
     }
 }
 
@@ -79,6 +66,6 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
             id: server,
         },
         reader,
-        writer: LinkWriter::spawn(write, WRITE_LIMIT, window(role)),
+        writer: LinkWriter::spawn(write, WRITE_LIMIT),
     })
 }

@@ -1,9 +1,10 @@
 //! The two halves of an established link. `LinkWriter` is a cloneable
 //! handle: any task appends records to one shared buffer, and the buffer is
 //! written many records per write, either by the link's writer task (woken
-//! by the first record, it writes after a short batching window) or at once
-//! by a producer that holds the link for a whole batch of work (`hold`) and
-//! writes when it is done, with no task woken. `LinkReader` reads into one
+//! by the first record, it runs after the tasks woken in the same round of
+//! the scheduler, which append theirs) or at once by a producer that holds
+//! the link for a whole batch of work (`hold`) and writes when it is done,
+//! with no task woken. `LinkReader` reads into one
 //! growing buffer and hands out each complete record as `Bytes` sliced from
 //! it, without copying or zero-filling.
 //!
@@ -20,7 +21,6 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::codec::{self, CodecError};
 use super::LinkError;
@@ -52,9 +52,6 @@ struct Shared {
     /// Buffered bytes above which the link counts as overloaded: senders
     /// that can wait do (`wait_room`), the others close the link.
     limit: usize,
-    /// The writer task gathers records for this long after a write before
-    /// the next one (none: it writes once the tasks woken with it have run).
-    window: Duration,
     /// Set once the link is closed or broken; nothing more is sent.
     closed: AtomicBool,
 }
@@ -86,16 +83,14 @@ impl Drop for Hold<'_> {
 }
 
 impl LinkWriter {
-    /// Starts the writer task on `half`; `limit` bounds the buffered bytes,
-    /// `window` is the writer's batching window.
-    pub fn spawn(half: OwnedWriteHalf, limit: usize, window: Duration) -> Self {
+    /// Starts the writer task on `half`; `limit` bounds the buffered bytes.
+    pub fn spawn(half: OwnedWriteHalf, limit: usize) -> Self {
         let shared = Arc::new(Shared {
             half,
             state: Mutex::default(),
             ready: Notify::new(),
             drained: Notify::new(),
             limit,
-            window,
             closed: AtomicBool::new(false),
         });
         let writer = Self { shared };
@@ -237,7 +232,12 @@ impl LinkWriter {
     }
 
     async fn write_loop(self) {
-        let mut last = Instant::now();
+        // On one thread a woken task runs after those already woken, so the
+        // records of a whole round are in by the time this task runs. With
+        // several threads it would run next, on the thread that woke it:
+        // it steps aside once to let that round finish.
+        let steps_aside = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
         loop {
             self.shared.ready.notified().await;
             let (blocked, empty) = {
@@ -252,18 +252,11 @@ impl LinkWriter {
                         break;
                     }
                 }
-            } else if !empty {
-                // Gather what the tasks woken with this one append, and, on
-                // a busy link, what comes within the window.
-                if last.elapsed() < self.shared.window {
-                    tokio::time::sleep_until(last + self.shared.window).await;
-                } else {
-                    tokio::task::yield_now().await;
-                }
+            } else if !empty && steps_aside {
+                tokio::task::yield_now().await;
             }
             self.lock().scheduled = false;
             self.flush();
-            last = Instant::now();
             if self.is_closed() {
                 let state = self.lock();
                 if state.buf.is_empty() && !state.writing {

@@ -27,9 +27,6 @@ use crate::ids::NodeId;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a link may buffer for writing before it counts as overloaded.
 pub const WRITE_LIMIT: usize = 64 << 20;
-/// How long a gateway's link gathers records after a write before the
-/// next one, so that a busy link carries many records per write.
-pub const BATCH_WINDOW: Duration = Duration::ZERO;
 
 /// The cluster secret that authenticates links. Its `Debug` hides it.
 #[derive(Clone)]

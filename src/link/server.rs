@@ -3,8 +3,6 @@
 //! browser, a port scan, a replayed handshake) is dropped within the
 //! handshake timeout.
 
-use std::time::Duration;
-
 use tokio::net::TcpStream;
 
 use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
@@ -63,8 +61,6 @@ async fn handshake(stream: TcpStream, me: &NodeId, secret: &Secret) -> Result<Li
             id: client,
         },
         reader,
-        // A node writes what a batch of requests produced when the batch is
-        // done (`LinkWriter::hold`); its writer task needs no window.
-        writer: LinkWriter::spawn(write, WRITE_LIMIT, Duration::ZERO),
+        writer: LinkWriter::spawn(write, WRITE_LIMIT),
     })
 }

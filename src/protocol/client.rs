@@ -217,15 +217,15 @@ pub struct Rejected {
     pub room: Option<String>,
 }
 
-/// The frame as read, every field still raw.
+/// The frame as read in one pass: its strings borrowed, the rest still raw.
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(borrow)]
-    t: Option<&'a RawValue>,
+    t: Option<Str<'a>>,
     #[serde(borrow)]
-    id: Option<&'a RawValue>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
-    room: Option<&'a RawValue>,
+    room: Option<Str<'a>>,
     #[serde(borrow)]
     since: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -246,14 +246,68 @@ struct Raw<'a> {
     y: Option<&'a RawValue>,
 }
 
-/// A JSON string, borrowed when it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+/// A field that should be a string: the string (borrowed when it has no
+/// escapes), or a note that it was some other JSON value, read in the same
+/// pass as the rest of the frame.
+enum Str<'a> {
+    Is(Cow<'a, str>),
+    Not,
+}
 
-fn text<'a>(v: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Failure> {
-    serde_json::from_str::<Text<'a>>(v.get())
-        .map(|t| t.0)
-        .map_err(|_| Failure::bad_request(format!("{name} must be a string")))
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str::Is(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str::Is(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str::Is(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Str::Not)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Str::Not)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Str::Not)
+            }
+        }
+        d.deserialize_any(StrVisitor)
+    }
+}
+
+fn text<'a>(v: Str<'a>, name: &str) -> Result<Cow<'a, str>, Failure> {
+    match v {
+        Str::Is(s) => Ok(s),
+        Str::Not => Err(Failure::bad_request(format!("{name} must be a string"))),
+    }
 }
 
 /// Parses and validates one text frame.
@@ -266,14 +320,14 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
     if text_frame.len() > MAX_MOVE_FRAME_BYTES {
         return Err(reject(too_large(MAX_MOVE_FRAME_BYTES), None, None));
     }
-    let raw: Raw<'_> = serde_json::from_str(text_frame).map_err(|e| {
+    let mut raw: Raw<'_> = serde_json::from_str(text_frame).map_err(|e| {
         reject(
             Failure::bad_request(format!("frame is not a JSON object: {e}")),
             None,
             None,
         )
     })?;
-    let id = match raw.id {
+    let id = match raw.id.take() {
         None => None,
         Some(v) => match text(v, "id") {
             Ok(s) if s.len() <= MAX_ID_BYTES => Some(s),
@@ -285,7 +339,7 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
             }
         },
     };
-    let t = match raw.t {
+    let t = match raw.t.take() {
         Some(t) => text(t, "t").map_err(|f| reject(f, id.as_ref(), None))?,
         None => {
             return Err(reject(
@@ -316,7 +370,7 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
             None,
         ));
     }
-    let room = match raw.room {
+    let room = match raw.room.take() {
         Some(r) => text(r, "room").map_err(|f| reject(f, id.as_ref(), None))?,
         None => {
             return Err(reject(

@@ -190,12 +190,23 @@ pub fn msg_frame(room: &str, seq: u64, from: &str, body: &[u8], ts: u64) -> Vec<
     out
 }
 
+/// Appends a JSON string: as it is when nothing in it needs escaping (the
+/// common case), through serde_json otherwise.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 /// An `ack` frame, written directly: the same bytes as `ServerFrame::Ack`.
 pub fn ack_frame(id: &str, room: &str, seq: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(40 + id.len() + room.len());
     out.extend_from_slice(br#"{"t":"ack","id":"#);
-    // The client's id may need escaping.
-    let _ = serde_json::to_writer(&mut out, id);
+    push_json_str(&mut out, id);
     out.extend_from_slice(br#","room":"#);
     push_id(&mut out, room);
     out.extend_from_slice(br#","seq":"#);
