@@ -27,6 +27,12 @@ fn main() -> ExitCode {
         }
     };
     roomring::telemetry::init_tracing();
+    // No transparent huge pages: with THP on (`always` on many distributions)
+    // the heap's fresh regions are faulted in as 2 MiB pages, each zeroed
+    // while a request waits; measured, that doubled the p99 of couples chat
+    // (6.9 ms against 3.4 ms). It also keeps small processes small.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     // One thread runs every task of the process with no wake-up crossing
     // threads (see `--threads`).
     let runtime = if threads <= 1 {

@@ -141,7 +141,10 @@ pub struct RingView {
 
 /// Follows the coordinator and recomputes the ring when the epoch changes;
 /// the task ends when the coordinator's channel closes or every receiver is
-/// dropped.
+/// dropped. Receivers are woken only by a new epoch: a view that differs in
+/// members' reported load alone replaces the current one silently, since
+/// everyone that reacts to changes (routing caches, resumption, rebalancing)
+/// has nothing to do about it.
 pub fn watch_ring(m: &dyn Membership) -> watch::Receiver<Arc<RingView>> {
     let mut views = m.watch();
     let first = views.borrow_and_update().clone();
@@ -169,11 +172,16 @@ pub fn watch_ring(m: &dyn Membership) -> watch::Receiver<Arc<RingView>> {
                     (Arc::new(ring), view.epoch)
                 }
             };
-            tx.send_replace(Arc::new(RingView {
+            let news = last.view.epoch != view.epoch;
+            let next = Arc::new(RingView {
                 view,
                 ring,
                 ring_epoch,
-            }));
+            });
+            tx.send_if_modified(|current| {
+                *current = next;
+                news
+            });
         }
     });
     rx
