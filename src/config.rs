@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dev::DevOptions;
-use crate::gateway::{Auth, GatewayConfig};
+use crate::gateway::{Auth, GatewayConfig, HttpLimits};
 use crate::ids::{NodeId, RoomId};
 use crate::link::Secret;
 use crate::node::NodeConfig;
@@ -37,6 +37,44 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Inspect and steer a cluster.
     Ctl(CtlArgs),
+    /// Sign a token with --jwt-secret (the current key) and print it.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TokenAudience {
+    /// For WebSocket clients (`aud` roomring-client).
+    Client,
+    /// For the HTTP API (`aud` roomring-api); needs --role.
+    Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TokenRole {
+    Service,
+    Admin,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The user (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Who the token is for.
+    #[arg(long, value_enum, default_value_t = TokenAudience::Client)]
+    aud: TokenAudience,
+    /// API role (with --aud api).
+    #[arg(long, value_enum)]
+    role: Option<TokenRole>,
+    /// Room patterns the client may use (comma-separated; all if absent).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Option<Vec<String>>,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    ttl: u64,
+    /// The HS256 key to sign with.
+    #[arg(long, env = "ROOMRING_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,13 +102,50 @@ struct Limits {
 }
 
 #[derive(Debug, Args)]
+struct EdgeLimits {
+    /// Client WebSockets open at once; past it an upgrade gets 503.
+    #[arg(long, env = "ROOMRING_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Rooms one connection may have joined at once.
+    #[arg(long, env = "ROOMRING_ROOMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rooms_per_connection: u32,
+    /// HTTP API requests served at once; past it a request gets 503.
+    #[arg(long, env = "ROOMRING_HTTP_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_concurrency: u32,
+    /// Seconds an HTTP API request may take before it is answered 503.
+    #[arg(long, env = "ROOMRING_HTTP_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_timeout: u64,
+    /// Largest HTTP request body, in bytes; past it 413.
+    #[arg(long, env = "ROOMRING_BODY_LIMIT", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    body_limit: u32,
+}
+
+impl EdgeLimits {
+    fn apply(&self, config: &mut GatewayConfig) {
+        config.max_connections = self.max_connections as usize;
+        config.rooms_per_conn = self.rooms_per_connection as usize;
+        config.http = HttpLimits {
+            concurrency: self.http_concurrency as usize,
+            timeout: std::time::Duration::from_secs(self.http_timeout),
+            body_bytes: self.body_limit as usize,
+        };
+    }
+}
+
+#[derive(Debug, Args)]
 struct Secrets {
     /// How clients are identified (default: jwt; none in dev).
     #[arg(long, env = "ROOMRING_AUTH")]
     auth: Option<AuthKind>,
-    /// HS256 key for client and API tokens.
+    /// HS256 key for client and API tokens (the one operators sign with).
     #[arg(long, env = "ROOMRING_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// The previous HS256 key, still accepted during a rotation.
+    #[arg(long, env = "ROOMRING_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    jwt_previous_secret: Option<String>,
+    /// Clock leeway for tokens' `exp` and `nbf`, in seconds.
+    #[arg(long, env = "ROOMRING_TOKEN_LEEWAY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
+    token_leeway: u64,
     /// Authenticates gateway↔node and node↔node links.
     #[arg(long, env = "ROOMRING_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
@@ -88,6 +163,8 @@ struct DevArgs {
     secrets: Secrets,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    edge: EdgeLimits,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +205,8 @@ struct GatewayArgs {
     secrets: Secrets,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    edge: EdgeLimits,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +279,13 @@ pub enum Command {
         /// What to do.
         action: CtlAction,
     },
+    /// `roomring token`: the claims to sign, and the key.
+    Token {
+        /// The claims, `exp` included.
+        claims: serde_json::Value,
+        /// The HS256 key.
+        secret: Secret,
+    },
 }
 
 /// Bad flags, or `--help`/`--version` (which exit 0).
@@ -238,6 +324,7 @@ where
         Cmd::Dev(a) => a.limits.threads,
         Cmd::Node(a) => a.limits.threads,
         Cmd::Gateway(a) => a.limits.threads,
+        Cmd::Token(_) => 1,
         Cmd::Ctl(_) => 1,
     };
     Ok(Invocation {
@@ -250,7 +337,12 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
     match cli.command {
         Cmd::Dev(a) => {
             let auth = auth(&a.secrets, AuthKind::None)?;
+            let mut edge = GatewayConfig::for_test("dev", "");
+            a.edge.apply(&mut edge);
             Ok(Command::Dev(DevOptions {
+                max_connections: edge.max_connections,
+                rooms_per_conn: edge.rooms_per_conn,
+                http: edge.http,
                 listen: a.listen,
                 nodes: a.nodes as usize,
                 gateways: 1,
@@ -278,7 +370,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
         }
         Cmd::Gateway(a) => {
             check_coordinator(&a.coordinator)?;
-            let config = GatewayConfig {
+            let mut config = GatewayConfig {
                 id: member_id(&a.id)?,
                 listen: a.listen,
                 advertise: a.advertise,
@@ -288,9 +380,45 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 rate_burst: a.limits.burst,
                 ..GatewayConfig::for_test("defaults", "")
             };
+            a.edge.apply(&mut config);
             Ok(Command::Gateway {
                 config,
                 coordinator: a.coordinator,
+            })
+        }
+        Cmd::Token(a) => {
+            let sub =
+                crate::ids::UserId::parse(&a.sub).map_err(|e| usage(format!("--sub: {e}")))?;
+            if a.jwt_secret.is_empty() {
+                return Err(usage("--jwt-secret must not be empty"));
+            }
+            let mut claims = serde_json::json!({
+                "sub": sub.as_str(),
+                "exp": crate::protocol::now_ms() / 1000 + a.ttl,
+            });
+            match (a.aud, a.role) {
+                (TokenAudience::Client, None) => {
+                    claims["aud"] = crate::gateway::auth::CLIENT_AUDIENCE.into();
+                }
+                (TokenAudience::Client, Some(_)) => {
+                    return Err(usage("--role is for API tokens (--aud api)"))
+                }
+                (TokenAudience::Api, None) => return Err(usage("--aud api needs --role")),
+                (TokenAudience::Api, Some(role)) => {
+                    claims["aud"] = crate::gateway::auth::API_AUDIENCE.into();
+                    claims["role"] = match role {
+                        TokenRole::Service => "service",
+                        TokenRole::Admin => "admin",
+                    }
+                    .into();
+                }
+            }
+            if let Some(rooms) = a.rooms {
+                claims["rooms"] = rooms.into();
+            }
+            Ok(Command::Token {
+                claims,
+                secret: Secret::new(&a.jwt_secret),
             })
         }
         Cmd::Ctl(a) => {
@@ -308,12 +436,17 @@ fn member_id(s: &str) -> Result<NodeId, UsageError> {
 }
 
 fn check_coordinator(url: &str) -> Result<(), UsageError> {
-    if url.starts_with("redis://") && url.len() > "redis://".len() {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "--coordinator must be redis://host:port[/db], not {url:?}"
-        )))
+    // The URL may hold a password: name only its scheme in the message.
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    match scheme {
+        Some("redis" | "rediss" | "redis+sentinel") if !rest.is_empty() => Ok(()),
+        Some(other) => Err(usage(format!(
+            "--coordinator: unsupported scheme {other:?} (redis://, rediss:// or redis+sentinel://host:port/MASTER)"
+        ))),
+        None => Err(usage(
+            "--coordinator must be redis://[user:password@]host:port[/db], rediss://... or redis+sentinel://host:port[,host:port]/MASTER",
+        )),
     }
 }
 
@@ -321,18 +454,25 @@ fn auth(s: &Secrets, default: AuthKind) -> Result<Auth, UsageError> {
     match s.auth.unwrap_or(default) {
         AuthKind::None => Ok(Auth::None),
         AuthKind::Jwt => match s.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => Ok(Auth::jwt(secret)),
+            Some(secret) if !secret.is_empty() => {
+                let mut keys = vec![secret];
+                if let Some(previous) = s.jwt_previous_secret.as_deref().filter(|p| !p.is_empty()) {
+                    keys.push(previous);
+                }
+                Ok(Auth::jwt_keys(&keys, s.token_leeway))
+            }
             _ => Err(usage("--auth jwt needs --jwt-secret (or --auth none)")),
         },
     }
 }
 
-/// Outside dev the cluster secret is required unless `--auth none`.
+/// Outside dev the cluster secret is required, whatever `--auth` says:
+/// `--auth` is about clients, the secret about who may speak on a link.
 fn cluster_secret(s: &Secrets) -> Result<Secret, UsageError> {
-    match (&s.cluster_secret, s.auth) {
-        (Some(secret), _) if !secret.is_empty() => Ok(Secret::new(secret)),
-        (_, Some(AuthKind::None)) => Ok(Secret::new("")),
-        _ => Err(usage("--cluster-secret is required (or --auth none)")),
+    match &s.cluster_secret {
+        Some(secret) if secret.len() >= 8 => Ok(Secret::new(secret)),
+        Some(_) => Err(usage("--cluster-secret must be at least 8 bytes")),
+        None => Err(usage("--cluster-secret is required outside dev")),
     }
 }
 
@@ -411,8 +551,12 @@ mod tests {
             "--coordinator",
             "redis://127.0.0.1:6379",
         ];
-        let ok =
-            run(&[&base[..], &["--jwt-secret", "j", "--cluster-secret", "c"]].concat()).unwrap();
+        let ok = run(&[
+            &base[..],
+            &["--jwt-secret", "j", "--cluster-secret", "cluster-s3cret"],
+        ]
+        .concat())
+        .unwrap();
         assert!(matches!(
             ok,
             Command::Gateway {
@@ -424,6 +568,72 @@ mod tests {
             }
         ));
         assert!(run(&[&base[..], &["--jwt-secret", "j"]].concat()).is_err());
-        assert!(run(&[&base[..], &["--auth", "none"]].concat()).is_ok());
+        // --auth is about clients: links still need the secret.
+        assert!(run(&[&base[..], &["--auth", "none"]].concat()).is_err());
+        assert!(
+            run(&[&base[..], &["--auth", "none", "--cluster-secret", "short"]].concat()).is_err()
+        );
+        assert!(run(&[
+            &base[..],
+            &["--auth", "none", "--cluster-secret", "cluster-s3cret"]
+        ]
+        .concat())
+        .is_ok());
+    }
+
+    #[test]
+    fn a_rejected_coordinator_url_is_not_echoed() {
+        let e = run(&[
+            "node",
+            "--id",
+            "n1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            "cluster-s3cret",
+            "--coordinator",
+            "http://user:hunter2@example:6379",
+        ])
+        .unwrap_err();
+        assert_eq!(e.code, EXIT_USAGE);
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        for url in [
+            "redis://h:1",
+            "rediss://u:p@h:1/2",
+            "redis+sentinel://a:1,b:2/main",
+        ] {
+            assert!(
+                run(&["ctl", "--coordinator", url, "members"]).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_signs_client_and_api_tokens() {
+        let Command::Token { claims, .. } =
+            run(&["token", "--sub", "ann", "--jwt-secret", "k"]).unwrap()
+        else {
+            panic!("not a token command")
+        };
+        assert_eq!(claims["aud"], "roomring-client");
+        let Command::Token { claims, .. } = run(&[
+            "token",
+            "--sub",
+            "ops",
+            "--aud",
+            "api",
+            "--role",
+            "admin",
+            "--jwt-secret",
+            "k",
+        ])
+        .unwrap() else {
+            panic!("not a token command")
+        };
+        assert_eq!(claims["aud"], "roomring-api");
+        assert_eq!(claims["role"], "admin");
+        assert!(run(&["token", "--sub", "ops", "--aud", "api", "--jwt-secret", "k"]).is_err());
+        assert!(run(&["token", "--sub", "bad name", "--jwt-secret", "k"]).is_err());
     }
 }

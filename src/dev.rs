@@ -12,10 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::coordinator::{Coordinator, Embedded};
-use crate::gateway::{self, Auth, DevControl, GatewayConfig, GatewayHandle};
+use crate::gateway::{self, Auth, DevControl, GatewayConfig, GatewayHandle, HttpLimits};
 use crate::ids::NodeId;
+use crate::link::Secret;
 use crate::node::{self, NodeConfig, NodeHandle};
+use crate::protocol::{ErrorCode, Failure};
 use crate::rooms::store::{MemoryStore, RoomStore};
+
+/// Nodes one dev process runs at most (`--nodes` and `POST /api/cluster/nodes`).
+pub const MAX_NODES: usize = 64;
 
 /// Lease TTL of the embedded coordinator.
 pub const DEV_LEASE: Duration = Duration::from_secs(3);
@@ -40,6 +45,12 @@ pub struct DevOptions {
     /// Keep rooms in an in-process store too, so that a killed node's rooms
     /// come back (crash tests); `dev` itself keeps rooms in node memory only.
     pub memory_store: bool,
+    /// Client WebSockets per gateway.
+    pub max_connections: usize,
+    /// Rooms one connection may have joined at once.
+    pub rooms_per_conn: usize,
+    /// Limits of the HTTP API.
+    pub http: HttpLimits,
 }
 
 impl DevOptions {
@@ -54,6 +65,9 @@ impl DevOptions {
             rate_per_sec: 1000,
             rate_burst: 2000,
             memory_store: false,
+            max_connections: 100_000,
+            rooms_per_conn: 256,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -109,6 +123,17 @@ impl Nodes {
         running.iter().map(|n| n.id.clone()).collect()
     }
 
+    /// Link addresses of the running nodes.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.iter().map(|n| n.addr).collect()
+    }
+
+    /// The in-process cluster's link secret.
+    pub fn secret(&self) -> Secret {
+        Secret::new(&self.secret)
+    }
+
     async fn stop_all(&self) {
         let all: Vec<NodeHandle> =
             std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
@@ -120,8 +145,17 @@ impl Nodes {
 
 #[async_trait::async_trait]
 impl DevControl for Nodes {
-    async fn add_node(&self) -> Result<NodeId, String> {
-        self.add().await.map_err(|e| e.to_string())
+    async fn add_node(&self) -> Result<NodeId, Failure> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if running >= MAX_NODES {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!("dev runs at most {MAX_NODES} nodes"),
+            ));
+        }
+        self.add()
+            .await
+            .map_err(|e| Failure::new(ErrorCode::Unavailable, e.to_string()))
     }
 }
 
@@ -162,6 +196,9 @@ impl DevCluster {
             config.auth = options.auth.clone();
             config.rate_per_sec = options.rate_per_sec;
             config.rate_burst = options.rate_burst;
+            config.max_connections = options.max_connections;
+            config.rooms_per_conn = options.rooms_per_conn;
+            config.http = options.http;
             let control: Arc<dyn DevControl> = nodes.clone();
             gateways.push(gateway::start(config, coordinator.clone(), Some(control)).await?);
         }
@@ -205,6 +242,10 @@ fn random_secret() -> String {
 
 /// Runs a dev cluster until SIGINT/SIGTERM.
 pub async fn run(options: DevOptions) -> Result<(), DevError> {
+    if !options.listen.ip().is_loopback() && matches!(options.auth, Auth::None) {
+        tracing::warn!(listen = %options.listen, "dev with --auth none on a non-loopback address: anyone who reaches it may use every room and the admin API");
+        eprintln!("warning: dev listens on {} with --auth none: anyone who reaches it may use every room and the admin API", options.listen);
+    }
     let cluster = DevCluster::start(options).await?;
     println!("ready dev dev {}", cluster.addr());
     crate::shutdown::signal().await;

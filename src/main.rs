@@ -87,6 +87,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             coordinator,
             action,
         } => roomring::ctl::run(&coordinator, action).await?,
+        Command::Token { claims, secret } => {
+            println!(
+                "{}",
+                roomring::gateway::auth::sign(&claims, secret.reveal())?
+            )
+        }
     }
     Ok(())
 }

@@ -182,7 +182,7 @@ async fn jwt_identity_rooms_and_api_roles() {
     );
     let service = format!(
         "Bearer {}",
-        token(json!({"sub": "svc", "exp": exp(), "role": "service"}))
+        token(json!({"sub": "svc", "exp": exp(), "role": "service", "aud": "roomring-api"}))
     );
     let (status, _) = http_with(
         addr,
@@ -207,7 +207,7 @@ async fn jwt_identity_rooms_and_api_roles() {
     );
     let admin = format!(
         "Bearer {}",
-        token(json!({"sub": "ops", "exp": exp(), "role": "admin"}))
+        token(json!({"sub": "ops", "exp": exp(), "role": "admin", "aud": "roomring-api"}))
     );
     let (status, _) = http_with(
         addr,

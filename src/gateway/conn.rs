@@ -193,7 +193,9 @@ impl Connection {
     ) -> Self {
         let _ = stream.set_nodelay(true);
         let out = Outbox::new(stream, gw.config.outbox);
-        let id = gw.sessions.open(identity.user.clone(), out.clone());
+        let id = gw
+            .sessions
+            .open(identity.user.clone(), out.clone(), identity.expires);
         let bucket = TokenBucket::new(gw.config.rate_per_sec, gw.config.rate_burst);
         Self {
             decoder: Decoder::new(MAX_MESSAGE),

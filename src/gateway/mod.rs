@@ -17,6 +17,7 @@ mod assets;
 pub mod auth;
 mod conn;
 mod http;
+mod layers;
 mod listener;
 pub mod outbox;
 mod sessions;
@@ -24,6 +25,7 @@ mod subs;
 mod upstream;
 mod websocket;
 
+use crate::protocol::Failure;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,7 @@ use crate::coordinator::{CoordError, Coordinator, Lease, Role};
 use crate::ids::NodeId;
 use crate::link::Secret;
 use crate::shutdown::{self, Shutdown, Trigger};
+use auth::ApiRole;
 pub use auth::Auth;
 use outbox::{Close, OutboxLimits};
 use sessions::Sessions;
@@ -71,6 +74,30 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Bounds of each connection's queue of frames to write.
     pub outbox: OutboxLimits,
+    /// Limits of the HTTP API.
+    pub http: HttpLimits,
+}
+
+/// Limits of the HTTP API, applied as tower layers around every route but
+/// the WebSocket upgrade.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Requests served at once; past it 503.
+    pub concurrency: usize,
+    /// How long one request may take; past it 503.
+    pub timeout: Duration,
+    /// Largest request body; past it 413.
+    pub body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: 1024,
+            timeout: Duration::from_secs(10),
+            body_bytes: 64 * 1024,
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -87,6 +114,7 @@ impl GatewayConfig {
             rooms_per_conn: 256,
             max_connections: 100_000,
             outbox: OutboxLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -95,7 +123,7 @@ impl GatewayConfig {
 #[async_trait::async_trait]
 pub trait DevControl: Send + Sync {
     /// Starts one more in-process node.
-    async fn add_node(&self) -> Result<NodeId, String>;
+    async fn add_node(&self) -> Result<NodeId, Failure>;
 }
 
 /// State shared by the gateway's handlers.
@@ -110,24 +138,31 @@ pub(crate) struct Gateway {
     conn_limit: Arc<Semaphore>,
 }
 
-/// The HTTP and WebSocket routes.
-fn app(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/ws", get(conn::upgrade))
+/// The gateway's HTTP and WebSocket routes, with their limits and
+/// authorization as layers; a `tower::Service` that needs no socket to be
+/// called (`tower::ServiceExt::oneshot`).
+pub(crate) fn app(gw: Arc<Gateway>) -> Router {
+    let service = Router::new()
         .route("/api/rooms/{room}", get(http::room_info))
         .route(
             "/api/rooms/{room}/messages",
             get(http::room_messages).post(http::post_message),
         )
-        .route("/api/users/{user}/notify", post(http::notify))
+        .route("/api/users/{user}/notify", post(http::notify));
+    let admin = Router::new()
         .route("/api/cluster", get(http::cluster))
         .route("/api/cluster/nodes", post(http::add_node))
-        .route("/api/cluster/nodes/{id}/drain", post(http::drain))
+        .route("/api/cluster/nodes/{id}/drain", post(http::drain));
+    let api = layers::require(&gw, service, ApiRole::Service)
+        .merge(layers::require(&gw, admin, ApiRole::Admin))
+        .route("/api", any(http::not_found))
+        .route("/api/{*rest}", any(http::not_found));
+    Router::new()
+        .route("/ws", get(conn::upgrade))
+        .merge(layers::limit(api, gw.config.http))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
-        .route("/api", any(http::not_found))
-        .route("/api/{*rest}", any(http::not_found))
         .method_not_allowed_fallback(http::method_not_allowed)
         .fallback(assets::serve)
         .with_state(gw)
@@ -139,11 +174,17 @@ pub struct GatewayHandle {
     pub id: NodeId,
     /// The bound client address.
     pub addr: SocketAddr,
+    gateway: Arc<Gateway>,
     trigger: Trigger,
     task: JoinHandle<()>,
 }
 
 impl GatewayHandle {
+    /// The gateway's routes, to call without a socket (`oneshot` in tests).
+    pub fn app(&self) -> Router {
+        app(self.gateway.clone())
+    }
+
     /// Closes every client with 1012, leaves the cluster, and waits.
     pub async fn stop(self) {
         self.trigger.fire();
@@ -205,10 +246,12 @@ pub async fn start(
         upstream,
         dev,
     });
-    let task = tokio::spawn(serve(gw, listener, lease, shutdown, advertise).instrument(span));
+    let task =
+        tokio::spawn(serve(gw.clone(), listener, lease, shutdown, advertise).instrument(span));
     Ok(GatewayHandle {
         id,
         addr,
+        gateway: gw,
         trigger,
         task,
     })
@@ -223,6 +266,9 @@ async fn serve(
 ) {
     let keeper =
         tokio::spawn(keep_lease(gw.clone(), lease, advertise, shutdown.clone()).in_current_span());
+    if matches!(gw.config.auth, Auth::Jwt(_)) {
+        tokio::spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
+    }
     let server = listener::Listener {
         listener,
         router: app(gw.clone()),
@@ -245,6 +291,22 @@ async fn serve(
     tokio::join!(server.run(), closer);
     let _ = keeper.await;
     tracing::info!("gateway stopped");
+}
+
+/// Closes (1008) the connections whose token expired, once a second.
+async fn close_expired(gw: Arc<Gateway>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let closed = gw.sessions.close_expired(crate::protocol::now_ms() / 1000);
+        if closed > 0 {
+            tracing::debug!(closed, "closed connections whose token expired");
+        }
+    }
 }
 
 /// Renews the gateway's membership (joining again if it lapsed) until

@@ -1,6 +1,7 @@
 //! The gateway's client connections, by id and by user: where replies and
 //! notifications find their socket.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +13,7 @@ use crate::ids::{ConnId, Map, UserId};
 struct Conn {
     user: UserId,
     out: Arc<Outbox>,
+    expires: Option<u64>,
 }
 
 /// The open connections of one gateway.
@@ -20,6 +22,9 @@ pub(super) struct Sessions {
     next: AtomicU64,
     /// Held for map updates and look-ups only.
     conns: Mutex<Map<ConnId, Conn>>,
+    /// Connections whose token expires, by expiry (seconds since the Unix
+    /// epoch); only JWT connections are here.
+    expiring: Mutex<BTreeSet<(u64, ConnId)>>,
 }
 
 impl Sessions {
@@ -27,19 +32,58 @@ impl Sessions {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection of `user`.
-    pub(super) fn open(&self, user: UserId, out: Arc<Outbox>) -> ConnId {
+    fn expiring(&self) -> MutexGuard<'_, BTreeSet<(u64, ConnId)>> {
+        self.expiring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new connection of `user`, whose token (if any) expires
+    /// at `expires`.
+    pub(super) fn open(&self, user: UserId, out: Arc<Outbox>, expires: Option<u64>) -> ConnId {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(id, Conn { user, out });
+        self.lock().insert(id, Conn { user, out, expires });
+        if let Some(at) = expires {
+            self.expiring().insert((at, id));
+        }
         crate::telemetry::metrics().connections.increment(1.0);
         id
     }
 
     /// Forgets a connection (its rooms must have been unsubscribed).
     pub(super) fn close(&self, id: ConnId) {
-        if self.lock().remove(&id).is_some() {
-            crate::telemetry::metrics().connections.decrement(1.0);
+        let Some(conn) = self.lock().remove(&id) else {
+            return;
+        };
+        if let Some(at) = conn.expires {
+            self.expiring().remove(&(at, id));
         }
+        crate::telemetry::metrics().connections.decrement(1.0);
+    }
+
+    /// Asks every connection whose token expired by `now` (seconds since
+    /// the Unix epoch) to close with 1008; returns how many.
+    pub(super) fn close_expired(&self, now: u64) -> usize {
+        let due: Vec<ConnId> = {
+            let mut expiring = self.expiring();
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = expiring.first() {
+                if at > now {
+                    break;
+                }
+                expiring.pop_first();
+                due.push(id);
+            }
+            due
+        };
+        let conns = self.lock();
+        for id in &due {
+            if let Some(conn) = conns.get(id) {
+                conn.out.close(Close {
+                    code: super::websocket::close::POLICY,
+                    reason: "token expired",
+                });
+            }
+        }
+        due.len()
     }
 
     /// How many connections are open.

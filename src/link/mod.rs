@@ -43,6 +43,11 @@ impl Secret {
         self.0.is_empty()
     }
 
+    /// The secret's bytes, for the few places that must use it as a key.
+    pub fn reveal(&self) -> &[u8] {
+        &self.0
+    }
+
     fn bytes(&self) -> &[u8] {
         &self.0
     }

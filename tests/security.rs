@@ -1,0 +1,283 @@
+//! Who may talk to what: client and API tokens, key rotation, expiry, the
+//! HTTP API's limits, and links that only authenticated members of the
+//! right role can use.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::Request;
+use roomring::coordinator::Role;
+use roomring::dev::{DevCluster, DevOptions};
+use roomring::gateway::auth::{sign, API_AUDIENCE};
+use roomring::gateway::{Auth, HttpLimits};
+use roomring::ids::NodeId;
+use roomring::link::{self, Secret, ToNode};
+use serde_json::{json, Value};
+use support::{http_with, Client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+const KEY: &[u8] = b"current-key";
+const OLD_KEY: &[u8] = b"previous-key";
+
+fn now() -> u64 {
+    roomring::protocol::now_ms() / 1000
+}
+
+fn api_token(role: &str, key: &[u8]) -> String {
+    sign(
+        &json!({"sub": "ops", "exp": now() + 600, "aud": API_AUDIENCE, "role": role}),
+        key,
+    )
+    .unwrap()
+}
+
+async fn jwt_cluster(http: HttpLimits) -> DevCluster {
+    let mut options = DevOptions::for_test(2, 1);
+    options.auth = Auth::jwt_keys(&["current-key", "previous-key"], 0);
+    options.http = http;
+    let cluster = DevCluster::start(options).await.expect("cluster starts");
+    let bearer = format!("Bearer {}", api_token("admin", KEY));
+    let addr = cluster.addr();
+    eventually!({
+        let (status, body) = http_with(
+            addr,
+            "GET",
+            "/api/cluster",
+            None,
+            &[("Authorization", &bearer)],
+        )
+        .await;
+        if status == 200 && body["nodes"].as_array().map_or(0, |n| n.len()) == 2 {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+    cluster
+}
+
+/// Calls the gateway's routes without a socket.
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    let req = req
+        .header("Content-Type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn api_tokens_roles_and_rotation_are_checked_by_the_layers() {
+    let cluster = jwt_cluster(HttpLimits::default()).await;
+    let app = cluster.gateways[0].app();
+    let (status, body) = call(&app, "GET", "/api/cluster", None, "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+
+    // A client token, even one claiming the admin role, is not an API token.
+    let client_admin = sign(
+        &json!({"sub": "eve", "exp": now() + 600, "role": "admin"}),
+        KEY,
+    )
+    .unwrap();
+    let (status, _) = call(&app, "GET", "/api/cluster", Some(&client_admin), "").await;
+    assert_eq!(status, 401);
+    let forged = api_token("admin", b"not-the-key");
+    assert_eq!(
+        call(&app, "GET", "/api/cluster", Some(&forged), "").await.0,
+        401
+    );
+
+    let service = api_token("service", KEY);
+    let (status, body) = call(&app, "GET", "/api/cluster", Some(&service), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(
+        call(&app, "GET", "/api/rooms/chat:sec", Some(&service), "")
+            .await
+            .0,
+        200
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/rooms/chat:sec/messages",
+        Some(&service),
+        r#"{"from":"svc","body":"hi"}"#,
+    )
+    .await;
+    assert_eq!((status, body["seq"].as_u64()), (200, Some(1)));
+
+    // During a rotation both keys sign valid tokens.
+    let old_admin = api_token("admin", OLD_KEY);
+    assert_eq!(
+        call(&app, "GET", "/api/cluster", Some(&old_admin), "")
+            .await
+            .0,
+        200
+    );
+    // Health needs no token.
+    assert_eq!(call(&app, "GET", "/healthz", None, "").await.0, 200);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_refuses_large_bodies_and_excess_concurrency_with_json_errors() {
+    let limits = HttpLimits {
+        concurrency: 1,
+        timeout: Duration::from_secs(10),
+        body_bytes: 1024,
+    };
+    let cluster = jwt_cluster(limits).await;
+    let app = cluster.gateways[0].app();
+    let service = api_token("service", KEY);
+    let big = json!({"from": "svc", "body": "x".repeat(2000)}).to_string();
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/rooms/chat:big/messages",
+        Some(&service),
+        &big,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("too_large"))
+    );
+
+    // One request at a time: of many sent together, the excess gets 503.
+    let calls = (0..16).map(|i| {
+        let body = json!({"from": "svc", "body": i}).to_string();
+        let service = service.clone();
+        let app = &app;
+        async move {
+            call(
+                app,
+                "POST",
+                "/api/rooms/chat:conc/messages",
+                Some(&service),
+                &body,
+            )
+            .await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let shed: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(results.iter().any(|(s, _)| *s == 200), "{results:?}");
+    assert!(!shed.is_empty(), "{results:?}");
+    assert!(
+        shed.iter()
+            .all(|(_, b)| b["error"]["code"] == "unavailable"),
+        "{shed:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_with_1008_when_its_token_expires() {
+    let cluster = jwt_cluster(HttpLimits::default()).await;
+    let short = sign(&json!({"sub": "ann", "exp": now() + 2}), KEY).unwrap();
+    let mut ann = Client::connect_query(cluster.addr(), &format!("token={short}"))
+        .await
+        .unwrap();
+    ann.join("chat:expiry").await;
+    let long = sign(&json!({"sub": "bob", "exp": now() + 600}), OLD_KEY).unwrap();
+    let mut bob = Client::connect_query(cluster.addr(), &format!("token={long}"))
+        .await
+        .unwrap();
+    bob.join("chat:expiry").await;
+    assert_eq!(ann.close_code().await, Some(1008));
+    // The other connection is untouched.
+    bob.say("chat:expiry", "b1", "still here").await;
+    // An API token is no client token.
+    let api = api_token("admin", KEY);
+    let (status, _) = http_with(
+        cluster.addr(),
+        "GET",
+        &format!("/ws?token={api}"),
+        None,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_port_gives_nothing_to_clients_forgers_or_gateways_sending_handoffs() {
+    let cluster = support::TestCluster::start(2, 1).await;
+    let node = cluster.nodes.addrs()[0].to_string();
+
+    // A client (an HTTP request, a WebSocket upgrade) gets no answer, only a close.
+    let mut raw = tokio::net::TcpStream::connect(&node).await.unwrap();
+    raw.write_all(b"GET /link HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), raw.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the node kept a stranger's socket open");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1"),
+        "{got:?}"
+    );
+
+    // A link with the wrong secret fails its handshake.
+    let me = NodeId::parse("intruder").unwrap();
+    let forged =
+        link::client::connect(&node, Role::Gateway, &me, &Secret::new("wrong-secret")).await;
+    assert!(forged.is_err());
+
+    // A gateway's link that sends a hand-off is dropped, and the room is not installed.
+    let secret = cluster.nodes.secret();
+    let gw = NodeId::parse("gw-rogue").unwrap();
+    let mut link = link::client::connect(&node, Role::Gateway, &gw, &secret)
+        .await
+        .expect("a gateway may link");
+    let handoff = ToNode::Handoff {
+        rid: 1,
+        epoch: 1,
+        room: "chat:stolen",
+        state: None,
+        conns: vec![],
+    };
+    link.writer.send(&handoff).unwrap();
+    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if link.reader.next().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the node kept a link that sent a hand-off");
+    cluster.stop().await;
+}
