@@ -53,6 +53,10 @@ impl Listener {
     }
 }
 
+/// How long a client may take to send a request's headers (the WebSocket
+/// upgrade's included) before its connection is closed.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -65,6 +69,8 @@ async fn serve(
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

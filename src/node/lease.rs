@@ -32,6 +32,7 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
                 tracing::warn!("lease lost; dropping rooms and joining again");
                 node.registry.set_fenced(true);
                 node.registry.clear();
+                super::serve::close_links(&node);
                 if let Some(new) = rejoin(&node).await {
                     lease = new;
                     renewed = Instant::now();

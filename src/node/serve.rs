@@ -284,6 +284,17 @@ fn entry(e: HandoffEntry<'_>) -> Entry {
     }
 }
 
+/// Closes every link to this node. After its rooms were dropped (a lapsed
+/// lease), nothing a peer holds of them is true any more: gateways resume
+/// their subscriptions (`join` with `since`) when they link again, which
+/// reloads each room and fills what was missed.
+pub(super) fn close_links(node: &Node) {
+    let sinks: Vec<Arc<LinkSink>> = node.lock_links().values().map(|l| l.sink.clone()).collect();
+    for sink in sinks {
+        sink.close();
+    }
+}
+
 /// Relays a notification to every gateway linked to this node.
 fn notify(node: &Node, user: &str, body: &[u8]) {
     let Ok(user) = UserId::parse(user) else {

@@ -23,6 +23,12 @@ impl LinkSink {
         Self { id, writer }
     }
 
+    /// Closes the link: its peer sees it drop (and a gateway resumes its
+    /// rooms when it links again).
+    pub(super) fn close(&self) {
+        self.writer.close();
+    }
+
     /// A link whose peer does not read fast enough is closed rather than
     /// left to grow: its gateway reconnects and resumes its rooms.
     fn check_overload(&self) {

@@ -18,7 +18,8 @@ impl Proc {
     /// Starts `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL`
     /// with `--auth none` and a cluster secret, and waits for its ready line.
     pub fn start(role: &str, id: &str, redis_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomring"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
+        command
             .args([
                 role,
                 "--id",
@@ -28,7 +29,19 @@ impl Proc {
                 "--coordinator",
                 redis_url,
             ])
-            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
+            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"]);
+        Self::spawn(command, role, id)
+    }
+
+    /// Starts `roomring dev --listen 127.0.0.1:0` and waits for its ready line.
+    pub fn dev() -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
+        command.args(["dev", "--listen", "127.0.0.1:0"]);
+        Self::spawn(command, "dev", "dev")
+    }
+
+    fn spawn(mut command: Command, role: &str, id: &str) -> Self {
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("ROOMRING_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -83,6 +96,16 @@ impl Proc {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
     }
 
     /// Whether it is still running.
