@@ -99,6 +99,10 @@ struct Limits {
     /// give a busy process more threads.
     #[arg(long, env = "ROOMRING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Seconds a room that no connection has joined stays in a node's
+    /// memory (its stored history stays).
+    #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    room_idle: u64,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +352,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 gateways: 1,
                 auth,
                 history_keep: a.limits.history as usize,
+                room_idle: std::time::Duration::from_secs(a.limits.room_idle),
                 rate_per_sec: a.limits.rate,
                 rate_burst: a.limits.burst,
                 memory_store: false,
@@ -362,6 +367,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 advertise: a.advertise,
                 cluster_secret,
                 history_keep: a.limits.history as usize,
+                room_idle: std::time::Duration::from_secs(a.limits.room_idle),
             };
             Ok(Command::Node {
                 config,

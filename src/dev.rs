@@ -38,6 +38,8 @@ pub struct DevOptions {
     pub auth: Auth,
     /// Stored events kept per room.
     pub history_keep: usize,
+    /// How long a room no connection has joined stays in memory.
+    pub room_idle: Duration,
     /// Client frames per second per connection.
     pub rate_per_sec: u32,
     /// Burst of client frames per connection.
@@ -62,6 +64,7 @@ impl DevOptions {
             gateways,
             auth: Auth::None,
             history_keep: 1000,
+            room_idle: node::ROOM_IDLE,
             rate_per_sec: 1000,
             rate_burst: 2000,
             memory_store: false,
@@ -88,6 +91,7 @@ pub struct Nodes {
     coordinator: Coordinator,
     secret: String,
     history_keep: usize,
+    room_idle: Duration,
     store: Option<Arc<dyn RoomStore>>,
     next: AtomicUsize,
     /// Running nodes; held only to push or take handles.
@@ -100,6 +104,7 @@ impl Nodes {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
         config.history_keep = self.history_keep;
+        config.room_idle = self.room_idle;
         let handle = node::start(config, self.coordinator.clone(), self.store.clone()).await?;
         let id = handle.id.clone();
         self.running
@@ -178,6 +183,7 @@ impl DevCluster {
             coordinator: coordinator.clone(),
             secret: secret.clone(),
             history_keep: options.history_keep,
+            room_idle: options.room_idle,
             store: options
                 .memory_store
                 .then(|| MemoryStore::new(options.history_keep) as Arc<dyn RoomStore>),

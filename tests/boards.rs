@@ -125,3 +125,283 @@ async fn cursors_are_ephemeral_and_chat_works_on_boards() {
     assert_eq!(ann.recv_type("error").await["code"], "too_large");
     cluster.stop().await;
 }
+
+fn sticky(id: &str, x: i64) -> serde_json::Value {
+    json!({"id": id, "kind": "sticky", "x": x, "y": 0, "text": "note"})
+}
+
+/// Puts `n` widgets `w0..` and waits for the last one's change.
+async fn fill(c: &mut Client, room: &str, n: usize) {
+    for i in 0..n {
+        let id = (i + 1 == n).then(|| "last".to_string());
+        let mut frame =
+            json!({"t": "board.put", "room": room, "widget": sticky(&format!("w{i}"), i as i64)});
+        if let Some(id) = id {
+            frame["id"] = json!(id);
+        }
+        c.send(frame).await;
+    }
+    loop {
+        let f = c.recv_type("board.changed").await;
+        if f["id"] == "last" {
+            break;
+        }
+    }
+}
+
+fn fast_cluster() -> roomring::dev::DevOptions {
+    let mut options = roomring::dev::DevOptions::for_test(3, 1);
+    options.rate_per_sec = 1_000_000;
+    options.rate_burst = 1_000_000;
+    options
+}
+
+#[tokio::test]
+async fn a_dragged_selection_of_2000_moves_in_one_change_and_late_joiners_see_it() {
+    let cluster = TestCluster::with(fast_cluster()).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("board:drag").await;
+    fill(&mut ann, "board:drag", 2000).await;
+    let ids: Vec<String> = (0..2000).map(|i| format!("w{i}")).collect();
+    ann.send(json!({"t": "board.move", "room": "board:drag", "id": "sel", "ids": ids, "dx": 5, "dy": -7}))
+        .await;
+    let changed = ann.recv_type("board.changed").await;
+    assert_eq!(changed["id"], "sel");
+    let entries = changed["widgets"].as_array().unwrap();
+    assert_eq!(entries.len(), 2000);
+    assert!(
+        entries.iter().all(|e| e.as_object().unwrap().len() == 4),
+        "compact entries"
+    );
+    let w7 = entries.iter().find(|e| e["id"] == "w7").unwrap();
+    assert_eq!(w7, &json!({"id": "w7", "x": 12.0, "y": -7.0, "v": 2}));
+
+    // Absolute moves of all 2000 fit in one frame too.
+    let moves: Vec<_> = (0..2000)
+        .map(|i| json!({"id": format!("w{i}"), "x": 1000 + i, "y": 3}))
+        .collect();
+    ann.send(json!({"t": "board.move", "room": "board:drag", "id": "abs", "moves": moves}))
+        .await;
+    let changed = ann.recv_type("board.changed").await;
+    assert_eq!(
+        (
+            changed["id"].as_str(),
+            changed["widgets"].as_array().unwrap().len()
+        ),
+        (Some("abs"), 2000)
+    );
+
+    let mut late = Client::connect(cluster.addr(), "late").await;
+    let joined = late.join("board:drag").await;
+    let w7 = joined["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "w7")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (w7["x"].as_f64(), w7["y"].as_f64(), w7["v"].as_u64()),
+        (Some(1007.0), Some(3.0), Some(3))
+    );
+    assert_eq!(w7["text"], "note");
+
+    // A history replay rebuilds the same board: compact entries included.
+    let mut since = Client::connect(cluster.addr(), "since").await;
+    since
+        .send(json!({"t": "join", "room": "board:drag", "since": 1999}))
+        .await;
+    let replay = since.recv_type("joined").await;
+    let seqs: Vec<u64> = replay["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2000, 2001, 2002]);
+
+    let too_many: Vec<String> = (0..6000).map(|i| format!("w{i}")).collect();
+    ann.send(json!({"t": "board.move", "room": "board:drag", "id": "big", "ids": too_many, "dx": 1, "dy": 1}))
+        .await;
+    let err = ann.recv_type("error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_str()),
+        (Some("too_large"), Some("big"))
+    );
+    ann.send(
+        json!({"t": "board.move", "room": "board:drag", "id": "half", "ids": ["w1"], "dx": 1}),
+    )
+    .await;
+    assert_eq!(ann.recv_type("error").await["code"], "bad_request");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn field_and_count_limits_give_clear_errors_and_keep_the_connection() {
+    let cluster = TestCluster::with(fast_cluster()).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("board:limits").await;
+    let cases = [
+        (
+            "text",
+            json!({"id": "a", "kind": "sticky", "x": 0, "y": 0, "text": "x".repeat(4097)}),
+        ),
+        (
+            "kind",
+            json!({"id": "a", "kind": "k".repeat(65), "x": 0, "y": 0}),
+        ),
+        (
+            "color",
+            json!({"id": "a", "kind": "sticky", "x": 0, "y": 0, "color": "c".repeat(65)}),
+        ),
+    ];
+    for (field, widget) in cases {
+        ann.send(json!({"t": "board.put", "room": "board:limits", "id": field, "widget": widget}))
+            .await;
+        let err = ann.recv_type("error").await;
+        assert_eq!(
+            (err["code"].as_str(), err["id"].as_str()),
+            (Some("bad_request"), Some(field)),
+            "{err}"
+        );
+    }
+    ann.send(json!({"t": "board.put", "room": "board:limits", "id": "ok",
+        "widget": {"id": "a", "kind": "sticky", "x": 0, "y": 0, "text": "x".repeat(4096)}}))
+        .await;
+    assert_eq!(ann.recv_type("board.changed").await["id"], "ok");
+
+    fill(&mut ann, "board:limits", 9_999).await;
+    ann.send(json!({"t": "board.put", "room": "board:limits", "id": "over", "widget": sticky("one-too-many", 0)}))
+        .await;
+    let err = ann.recv_type("error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_str()),
+        (Some("too_large"), Some("over"))
+    );
+    // Replacing an existing widget is still fine.
+    ann.send(json!({"t": "board.put", "room": "board:limits", "id": "again", "widget": sticky("w5", 99)}))
+        .await;
+    assert_eq!(ann.recv_type("board.changed").await["id"], "again");
+    let joined = ann.join("board:limits").await;
+    assert_eq!(joined["widgets"].as_array().unwrap().len(), 10_000);
+    cluster.stop().await;
+}
+
+async fn roles_of(addr: std::net::SocketAddr, room: &str) -> serde_json::Value {
+    let mut c = Client::connect(addr, "auditor").await;
+    c.join(room).await["roles"].clone()
+}
+
+#[tokio::test]
+async fn roles_owner_editor_viewer_and_atomic_transfer() {
+    let cluster = TestCluster::start(3, 2).await;
+    let (g1, g2) = (cluster.gateways[0].addr, cluster.gateways[1].addr);
+    let mut ann = Client::connect(g1, "ann").await;
+    let mut bob = Client::connect(g2, "bob").await;
+    ann.join("board:team").await;
+    bob.join("board:team").await;
+    ann.send(
+        json!({"t": "board.put", "room": "board:team", "id": "first", "widget": sticky("n", 0)}),
+    )
+    .await;
+    let first = ann.recv_type("board.changed").await;
+    assert_eq!(
+        first["roles"],
+        json!({"ann": "owner"}),
+        "the first change makes its author owner"
+    );
+    assert_eq!(
+        roles_of(g1, "board:team").await,
+        json!({"*": "editor", "ann": "owner"})
+    );
+
+    // Only the owner grants; a viewer cannot edit.
+    bob.send(json!({"t": "board.role", "room": "board:team", "id": "grab", "user": "bob", "role": "owner"}))
+        .await;
+    assert_eq!(bob.recv_type("error").await["code"], "forbidden");
+    ann.send(json!({"t": "board.role", "room": "board:team", "id": "ro", "user": "bob", "role": "viewer"}))
+        .await;
+    assert_eq!(
+        ann.recv_type("board.changed").await["roles"],
+        json!({"bob": "viewer"})
+    );
+    bob.send(
+        json!({"t": "board.put", "room": "board:team", "id": "edit", "widget": sticky("m", 1)}),
+    )
+    .await;
+    let err = bob.recv_type("error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_str()),
+        (Some("forbidden"), Some("edit"))
+    );
+    bob.send(json!({"t": "board.cursor", "room": "board:team", "x": 1, "y": 1}))
+        .await;
+    bob.send(json!({"t": "board.role", "room": "board:team", "id": "bad", "user": "bob", "role": "king"}))
+        .await;
+    assert_eq!(bob.recv_type("error").await["code"], "bad_request");
+
+    // Everyone races to take ownership, and the owner hands it on, in rounds:
+    // after each, exactly one owner.
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
+    let mut racers = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let mut c = Client::connect(if i % 2 == 0 { g1 } else { g2 }, u).await;
+        c.join("board:team").await;
+        racers.push(c);
+    }
+    ann.send(json!({"t": "board.role", "room": "board:team", "id": "give", "user": "u0", "role": "owner"}))
+        .await;
+    let given = ann.recv_type("board.changed").await;
+    assert_eq!(given["roles"], json!({"ann": "editor", "u0": "owner"}));
+    for round in 0..5 {
+        let sends = racers.iter_mut().enumerate().map(|(i, c)| {
+            let next = users[(i + 1) % users.len()];
+            let id = format!("r{round}-{i}");
+            async move {
+                c.send(json!({"t": "board.role", "room": "board:team", "id": id, "user": next, "role": "owner"}))
+                    .await;
+                loop {
+                    let f = c.recv().await;
+                    if f["id"] == id {
+                        break f["t"] == "board.changed";
+                    }
+                }
+            }
+        });
+        // The writer applies them one by one: the owner's grant wins, and
+        // so may the new owner's if it comes after; the rest are refused.
+        let won = futures_util::future::join_all(sends).await;
+        assert!(won.iter().any(|w| *w), "round {round}: {won:?}");
+        let roles = roles_of(g2, "board:team").await;
+        let owners: Vec<_> = roles
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| *r == "owner")
+            .collect();
+        assert_eq!(owners.len(), 1, "round {round}: {roles}");
+    }
+
+    // Roles move with the board: drain its node and look again.
+    let before = roles_of(g1, "board:team").await;
+    let (_, located) = http(g1, "GET", "/api/rooms/board:team", None).await;
+    let owner_node = located["owner"].as_str().unwrap().to_string();
+    let (status, _) = http(
+        g1,
+        "POST",
+        &format!("/api/cluster/nodes/{owner_node}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually!({
+        let (_, now) = http(g1, "GET", "/api/rooms/board:team", None).await;
+        if now["owner"].as_str().is_some_and(|o| o != owner_node) {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+    assert_eq!(roles_of(g1, "board:team").await, before);
+    cluster.stop().await;
+}

@@ -47,3 +47,82 @@ async fn a_stall_longer_than_the_lease_leaves_no_subscription_deaf() {
     let missing: Vec<_> = sent.iter().filter(|s| !got.contains(*s)).collect();
     assert!(missing.is_empty(), "bob never got {missing:?}");
 }
+
+async fn rooms_held(addr: std::net::SocketAddr) -> u64 {
+    let (_, body) = support::http(addr, "GET", "/api/cluster", None).await;
+    body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["rooms"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// A join/leave loop over many rooms does not grow the nodes for ever: rooms
+/// nobody has joined for the idle time are released, and their stored
+/// history comes back with the next join.
+#[tokio::test]
+async fn rooms_nobody_joined_are_released_and_their_history_stays() {
+    let mut options = roomring::dev::DevOptions::for_test(2, 1);
+    options.room_idle = Duration::from_secs(1);
+    options.memory_store = true;
+    let cluster = support::TestCluster::with(options).await;
+    let addr = cluster.addr();
+    let mut c = Client::connect(addr, "ann").await;
+    for i in 0..300 {
+        let room = format!("chat:idle-{i}");
+        c.join(&room).await;
+        if i % 2 == 0 {
+            c.say(&room, &format!("m{i}"), "kept").await;
+        }
+        c.send(serde_json::json!({"t": "leave", "room": room}))
+            .await;
+    }
+    // One room stays joined: it is never released.
+    c.join("chat:idle-held").await;
+    eventually!({
+        let held = rooms_held(addr).await;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(held)
+        }
+    });
+    let joined = c.join("chat:idle-10").await;
+    let history = joined["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{joined}");
+    assert_eq!(history[0]["body"]["text"], "kept");
+    assert_eq!(c.say("chat:idle-10", "again", "next").await, 2);
+    cluster.stop().await;
+}
+
+/// Without a store (plain `dev`), only rooms that never stored an event are
+/// released: the rest hold the only copy of their history.
+#[tokio::test]
+async fn without_a_store_only_rooms_without_history_are_released() {
+    let mut options = roomring::dev::DevOptions::for_test(2, 1);
+    options.room_idle = Duration::from_secs(1);
+    let cluster = support::TestCluster::with(options).await;
+    let addr = cluster.addr();
+    let mut c = Client::connect(addr, "ann").await;
+    for i in 0..100 {
+        let room = format!("chat:mem-{i}");
+        c.join(&room).await;
+        if i < 10 {
+            c.say(&room, &format!("m{i}"), "only copy").await;
+        }
+        c.send(serde_json::json!({"t": "leave", "room": room}))
+            .await;
+    }
+    eventually!({
+        let held = rooms_held(addr).await;
+        if held == 10 {
+            Ok(())
+        } else {
+            Err(held)
+        }
+    });
+    let joined = c.join("chat:mem-3").await;
+    assert_eq!(joined["history"][0]["body"]["text"], "only copy");
+    cluster.stop().await;
+}

@@ -103,6 +103,9 @@ pub struct HandoffState<'a> {
     /// Latest read receipt per user.
     #[serde(borrow)]
     pub reads: Vec<(&'a str, u64)>,
+    /// Board roles of named users and `*`.
+    #[serde(borrow)]
+    pub roles: Vec<(&'a str, crate::protocol::client::BoardRole)>,
 }
 
 /// One kept event of a handed-off room.

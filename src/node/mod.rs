@@ -33,7 +33,7 @@ use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::{Map, NodeId};
 use crate::link::{Peer, Secret};
 use crate::rooms::store::RoomStore;
-use crate::shutdown::{self, Trigger};
+use crate::shutdown::{self, Shutdown, Trigger};
 use peers::Peers;
 use registry::Registry;
 use sink::LinkSink;
@@ -51,7 +51,12 @@ pub struct NodeConfig {
     pub cluster_secret: Secret,
     /// Stored events kept per room.
     pub history_keep: usize,
+    /// How long a room no connection has joined stays in memory.
+    pub room_idle: Duration,
 }
+
+/// The default of `NodeConfig::room_idle`.
+pub const ROOM_IDLE: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
     /// A node on a free loopback port, for tests.
@@ -62,6 +67,7 @@ impl NodeConfig {
             advertise: None,
             cluster_secret: Secret::new(cluster_secret),
             history_keep: 1000,
+            room_idle: ROOM_IDLE,
         }
     }
 }
@@ -206,6 +212,8 @@ pub async fn start(
                 );
                 let mover =
                     tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
+                let sweeper =
+                    tokio::spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
                 serve::Listener {
                     node: node.clone(),
                     listener,
@@ -216,6 +224,7 @@ pub async fn start(
                 // Moves still under way are abandoned: a stopped node's rooms are
                 // taken over (from storage) by their new owners.
                 mover.abort();
+                sweeper.abort();
                 let _ = keeper.await;
                 tracing::info!("node stopped");
             }
@@ -246,4 +255,22 @@ pub async fn run(
         _ = &mut node.task => {}
     }
     Ok(())
+}
+
+/// Releases rooms that no connection has joined for `room_idle`; their
+/// stored history stays, and the next use loads it again.
+async fn release_idle(node: Arc<Node>, mut shutdown: Shutdown) {
+    let idle = node.config.room_idle;
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let released = node.registry.release_idle(idle);
+        if released > 0 {
+            tracing::debug!(released, "idle rooms released");
+        }
+    }
 }

@@ -198,6 +198,7 @@ fn encode_handoff(
         state: state.as_ref().map(|s| HandoffState {
             seq: s.seq,
             reads: reads.clone(),
+            roles: s.roles.iter().map(|(u, r)| (u.as_str(), *r)).collect(),
         }),
         conns: conns
             .iter()
@@ -311,6 +312,7 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
             seq: s.seq,
             widgets,
             reads: s.reads.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
+            roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
         }),
     });
     let arrival = Arrival {

@@ -39,6 +39,18 @@ struct Expect {
 /// A room the node holds.
 struct Held {
     room: Arc<Room>,
+    /// When a sweep first found it unused (its recency count then), if no
+    /// use came since.
+    unused_since: Option<(Instant, u64)>,
+}
+
+impl Held {
+    fn new(room: Arc<Room>) -> Self {
+        Self {
+            room,
+            unused_since: None,
+        }
+    }
 }
 
 /// The node's rooms by room id.
@@ -100,8 +112,13 @@ impl Registry {
         }
         let id = RoomId::parse(room).ok()?;
         let mut rooms = self.lock();
-        let held = rooms.entry(id.clone()).or_insert_with(|| Held {
-            room: Room::new(id, self.id.clone(), self.keep, self.store.clone()),
+        let held = rooms.entry(id.clone()).or_insert_with(|| {
+            Held::new(Room::new(
+                id,
+                self.id.clone(),
+                self.keep,
+                self.store.clone(),
+            ))
         });
         held.room.touch(now);
         Some(held.room.clone())
@@ -151,7 +168,7 @@ impl Registry {
         let live = Room::new(room.clone(), self.id.clone(), self.keep, self.store.clone());
         live.install(arrival);
         live.touch(self.tick());
-        rooms.insert(room.clone(), Held { room: live });
+        rooms.insert(room.clone(), Held::new(live));
         true
     }
 
@@ -174,6 +191,43 @@ impl Registry {
         if let Some(held) = self.lock().remove(room) {
             held.room.retire();
         }
+    }
+
+    /// Releases the rooms that no operation has reached for `idle` and that
+    /// no connection has joined; returns how many went.
+    pub(super) fn release_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let candidates: Vec<Arc<Room>> = {
+            let mut rooms = self.lock();
+            let mut due = Vec::new();
+            for held in rooms.values_mut() {
+                let used = held.room.used();
+                match held.unused_since {
+                    Some((since, at)) if at == used => {
+                        if now.duration_since(since) >= idle {
+                            due.push(held.room.clone());
+                        }
+                    }
+                    _ => held.unused_since = Some((now, used)),
+                }
+            }
+            due
+        };
+        // Each room decides under its own lock, outside the map's.
+        let released: Vec<Arc<Room>> = candidates
+            .into_iter()
+            .filter(|room| room.release_if_idle())
+            .collect();
+        let mut rooms = self.lock();
+        for room in &released {
+            if rooms
+                .get(room.id())
+                .is_some_and(|held| Arc::ptr_eq(&held.room, room))
+            {
+                rooms.remove(room.id());
+            }
+        }
+        released.len()
     }
 
     /// How many rooms are held.

@@ -20,6 +20,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_ID_BYTES: usize = 64;
 /// Most widgets in one `board.move`.
 pub const MAX_MOVES: usize = 5000;
+/// Largest widget `text`, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Largest widget `kind` and `color`, in bytes.
+pub const MAX_TAG_BYTES: usize = 64;
+/// Widgets one board may hold.
+pub const MAX_WIDGETS: usize = 10_000;
 
 /// One validated client frame, borrowing from the text it was read from.
 #[derive(Debug)]
@@ -82,15 +88,31 @@ pub enum RoomOp<B> {
         /// The version the client saw, for a conditional write.
         base: Option<u64>,
     },
-    /// Move many widgets atomically.
+    /// Move many widgets atomically, each to its position.
     BoardMove {
         /// The moves.
         moves: Vec<WidgetMove>,
+    },
+    /// Move many widgets atomically, all by one offset (a dragged selection).
+    BoardShift {
+        /// The widgets.
+        ids: Vec<String>,
+        /// X offset.
+        dx: f64,
+        /// Y offset.
+        dy: f64,
     },
     /// Delete widgets.
     BoardDelete {
         /// Widget ids.
         ids: Vec<String>,
+    },
+    /// Grant a role on a board (owner only); `owner` transfers ownership.
+    BoardRole {
+        /// The user, or `*` for everyone not named.
+        user: String,
+        /// The role.
+        role: BoardRole,
     },
     /// Ephemeral cursor position.
     BoardCursor {
@@ -112,8 +134,9 @@ impl<B> RoomOp<B> {
             Self::Typing => "typing",
             Self::Read { .. } => "read",
             Self::BoardPut { .. } => "board.put",
-            Self::BoardMove { .. } => "board.move",
+            Self::BoardMove { .. } | Self::BoardShift { .. } => "board.move",
             Self::BoardDelete { .. } => "board.delete",
+            Self::BoardRole { .. } => "board.role",
             Self::BoardCursor { .. } => "board.cursor",
         }
     }
@@ -129,7 +152,9 @@ impl<B> RoomOp<B> {
             Self::Read { seq } => RoomOp::Read { seq },
             Self::BoardPut { widget, base } => RoomOp::BoardPut { widget, base },
             Self::BoardMove { moves } => RoomOp::BoardMove { moves },
+            Self::BoardShift { ids, dx, dy } => RoomOp::BoardShift { ids, dx, dy },
             Self::BoardDelete { ids } => RoomOp::BoardDelete { ids },
+            Self::BoardRole { user, role } => RoomOp::BoardRole { user, role },
             Self::BoardCursor { x, y } => RoomOp::BoardCursor { x, y },
         }
     }
@@ -217,6 +242,18 @@ pub struct Rejected {
     pub room: Option<String>,
 }
 
+/// What a user may do on a board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoardRole {
+    /// Everything, and granting roles; exactly one per used board.
+    Owner,
+    /// Create, change, move and delete widgets.
+    Editor,
+    /// Watch only.
+    Viewer,
+}
+
 /// The frame as read in one pass: its strings borrowed, the rest still raw.
 #[derive(Deserialize)]
 struct Raw<'a> {
@@ -244,6 +281,14 @@ struct Raw<'a> {
     x: Option<&'a RawValue>,
     #[serde(borrow)]
     y: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dx: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dy: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
 }
 
 /// A field that should be a string: the string (borrowed when it has no
@@ -408,6 +453,7 @@ fn is_room_frame(t: &str) -> bool {
             | "board.put"
             | "board.move"
             | "board.delete"
+            | "board.role"
             | "board.cursor"
     )
 }
@@ -453,12 +499,43 @@ fn room_op<'a>(
                 base: optional(raw.base, "base")?,
             }
         }
-        "board.move" => RoomOp::BoardMove {
-            moves: moves(raw.moves)?,
+        "board.move" => match (raw.moves, raw.ids) {
+            (Some(_), None) => RoomOp::BoardMove {
+                moves: moves(raw.moves)?,
+            },
+            (None, Some(_)) => {
+                let ids: Vec<String> = required(raw.ids, "ids")?;
+                if ids.len() > MAX_MOVES {
+                    return Err(Failure::new(
+                        ErrorCode::TooLarge,
+                        format!("at most {MAX_MOVES} ids per frame"),
+                    ));
+                }
+                RoomOp::BoardShift {
+                    ids,
+                    dx: finite(raw.dx, "dx")?,
+                    dy: finite(raw.dy, "dy")?,
+                }
+            }
+            _ => {
+                return Err(Failure::bad_request(
+                    "board.move needs either moves, or ids with dx and dy",
+                ))
+            }
         },
         "board.delete" => {
             let ids: Vec<String> = required(raw.ids, "ids")?;
             RoomOp::BoardDelete { ids }
+        }
+        "board.role" => {
+            let user: String = required(raw.user, "user")?;
+            if user != "*" {
+                crate::ids::UserId::parse(&user)
+                    .map_err(|e| Failure::bad_request(format!("user: {e}")))?;
+            }
+            let role: BoardRole = required(raw.role, "role")
+                .map_err(|_| Failure::bad_request("role must be owner, editor or viewer"))?;
+            RoomOp::BoardRole { user, role }
         }
         "board.cursor" => RoomOp::BoardCursor {
             x: finite(raw.x, "x")?,
@@ -501,6 +578,21 @@ fn finite(v: Option<&RawValue>, name: &str) -> Result<f64, Failure> {
 fn check_widget(w: &Widget) -> Result<(), Failure> {
     if w.id.is_empty() || w.id.len() > 128 {
         return Err(Failure::bad_request("widget.id must be 1-128 bytes"));
+    }
+    if w.kind.is_empty() || w.kind.len() > MAX_TAG_BYTES {
+        return Err(Failure::bad_request(format!(
+            "widget.kind must be 1-{MAX_TAG_BYTES} bytes"
+        )));
+    }
+    if w.color.as_ref().is_some_and(|c| c.len() > MAX_TAG_BYTES) {
+        return Err(Failure::bad_request(format!(
+            "widget.color must be at most {MAX_TAG_BYTES} bytes"
+        )));
+    }
+    if w.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+        return Err(Failure::bad_request(format!(
+            "widget.text must be at most {MAX_TEXT_BYTES} bytes"
+        )));
     }
     let dims = [Some(w.x), Some(w.y), w.w, w.h];
     if dims.iter().flatten().any(|n| !n.is_finite()) {

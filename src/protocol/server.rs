@@ -20,6 +20,26 @@ pub struct VersionedWidget {
     pub v: u64,
 }
 
+/// One widget in a `board.changed`: whole, or after a move only where it
+/// went (`id`, `x`, `y`, `v`), so that a move of thousands stays small.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum WidgetEntry<'a> {
+    /// The widget as written.
+    Full(&'a VersionedWidget),
+    /// Its new position and version.
+    Moved {
+        /// Widget id.
+        id: &'a str,
+        /// X position.
+        x: f64,
+        /// Y position.
+        y: f64,
+        /// Version.
+        v: u64,
+    },
+}
+
 #[derive(Serialize)]
 struct FlatRef<'a> {
     #[serde(flatten)]
@@ -120,8 +140,10 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         seq: u64,
         by: &'a str,
-        widgets: Vec<&'a VersionedWidget>,
+        widgets: Vec<WidgetEntry<'a>>,
         deleted: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        roles: Option<&'a std::collections::BTreeMap<String, super::client::BoardRole>>,
     },
     /// Someone's cursor on a board.
     #[serde(rename = "board.cursor")]

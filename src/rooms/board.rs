@@ -1,20 +1,113 @@
-//! A board's widgets: pure state with versioned writes. Every change bumps
-//! the widget's version `v`; a conditional `put` with a stale `base` is a
-//! conflict.
+//! A board's widgets and roles: pure state with versioned writes. Every
+//! change bumps the widget's version `v`; a conditional `put` with a stale
+//! `base` is a conflict. Roles are plain state of the room's single writer,
+//! so that there is exactly one owner whatever the concurrency: a transfer
+//! is one step, not a lock.
 
 use std::collections::BTreeMap;
 
-use crate::protocol::client::{Widget, WidgetMove};
+use serde::Deserialize;
+
+use crate::protocol::client::{BoardRole, Widget, WidgetMove, MAX_WIDGETS};
 use crate::protocol::server::VersionedWidget;
 use crate::protocol::{ErrorCode, Failure};
 
-/// The widgets of one board, by id.
+/// The role of everyone not named (`*`) unless the owner says otherwise.
+pub const DEFAULT_ROLE: BoardRole = BoardRole::Editor;
+/// The key of the default role in `roles`.
+pub const EVERYONE: &str = "*";
+
+/// The widgets of one board, by id, and who may do what.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Board {
     widgets: BTreeMap<String, VersionedWidget>,
+    /// Named users' roles (the owner's included) and `*`'s.
+    roles: BTreeMap<String, BoardRole>,
 }
 
+/// Role changes of one operation, to announce in its `board.changed`.
+pub type RoleChanges = BTreeMap<String, BoardRole>;
+
 impl Board {
+    /// The role of `user`.
+    pub fn role_of(&self, user: &str) -> BoardRole {
+        self.roles
+            .get(user)
+            .or_else(|| self.roles.get(EVERYONE))
+            .copied()
+            .unwrap_or(DEFAULT_ROLE)
+    }
+
+    /// The owner, once someone has changed the board.
+    pub fn owner(&self) -> Option<&str> {
+        self.roles
+            .iter()
+            .find(|(_, r)| **r == BoardRole::Owner)
+            .map(|(u, _)| u.as_str())
+    }
+
+    /// Makes `user` the owner of a board nobody owns yet (its first change).
+    pub fn claim(&mut self, user: &str, changes: &mut RoleChanges) {
+        if self.owner().is_none() {
+            self.roles.insert(user.to_string(), BoardRole::Owner);
+            changes.insert(user.to_string(), BoardRole::Owner);
+        }
+    }
+
+    /// `by` (who must own the board) gives `user` a `role`; `owner`
+    /// transfers ownership (the old owner becomes an editor), `*` sets
+    /// everyone else's role.
+    pub fn set_role(
+        &mut self,
+        by: &str,
+        user: &str,
+        role: BoardRole,
+        changes: &mut RoleChanges,
+    ) -> Result<(), Failure> {
+        self.claim(by, changes);
+        if self.owner() != Some(by) {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                "only the board's owner may grant roles",
+            ));
+        }
+        match (user, role) {
+            (EVERYONE, BoardRole::Owner) => {
+                return Err(Failure::bad_request("ownership goes to one user, not *"))
+            }
+            (u, BoardRole::Owner) if u == by => {}
+            (u, _) if u == by => {
+                return Err(Failure::bad_request(
+                    "the owner hands over by granting owner to another user",
+                ))
+            }
+            (u, BoardRole::Owner) => {
+                self.roles.insert(by.to_string(), BoardRole::Editor);
+                changes.insert(by.to_string(), BoardRole::Editor);
+                self.roles.insert(u.to_string(), BoardRole::Owner);
+                changes.insert(u.to_string(), BoardRole::Owner);
+            }
+            (u, role) => {
+                self.roles.insert(u.to_string(), role);
+                changes.insert(u.to_string(), role);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every role as `joined` shows it: named users and `*`.
+    pub fn roles(&self) -> BTreeMap<&str, BoardRole> {
+        let mut all: BTreeMap<&str, BoardRole> =
+            self.roles.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+        all.entry(EVERYONE).or_insert(DEFAULT_ROLE);
+        all
+    }
+
+    /// The named roles, as stored.
+    pub fn stored_roles(&self) -> &BTreeMap<String, BoardRole> {
+        &self.roles
+    }
+
     /// Creates or replaces a widget. With `base`, the widget must exist at
     /// exactly that version.
     pub fn put(&mut self, widget: Widget, base: Option<u64>) -> Result<String, Failure> {
@@ -27,6 +120,12 @@ impl Board {
                 };
                 return Err(Failure::new(ErrorCode::Conflict, message));
             }
+        }
+        if current.is_none() && self.widgets.len() >= MAX_WIDGETS {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!("a board holds at most {MAX_WIDGETS} widgets"),
+            ));
         }
         let id = widget.id.clone();
         let v = current.unwrap_or(0) + 1;
@@ -51,6 +150,24 @@ impl Board {
         moved
     }
 
+    /// Moves the widgets that exist by one offset, each once; returns the
+    /// ids moved.
+    pub fn shift(&mut self, ids: &[String], dx: f64, dy: f64) -> Vec<String> {
+        let mut ids: Vec<&String> = ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        let mut moved = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(w) = self.widgets.get_mut(id) {
+                w.widget.x += dx;
+                w.widget.y += dy;
+                w.v += 1;
+                moved.push(id.clone());
+            }
+        }
+        moved
+    }
+
     /// Deletes the widgets that exist; returns the ids deleted.
     pub fn delete(&mut self, ids: &[String]) -> Vec<String> {
         ids.iter()
@@ -59,26 +176,42 @@ impl Board {
             .collect()
     }
 
-    /// A board holding these widgets.
-    pub fn from_widgets(widgets: Vec<VersionedWidget>) -> Self {
+    /// A board holding these widgets and roles.
+    pub fn from_parts(widgets: Vec<VersionedWidget>, roles: BTreeMap<String, BoardRole>) -> Self {
         Self {
             widgets: widgets
                 .into_iter()
                 .map(|w| (w.widget.id.clone(), w))
                 .collect(),
+            roles,
         }
     }
 
+    /// A board holding these widgets.
+    pub fn from_widgets(widgets: Vec<VersionedWidget>) -> Self {
+        Self::from_parts(widgets, BTreeMap::new())
+    }
+
     /// Applies a stored `board.changed` frame (when rebuilding from a log);
-    /// other frames change nothing.
+    /// other frames change nothing. Entries of a move carry only `id`, `x`,
+    /// `y` and `v`.
     pub fn replay(&mut self, frame: &[u8]) {
-        #[derive(serde::Deserialize)]
+        #[derive(Deserialize)]
         struct Changed {
             t: String,
             #[serde(default)]
-            widgets: Vec<VersionedWidget>,
+            widgets: Vec<serde_json::Value>,
             #[serde(default)]
             deleted: Vec<String>,
+            #[serde(default)]
+            roles: BTreeMap<String, BoardRole>,
+        }
+        #[derive(Deserialize)]
+        struct Moved {
+            id: String,
+            x: f64,
+            y: f64,
+            v: u64,
         }
         let Ok(changed) = serde_json::from_slice::<Changed>(frame) else {
             return;
@@ -86,12 +219,35 @@ impl Board {
         if changed.t != "board.changed" {
             return;
         }
-        for w in changed.widgets {
-            self.widgets.insert(w.widget.id.clone(), w);
+        for entry in changed.widgets {
+            if entry.get("kind").is_some() {
+                if let Ok(w) = serde_json::from_value::<VersionedWidget>(entry) {
+                    self.widgets.insert(w.widget.id.clone(), w);
+                }
+            } else if let Ok(m) = serde_json::from_value::<Moved>(entry) {
+                if let Some(w) = self.widgets.get_mut(&m.id) {
+                    w.widget.x = m.x;
+                    w.widget.y = m.y;
+                    w.v = m.v;
+                }
+            }
         }
         for id in changed.deleted {
             self.widgets.remove(&id);
         }
+        for (user, role) in changed.roles {
+            self.roles.insert(user, role);
+        }
+    }
+
+    /// How many widgets the board holds.
+    pub fn len(&self) -> usize {
+        self.widgets.len()
+    }
+
+    /// Whether the board holds no widget.
+    pub fn is_empty(&self) -> bool {
+        self.widgets.is_empty()
     }
 
     /// One widget by id.

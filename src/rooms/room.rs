@@ -264,6 +264,28 @@ impl Room {
         self.lock().frozen = false;
     }
 
+    /// Lets the room go from memory if it is idle and nothing would be lost:
+    /// with a store, its history is there; without one, only a room that
+    /// never stored an event goes. From then on it answers `Moved`, so an
+    /// operation already routed to it is retried on a fresh room.
+    pub fn release_if_idle(&self) -> bool {
+        let mut inner = self.lock();
+        let idle = inner.state.is_idle()
+            && inner.loading.is_none()
+            && inner.freezing.is_empty()
+            && !inner.frozen;
+        let nothing_lost = match &inner.durable {
+            Some(d) => d.settled(),
+            None => inner.state.seq() == 0,
+        };
+        if !(idle && nothing_lost) {
+            return false;
+        }
+        inner.frozen = true;
+        self.retire();
+        true
+    }
+
     /// Whether no connection is subscribed and nothing is under way, so that
     /// the room may be released from memory.
     pub fn is_idle(&self) -> bool {

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::board::Board;
+use super::board::{Board, RoleChanges};
 use super::store::Entry;
 use crate::ids::{ConnId, Map, RoomId, RoomKind, UserId};
-use crate::protocol::client::RoomOp;
-use crate::protocol::server::{ack_frame, error_frame, msg_frame, ServerFrame};
-use crate::protocol::Failure;
+use crate::protocol::client::{BoardRole, RoomOp};
+use crate::protocol::server::{ack_frame, error_frame, msg_frame, ServerFrame, WidgetEntry};
+use crate::protocol::{ErrorCode, Failure};
 
 /// Which gateway link a connection arrived on.
 pub type LinkId = u64;
@@ -217,9 +217,11 @@ impl RoomState {
                 };
                 Ok(self.ephemeral(origin, frame))
             }
-            RoomOp::BoardPut { .. } | RoomOp::BoardMove { .. } | RoomOp::BoardDelete { .. } => {
-                self.board_op(&origin.user, id, op)
-            }
+            RoomOp::BoardPut { .. }
+            | RoomOp::BoardMove { .. }
+            | RoomOp::BoardShift { .. }
+            | RoomOp::BoardDelete { .. }
+            | RoomOp::BoardRole { .. } => self.board_op(&origin.user, id, op),
         };
         result.unwrap_or_else(|failure| Outcome {
             reply: Some(error_frame(&failure, id, Some(room.as_str())).into()),
@@ -265,14 +267,21 @@ impl RoomState {
         let mut out = Outcome::default();
         self.subscribe(origin, &mut out);
         let first_kept = self.log.front().map_or(self.seq + 1, |e| e.seq);
-        let msgs = self.log.iter().filter(|e| e.msg.is_some());
         let history: Vec<&[u8]> = match since {
-            Some(since) => msgs
+            // Every kept event after `since`, board changes included, so
+            // that a resuming client misses nothing.
+            Some(since) => self
+                .log
+                .iter()
                 .filter(|e| e.seq > since)
                 .map(|e| &e.frame[..])
                 .collect(),
+            // The latest messages; a board's state is its `widgets`.
             None => {
-                let mut last: Vec<&[u8]> = msgs
+                let mut last: Vec<&[u8]> = self
+                    .log
+                    .iter()
+                    .filter(|e| e.msg.is_some())
                     .rev()
                     .take(JOIN_HISTORY)
                     .map(|e| &e.frame[..])
@@ -297,6 +306,8 @@ impl RoomState {
             reads: BTreeMap<&'a str, u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
             widgets: Option<Vec<&'a crate::protocol::server::VersionedWidget>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            roles: Option<BTreeMap<&'a str, BoardRole>>,
         }
         let size: usize = history.iter().map(|f| f.len() + 1).sum();
         let mut out = Vec::with_capacity(128 + size);
@@ -322,6 +333,7 @@ impl RoomState {
             truncated,
             reads: self.reads.iter().map(|(u, s)| (u.as_str(), *s)).collect(),
             widgets: self.board.as_ref().map(|b| b.widgets().collect()),
+            roles: self.board.as_ref().map(Board::roles),
         };
         // `Tail` serializes to an object; its fields continue ours.
         let rest = serde_json::to_vec(&tail).unwrap_or_default();
@@ -429,22 +441,61 @@ impl RoomState {
             .board
             .as_mut()
             .ok_or_else(|| Failure::bad_request("board operations need a board: room"))?;
+        let mut roles = RoleChanges::new();
+        if !matches!(op, RoomOp::BoardRole { .. }) {
+            if board.role_of(by.as_str()) == BoardRole::Viewer {
+                return Err(Failure::new(
+                    ErrorCode::Forbidden,
+                    "a viewer may not change the board",
+                ));
+            }
+            board.claim(by.as_str(), &mut roles);
+        }
+        let mut moved_only = false;
         let (changed, deleted) = match op {
             RoomOp::BoardPut { widget, base } => {
                 (vec![board.put(widget.clone(), *base)?], Vec::new())
             }
-            RoomOp::BoardMove { moves } => (board.apply_moves(moves), Vec::new()),
+            RoomOp::BoardMove { moves } => {
+                moved_only = true;
+                (board.apply_moves(moves), Vec::new())
+            }
+            RoomOp::BoardShift { ids, dx, dy } => {
+                moved_only = true;
+                (board.shift(ids, *dx, *dy), Vec::new())
+            }
             RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids)),
+            RoomOp::BoardRole { user, role } => {
+                board.set_role(by.as_str(), user, *role, &mut roles)?;
+                (Vec::new(), Vec::new())
+            }
             _ => return Err(Failure::bad_request("not a board operation")),
         };
         let seq = self.seq + 1;
+        let widgets = changed
+            .iter()
+            .filter_map(|w| board.get(w))
+            .map(|w| {
+                if moved_only {
+                    WidgetEntry::Moved {
+                        id: &w.widget.id,
+                        x: w.widget.x,
+                        y: w.widget.y,
+                        v: w.v,
+                    }
+                } else {
+                    WidgetEntry::Full(w)
+                }
+            })
+            .collect();
         let frame = ServerFrame::BoardChanged {
             id,
             room: self.room.as_str(),
             seq,
             by: by.as_str(),
-            widgets: changed.iter().filter_map(|w| board.get(w)).collect(),
+            widgets,
             deleted: deleted.iter().map(String::as_str).collect(),
+            roles: (!roles.is_empty()).then_some(&roles),
         }
         .encode();
         Ok(Outcome {

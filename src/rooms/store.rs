@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub widgets: Vec<VersionedWidget>,
     /// Latest read receipt per user.
     pub reads: BTreeMap<String, u64>,
+    /// Board roles of named users and `*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, crate::protocol::client::BoardRole>,
 }
 
 /// What a room is rebuilt from.

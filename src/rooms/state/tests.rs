@@ -221,7 +221,7 @@ fn board_changes_take_seqs_and_echo_the_id() {
     assert_eq!(
         joined["history"].as_array().unwrap().len(),
         0,
-        "history holds chat messages only"
+        "without since, history holds chat messages only"
     );
     assert_eq!(json(&r.info_json("n1"))["widgets"][0]["id"], "w1");
 }
@@ -237,4 +237,55 @@ fn operations_of_a_connection_not_yet_known_are_applied() {
         0,
         "sending does not make anyone present"
     );
+}
+
+#[test]
+fn a_board_rebuilt_from_its_log_and_snapshot_has_the_same_widgets_and_roles() {
+    use crate::protocol::client::{BoardRole, Widget};
+    let mut r = RoomState::new(RoomId::parse("board:r").unwrap(), 1000);
+    let ann = who("ann", 1, 1);
+    let put = |id: &str| RoomOp::BoardPut {
+        widget: Widget {
+            id: id.into(),
+            kind: "sticky".into(),
+            x: 1.0,
+            y: 2.0,
+            w: None,
+            h: None,
+            text: Some("t".into()),
+            color: None,
+        },
+        base: None,
+    };
+    r.apply(&ann, None, &put("a"), 1);
+    // A snapshot here; what follows is only in the log.
+    let snapshot = r.snapshot();
+    r.apply(&ann, None, &put("b"), 1);
+    let shift = RoomOp::BoardShift {
+        ids: vec!["a".into(), "b".into()],
+        dx: 10.0,
+        dy: 0.5,
+    };
+    r.apply(&ann, None, &shift, 1);
+    let grant = RoomOp::BoardRole {
+        user: "bob".into(),
+        role: BoardRole::Viewer,
+    };
+    r.apply(&ann, None, &grant, 1);
+    let transfer = RoomOp::BoardRole {
+        user: "cy".into(),
+        role: BoardRole::Owner,
+    };
+    r.apply(&ann, None, &transfer, 1);
+    let mut loaded = r.export();
+    loaded.snapshot = Some(snapshot);
+    let mut rebuilt = RoomState::new(RoomId::parse("board:r").unwrap(), 1000);
+    rebuilt.restore(loaded);
+    assert_eq!(rebuilt.board(), r.board());
+    let board = rebuilt.board().unwrap();
+    assert_eq!(board.owner(), Some("cy"));
+    assert_eq!(board.role_of("ann"), BoardRole::Editor);
+    assert_eq!(board.role_of("bob"), BoardRole::Viewer);
+    assert_eq!(board.get("b").unwrap().widget.x, 11.0);
+    assert_eq!(rebuilt.seq(), 5);
 }

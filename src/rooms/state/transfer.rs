@@ -27,7 +27,7 @@ impl RoomState {
             .filter_map(|(u, s)| Some((UserId::parse(u).ok()?, *s)))
             .collect();
         if let Some(board) = &mut self.board {
-            *board = Board::from_widgets(snapshot.widgets);
+            *board = Board::from_parts(snapshot.widgets, snapshot.roles);
         }
         for entry in entries {
             let frame = entry.frame;
@@ -63,6 +63,11 @@ impl RoomState {
                 .iter()
                 .map(|(u, s)| (u.to_string(), *s))
                 .collect(),
+            roles: self
+                .board
+                .as_ref()
+                .map(|b| b.stored_roles().clone())
+                .unwrap_or_default(),
         }
     }
 
