@@ -211,3 +211,39 @@ async fn cluster_health_readiness_metrics_and_web_client() {
     assert!(js.as_str().unwrap().contains("class RoomringClient"));
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_connection_on_every_gateway() {
+    let cluster = TestCluster::start(3, 2).await;
+    let (g1, g2) = (cluster.gateways[0].addr, cluster.gateways[1].addr);
+    let mut clients = Vec::new();
+    for (i, user) in ["ann", "bob", "cy", "ann"].iter().enumerate() {
+        clients.push(Client::connect(if i % 2 == 0 { g1 } else { g2 }, user).await);
+    }
+    let (status, _) = http(
+        g2,
+        "POST",
+        "/api/broadcast",
+        Some(json!({"body": {"text": "maintenance at 10"}})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    for c in &mut clients {
+        assert_eq!(
+            c.recv_type("notify").await,
+            json!({"t": "notify", "body": {"text": "maintenance at 10"}})
+        );
+    }
+    let (status, body) = http(
+        g1,
+        "POST",
+        "/api/broadcast",
+        Some(json!({"text": "no body field"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    cluster.stop().await;
+}

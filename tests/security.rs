@@ -132,6 +132,15 @@ async fn api_tokens_roles_and_rotation_are_checked_by_the_layers() {
     .await;
     assert_eq!((status, body["seq"].as_u64()), (200, Some(1)));
 
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/broadcast",
+        Some(&service),
+        r#"{"body":"hi"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "a broadcast needs the admin role");
     // During a rotation both keys sign valid tokens.
     let old_admin = api_token("admin", OLD_KEY);
     assert_eq!(

@@ -151,6 +151,18 @@ pub(super) async fn notify(
         .into_response())
 }
 
+/// `POST /api/broadcast` with `{"body"}` (admin): a `notify` to every
+/// connection of every gateway.
+pub(super) async fn broadcast(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
+    let body = raw_field(&mut json_body(&body)?, "body")?;
+    gw.upstream.broadcast(body.get().as_bytes())?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "status": "accepted" })),
+    )
+        .into_response())
+}
+
 /// `GET /api/cluster`.
 pub(super) async fn cluster(State(gw): State<Arc<Gateway>>) -> ApiResult {
     let view = gw.upstream.view();

@@ -151,6 +151,7 @@ pub(crate) fn app(gw: Arc<Gateway>) -> Router {
         .route("/api/users/{user}/notify", post(http::notify));
     let admin = Router::new()
         .route("/api/cluster", get(http::cluster))
+        .route("/api/broadcast", post(http::broadcast))
         .route("/api/cluster/nodes", post(http::add_node))
         .route("/api/cluster/nodes/{id}/drain", post(http::drain));
     let api = layers::require(&gw, service, ApiRole::Service)

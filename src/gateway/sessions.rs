@@ -114,6 +114,15 @@ impl Sessions {
         sent
     }
 
+    /// Queues a frame for every connection; returns how many.
+    pub(super) fn send_to_all(&self, frame: &Bytes, dirty: &mut Dirty) -> usize {
+        let conns = self.lock();
+        for conn in conns.values() {
+            dirty.push(&conn.out, frame.clone());
+        }
+        conns.len()
+    }
+
     /// Asks every connection to close.
     pub(super) fn close_all(&self, close: Close) {
         for conn in self.lock().values() {

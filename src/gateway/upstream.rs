@@ -384,6 +384,18 @@ impl Upstream {
             .map_err(|_| unreachable())
     }
 
+    /// Sends an announcement for every connection of every gateway through
+    /// one node (each node relays to every gateway linked to it).
+    pub(super) fn broadcast(&self, body: &[u8]) -> Result<(), Failure> {
+        let unreachable = || Failure::new(ErrorCode::Unavailable, "no node is reachable; retry");
+        let (_, writer) = self.writer_to_owner("broadcast").ok_or_else(unreachable)?;
+        writer
+            .send(&ToNode::Broadcast {
+                body: Raw::new(body),
+            })
+            .map_err(|_| unreachable())
+    }
+
     /// Keeps one link per node member until shutdown.
     async fn supervise(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut ring = self.ring.clone();
@@ -514,6 +526,10 @@ impl Upstream {
                 let sent = self
                     .sessions
                     .send_to_user(user, &websocket::text(payload), dirty);
+                dirty.delivered(sent as u64);
+            }
+            FromNode::Broadcast { payload } => {
+                let sent = self.sessions.send_to_all(&websocket::text(payload), dirty);
                 dirty.delivered(sent as u64);
             }
             FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {

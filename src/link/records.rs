@@ -50,6 +50,13 @@ pub enum ToNode<'a> {
         /// The `notify` frame's body.
         body: &'a Raw,
     },
+    /// An announcement for every connection of every gateway, relayed by
+    /// the node to each gateway linked to it (gateways only).
+    Broadcast {
+        /// The `notify` frame's body.
+        #[serde(borrow)]
+        body: &'a Raw,
+    },
     /// Part of a room moving to the receiver: kept events and widgets,
     /// before the `Handoff` that completes request `rid` (nodes only).
     HandoffPart {
@@ -89,7 +96,7 @@ impl ToNode<'_> {
     pub fn from_gateway(&self) -> bool {
         matches!(
             self,
-            Self::Op { .. } | Self::Query { .. } | Self::Notify { .. }
+            Self::Op { .. } | Self::Query { .. } | Self::Notify { .. } | Self::Broadcast { .. }
         )
     }
 }
@@ -166,6 +173,12 @@ pub enum FromNode<'a> {
     Notify {
         /// The addressee.
         user: &'a str,
+        /// The `notify` frame.
+        #[serde(borrow)]
+        payload: &'a Raw,
+    },
+    /// An announcement, for every connection.
+    Broadcast {
         /// The `notify` frame.
         #[serde(borrow)]
         payload: &'a Raw,

@@ -188,7 +188,8 @@ fn handle(
                 None => sink.reply(rid, Reply::moved()),
             }
         }
-        ToNode::Notify { user, body } => notify(node, user, body),
+        ToNode::Notify { user, body } => notify(node, Some(user), body),
+        ToNode::Broadcast { body } => notify(node, None, body),
         ToNode::HandoffPart {
             rid,
             entries,
@@ -295,10 +296,13 @@ pub(super) fn close_links(node: &Node) {
     }
 }
 
-/// Relays a notification to every gateway linked to this node.
-fn notify(node: &Node, user: &str, body: &[u8]) {
-    let Ok(user) = UserId::parse(user) else {
-        return;
+/// Relays a notification for `user` (or, without one, an announcement for
+/// everyone) to every gateway linked to this node.
+fn notify(node: &Node, user: Option<&str>, body: &[u8]) {
+    let user = match user.map(UserId::parse) {
+        Some(Ok(user)) => Some(user),
+        Some(Err(_)) => return,
+        None => None,
     };
     let Ok(body) = serde_json::from_slice::<&serde_json::value::RawValue>(body) else {
         return;
@@ -311,6 +315,9 @@ fn notify(node: &Node, user: &str, body: &[u8]) {
         .map(|l| l.sink.clone())
         .collect();
     for target in targets {
-        target.notify(user.as_str(), frame.as_bytes());
+        match &user {
+            Some(user) => target.notify(user.as_str(), frame.as_bytes()),
+            None => target.broadcast(frame.as_bytes()),
+        }
     }
 }

@@ -38,6 +38,14 @@ impl LinkSink {
         }
     }
 
+    /// Sends an announcement frame, for every connection of the gateway.
+    pub(super) fn broadcast(&self, frame: &[u8]) {
+        let _ = self.writer.send(&FromNode::Broadcast {
+            payload: Raw::new(frame),
+        });
+        self.check_overload();
+    }
+
     /// Sends a notification frame.
     pub(super) fn notify(&self, user: &str, frame: &[u8]) {
         let _ = self.writer.send(&FromNode::Notify {
