@@ -1,11 +1,14 @@
 // roomring browser client: one WebSocket, automatic reconnect, resume with
-// `since`, and `send` retried by id until acked (the server dedupes by id).
+// `since` and `epoch`, `send` retried by id until acked (the server dedupes
+// by id), and board operations answered by their own `board.changed`.
 
 export class RoomringClient {
   constructor(url) {
     this.url = url;
     this.rooms = new Map();      // room -> last seq seen
+    this.epochs = new Map();     // room -> history epoch, when the server names one
     this.pending = new Map();    // send id -> {room, body, resolve, reject}
+    this.requests = new Map();   // board op id -> {resolve, reject}
     this.handlers = new Map();   // frame type -> [fn]
     this.ws = null;
     this.backoff = 250;
@@ -35,11 +38,15 @@ export class RoomringClient {
     ws.onopen = () => {
       this.backoff = 250;
       this.emit('status', { connected: true });
-      for (const [room, seq] of this.rooms) this.raw({ t: 'join', room, since: seq });
+      for (const room of this.rooms.keys()) this.raw(this.joinFrame(room));
       for (const [id, p] of this.pending) this.raw({ t: 'send', room: p.room, id, body: p.body });
     };
     ws.onmessage = (ev) => this.receive(JSON.parse(ev.data));
     ws.onclose = (ev) => {
+      // A board operation in flight may or may not have been applied: it is
+      // not sent again (a move would apply twice); its caller hears of it.
+      for (const [, r] of this.requests) r.reject({ code: 'unavailable', message: 'the connection dropped; check the board and try again' });
+      this.requests.clear();
       this.emit('status', { connected: false, code: ev.code });
       if (this.closed) return;
       setTimeout(() => this.connect(), this.backoff);
@@ -49,12 +56,23 @@ export class RoomringClient {
 
   receive(f) {
     if (f.t === 'joined') {
+      if (f.truncated || (f.epoch && this.epochs.has(f.room) && this.epochs.get(f.room) !== f.epoch)) {
+        this.rooms.set(f.room, 0); // another history: start over from what joined holds
+      }
+      if (f.epoch) this.epochs.set(f.room, f.epoch);
       for (const m of f.history) this.track(m);
       this.rooms.set(f.room, Math.max(this.rooms.get(f.room) ?? 0, f.seq));
     } else if (f.t === 'msg' || f.t === 'board.changed') {
       const last = this.rooms.get(f.room) ?? 0;
+      if (f.t === 'board.changed' && f.id && this.requests.has(f.id)) {
+        this.requests.get(f.id).resolve(f);
+        this.requests.delete(f.id);
+      }
       if (f.seq <= last) return; // already seen (replayed after a reconnect)
       this.rooms.set(f.room, f.seq);
+    } else if (f.t === 'error' && f.id && this.requests.has(f.id)) {
+      this.requests.get(f.id).reject(f);
+      this.requests.delete(f.id);
     } else if (f.t === 'ack' && this.pending.has(f.id)) {
       this.pending.get(f.id).resolve(f);
       this.pending.delete(f.id);
@@ -79,11 +97,44 @@ export class RoomringClient {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 
+  joinFrame(room) {
+    const since = this.rooms.get(room) ?? 0;
+    const frame = { t: 'join', room };
+    if (since > 0) frame.since = since;
+    if (since > 0 && this.epochs.has(room)) frame.epoch = this.epochs.get(room);
+    return frame;
+  }
+
   join(room) {
     if (!this.rooms.has(room)) this.rooms.set(room, 0);
-    const since = this.rooms.get(room);
-    this.raw(since > 0 ? { t: 'join', room, since } : { t: 'join', room });
+    this.raw(this.joinFrame(room));
   }
+
+  // A board operation; resolves with its `board.changed`, rejects with its
+  // `error` (conflict, forbidden, ...).
+  request(frame) {
+    const id = this.nextId('b');
+    return new Promise((resolve, reject) => {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+        reject({ code: 'unavailable', message: 'not connected' });
+        return;
+      }
+      this.requests.set(id, { resolve, reject });
+      this.raw({ ...frame, id });
+    });
+  }
+
+  put(room, widget, base) {
+    const frame = { t: 'board.put', room, widget };
+    if (base !== undefined) frame.base = base;
+    return this.request(frame);
+  }
+
+  moveTo(room, moves) { return this.request({ t: 'board.move', room, moves }); }
+  moveBy(room, ids, dx, dy) { return this.request({ t: 'board.move', room, ids, dx, dy }); }
+  remove(room, ids) { return this.request({ t: 'board.delete', room, ids }); }
+  grant(room, user, role) { return this.request({ t: 'board.role', room, user, role }); }
+  cursor(room, x, y) { this.raw({ t: 'board.cursor', room, x, y }); }
 
   leave(room) {
     this.rooms.delete(room);

@@ -25,6 +25,16 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../static/cluster.html"),
     ),
     (
+        "/board.html",
+        "text/html; charset=utf-8",
+        include_str!("../../static/board.html"),
+    ),
+    (
+        "/board.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/board.js"),
+    ),
+    (
         "/roomring.js",
         "text/javascript; charset=utf-8",
         include_str!("../../static/roomring.js"),
