@@ -44,6 +44,10 @@ pub struct Metrics {
     pub storage_commits: Counter,
     /// Open client connections.
     pub connections: Gauge,
+    /// Times the coordinator's epoch was found gone back and carried forward.
+    pub coordinator_resets: Counter,
+    /// Panics caught in a connection's or a link's task.
+    pub panics: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -58,6 +62,8 @@ pub fn metrics() -> &'static Metrics {
             messages_in: metrics::counter!("roomring_messages_in_total"),
             storage_commits: metrics::counter!("roomring_storage_commits_total"),
             connections: metrics::gauge!("roomring_connections"),
+            coordinator_resets: metrics::counter!("roomring_coordinator_resets_total"),
+            panics: metrics::counter!("roomring_panics_total"),
         }
     })
 }

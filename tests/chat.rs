@@ -309,3 +309,53 @@ async fn a_client_that_does_not_read_is_closed_and_the_room_goes_on() {
     let code = slow.close_code().await;
     assert!(matches!(code, None | Some(1008)), "closed with {code:?}");
 }
+
+#[tokio::test]
+async fn the_history_epoch_is_stable_across_hand_offs_and_marks_another_history() {
+    let cluster = TestCluster::start(3, 1).await;
+    let addr = cluster.addr();
+    let mut ann = Client::connect(addr, "ann").await;
+    let first = ann.join("chat:epoch").await;
+    let epoch = first["epoch"]
+        .as_str()
+        .expect("joined names its epoch")
+        .to_string();
+    assert_eq!(epoch.len(), 16);
+    for i in 0..3 {
+        ann.say("chat:epoch", &format!("e{i}"), "x").await;
+    }
+    let (_, info) = http(addr, "GET", "/api/rooms/chat:epoch", None).await;
+    let owner = info["owner"].as_str().unwrap().to_string();
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/api/cluster/nodes/{owner}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually!({
+        let (_, now) = http(addr, "GET", "/api/rooms/chat:epoch", None).await;
+        if now["owner"].as_str().is_some_and(|o| o != owner) {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+    let mut bob = Client::connect(addr, "bob").await;
+    bob.send(json!({"t": "join", "room": "chat:epoch", "since": 2, "epoch": epoch}))
+        .await;
+    let same = bob.recv_type("joined").await;
+    assert_eq!(
+        (same["epoch"].as_str(), same["truncated"].as_bool()),
+        (Some(epoch.as_str()), Some(false))
+    );
+    assert_eq!(same["history"].as_array().unwrap().len(), 1);
+    // A `since` from another history: everything kept, marked truncated.
+    bob.send(json!({"t": "join", "room": "chat:epoch", "since": 2, "epoch": "0123456789abcdef"}))
+        .await;
+    let other = bob.recv_type("joined").await;
+    assert_eq!(other["truncated"], true);
+    assert_eq!(other["history"].as_array().unwrap().len(), 3);
+    cluster.stop().await;
+}

@@ -298,3 +298,73 @@ async fn ctl_lists_locates_and_drains() {
     let (_, ring) = ctl(&url, &["ring"]);
     assert_eq!(ring.lines().skip(1).collect::<Vec<_>>(), vec!["n1", "n3"]);
 }
+
+/// Redis loses its data (FLUSHALL): the cluster carries its membership epoch
+/// forward, so a node killed afterwards is still replaced, and a client
+/// resuming with its old epoch learns that the history is another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_its_data_the_cluster_recovers_and_clients_see_a_new_epoch() {
+    let mut cluster = cluster().await;
+    let g1 = cluster.gateways[0].addr;
+    let mut ann = Client::connect(g1, "ann").await;
+    let joined = ann.join("chat:flush").await;
+    let old_epoch = joined["epoch"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        ann.say("chat:flush", &format!("f{i}"), "before").await;
+    }
+    // A cluster that has lived long: many membership changes before.
+    cluster.redis.cli(&[
+        "INCRBY",
+        &format!("{}:epoch", roomring::coordinator::redis::PREFIX),
+        "100",
+    ]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.redis.flushall();
+    // Every member finds its lease gone and joins again.
+    eventually!({
+        let (_, v) = http(g1, "GET", "/api/cluster", None).await;
+        let n = v["nodes"].as_array().map_or(0, Vec::len);
+        if n == 3 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    });
+    let mut bob = Client::connect(g1, "bob").await;
+    let again = eventually!({
+        bob.send(json!({"t": "join", "room": "chat:flush", "since": 3, "epoch": old_epoch}))
+            .await;
+        let f = bob.recv_either("joined", None).await;
+        if f["t"] == "joined" && f["epoch"] != old_epoch.as_str() {
+            Ok(f)
+        } else {
+            Err(f)
+        }
+    });
+    assert_eq!(again["truncated"], true, "{again}");
+
+    // A node killed now is replaced: its rooms serve again elsewhere.
+    let (_, info) = http(g1, "GET", "/api/rooms/chat:flush", None).await;
+    let victim = info["owner"].as_str().unwrap().to_string();
+    let at = cluster.nodes.iter().position(|n| n.id == victim).unwrap();
+    cluster.nodes[at].kill9();
+    let started = Instant::now();
+    let seq = eventually!({
+        ann.send(
+            json!({"t": "send", "room": "chat:flush", "id": "after", "body": {"after": true}}),
+        )
+        .await;
+        let f = ann.recv_either("ack", Some("after")).await;
+        if f["t"] == "ack" {
+            Ok(f["seq"].as_u64().unwrap())
+        } else {
+            Err(f)
+        }
+    });
+    assert!(seq >= 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

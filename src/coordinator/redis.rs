@@ -68,6 +68,21 @@ redis.call('PUBLISH', KEYS[4], epoch)
 return 1
 "#;
 
+/// Raises the epoch to at least ARGV[1]: after Redis lost its data (a
+/// restart without persistence, FLUSHALL, a stale replica promoted), the
+/// processes that remember a later epoch carry it forward, so that views
+/// keep increasing and nobody ignores the new ones.
+const CARRY_FORWARD: &str = r#"
+local e = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if e < floor then
+  redis.call('SET', KEYS[1], floor)
+  redis.call('PUBLISH', KEYS[2], floor)
+  return floor
+end
+return e
+"#;
+
 /// Reads the epoch and every live member in one atomic step, removing the
 /// members whose lease lapsed (and bumping the epoch if any did).
 const SNAPSHOT: &str = r#"
@@ -168,6 +183,24 @@ impl Inner {
             .filter_map(|(id, fields)| parse_member(&id, &fields))
             .collect();
         members.sort_by(|a, b| a.id.cmp(&b.id));
+        let known = self.view_tx.borrow().epoch;
+        let epoch = if epoch < known.0 {
+            tracing::warn!(
+                coordinator.epoch = epoch,
+                known = known.0,
+                "the coordinator's epoch went back (Redis lost its data?); carrying it forward"
+            );
+            crate::telemetry::metrics().coordinator_resets.increment(1);
+            Script::new(CARRY_FORWARD)
+                .key(self.key("epoch"))
+                .key(self.key("changes"))
+                .arg(known.0 + 1)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unreachable)?
+        } else {
+            epoch
+        };
         let view = View {
             epoch: Epoch(epoch),
             members,

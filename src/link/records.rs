@@ -113,6 +113,8 @@ pub struct HandoffState<'a> {
     /// Board roles of named users and `*`.
     #[serde(borrow)]
     pub roles: Vec<(&'a str, crate::protocol::client::BoardRole)>,
+    /// The history's epoch.
+    pub epoch: Option<&'a str>,
 }
 
 /// One kept event of a handed-off room.

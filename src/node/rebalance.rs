@@ -199,6 +199,7 @@ fn encode_handoff(
             seq: s.seq,
             reads: reads.clone(),
             roles: s.roles.iter().map(|(u, r)| (u.as_str(), *r)).collect(),
+            epoch: frozen.and_then(|f| f.state.epoch.as_deref()),
         }),
         conns: conns
             .iter()
@@ -307,6 +308,7 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
         })
         .collect();
     let state = incoming.state.map(|(s, entries, widgets)| Loaded {
+        epoch: s.epoch.map(str::to_string),
         entries,
         snapshot: Some(Snapshot {
             seq: s.seq,

@@ -69,13 +69,23 @@ fn snap_key(prefix: &str, room: &RoomId) -> String {
 impl RoomStore for RedisStore {
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
         type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
-        let (log, snap): (StreamEntries, Option<String>) = redis::pipe()
+        // The epoch is set once, by whoever loads the room first; a history
+        // lost with Redis's data gets a new one.
+        let epoch_key = format!("{}:room:{room}:epoch", self.prefix);
+        let (log, snap, epoch): (StreamEntries, Option<String>, String) = redis::pipe()
             .cmd("XRANGE")
             .arg(log_key(&self.prefix, room))
             .arg("-")
             .arg("+")
             .cmd("GET")
             .arg(snap_key(&self.prefix, room))
+            .cmd("SET")
+            .arg(&epoch_key)
+            .arg(&*crate::rooms::state::new_epoch())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&epoch_key)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(failed)?;
@@ -97,7 +107,11 @@ impl RoomStore for RedisStore {
             }
             None => None,
         };
-        Ok(Loaded { entries, snapshot })
+        Ok(Loaded {
+            entries,
+            snapshot,
+            epoch: Some(epoch),
+        })
     }
 
     fn append(&self, append: Append) {

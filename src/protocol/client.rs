@@ -59,6 +59,8 @@ pub enum RoomOp<B> {
     Join {
         /// The last seq the client has.
         since: Option<u64>,
+        /// The history epoch `since` belongs to.
+        epoch: Option<String>,
     },
     /// Re-subscribe a connection at its room's new owner (a gateway's own
     /// operation, never a client's): the answer is every kept event after
@@ -144,7 +146,7 @@ impl<B> RoomOp<B> {
     /// The same operation with its body mapped.
     pub fn map_body<C>(self, f: impl FnOnce(B) -> C) -> RoomOp<C> {
         match self {
-            Self::Join { since } => RoomOp::Join { since },
+            Self::Join { since, epoch } => RoomOp::Join { since, epoch },
             Self::Resume { since } => RoomOp::Resume { since },
             Self::Leave => RoomOp::Leave,
             Self::Send { body } => RoomOp::Send { body: f(body) },
@@ -281,6 +283,8 @@ struct Raw<'a> {
     x: Option<&'a RawValue>,
     #[serde(borrow)]
     y: Option<&'a RawValue>,
+    #[serde(borrow)]
+    epoch: Option<&'a RawValue>,
     #[serde(borrow)]
     dx: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -470,6 +474,7 @@ fn room_op<'a>(
     Ok(match t {
         "join" => RoomOp::Join {
             since: optional(raw.since, "since")?,
+            epoch: optional(raw.epoch, "epoch")?,
         },
         "leave" => RoomOp::Leave,
         "typing" => RoomOp::Typing,

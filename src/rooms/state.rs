@@ -4,6 +4,7 @@
 //! Frames are built once, as shared `Bytes`, and kept as they were sent.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -118,6 +119,8 @@ pub struct RoomState {
     online: BTreeMap<UserId, usize>,
     reads: BTreeMap<UserId, u64>,
     board: Option<Board>,
+    /// Names this unbroken history of the room (`joined`'s `epoch`).
+    epoch: Arc<str>,
 }
 
 impl RoomState {
@@ -135,6 +138,7 @@ impl RoomState {
             online: BTreeMap::new(),
             reads: BTreeMap::new(),
             board,
+            epoch: new_epoch(),
         }
     }
 
@@ -160,6 +164,11 @@ impl RoomState {
     /// Whether no connection is subscribed.
     pub fn is_idle(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// The room's history epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// The room's last seq.
@@ -196,7 +205,7 @@ impl RoomState {
         // because a connection moving here with its room may send before its
         // re-join arrives.
         let result = match op {
-            RoomOp::Join { since } => Ok(self.join(origin, id, *since)),
+            RoomOp::Join { since, epoch } => Ok(self.join(origin, id, *since, epoch.as_deref())),
             RoomOp::Resume { since } => Ok(self.resume(origin, *since)),
             RoomOp::Leave => Ok(self.leave(origin.sub)),
             RoomOp::Send { body } => Ok(self.send(&origin.user, id, body, now)),
@@ -263,9 +272,19 @@ impl RoomState {
         out
     }
 
-    fn join(&mut self, origin: &Origin, id: Option<&str>, since: Option<u64>) -> Outcome {
+    fn join(
+        &mut self,
+        origin: &Origin,
+        id: Option<&str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         self.subscribe(origin, &mut out);
+        // A `since` from another history means nothing here: the client
+        // gets all that is kept, marked truncated, and reloads.
+        let other_history = epoch.is_some_and(|e| e != &*self.epoch);
+        let since = if other_history { Some(0) } else { since };
         let first_kept = self.log.front().map_or(self.seq + 1, |e| e.seq);
         let history: Vec<&[u8]> = match since {
             // Every kept event after `since`, board changes included, so
@@ -290,7 +309,7 @@ impl RoomState {
                 last
             }
         };
-        let truncated = since.is_some_and(|s| s.saturating_add(1) < first_kept);
+        let truncated = other_history || since.is_some_and(|s| s.saturating_add(1) < first_kept);
         out.reply = Some(self.joined_frame(id, &history, truncated).into());
         out.seq = Some(self.seq);
         out
@@ -300,6 +319,7 @@ impl RoomState {
     fn joined_frame(&self, id: Option<&str>, history: &[&[u8]], truncated: bool) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Tail<'a> {
+            epoch: &'a str,
             online: Vec<&'a str>,
             truncated: bool,
             /// Latest read receipt per user (an addition to v1).
@@ -329,6 +349,7 @@ impl RoomState {
         }
         out.extend_from_slice(b"],");
         let tail = Tail {
+            epoch: &self.epoch,
             online: self.online.keys().map(UserId::as_str).collect(),
             truncated,
             reads: self.reads.iter().map(|(u, s)| (u.as_str(), *s)).collect(),
@@ -544,6 +565,20 @@ impl RoomState {
             }
         }
     }
+}
+
+/// A fresh history epoch: 16 hex digits from the OS's randomness.
+pub fn new_epoch() -> Arc<str> {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = crate::protocol::now_ms().to_le_bytes();
+        bytes.copy_from_slice(&now);
+    }
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 mod queries;

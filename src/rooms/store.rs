@@ -51,6 +51,8 @@ pub struct Loaded {
     pub entries: Vec<Entry>,
     /// The latest snapshot.
     pub snapshot: Option<Snapshot>,
+    /// The history's epoch; none for a history that storage never held.
+    pub epoch: Option<String>,
 }
 
 /// Storage failed: the room serves no stored operation until it reloads.
@@ -127,8 +129,12 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl RoomStore for MemoryStore {
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
-        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(rooms.get(room).cloned().unwrap_or_default())
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = rooms.entry(room.clone()).or_default();
+        loaded
+            .epoch
+            .get_or_insert_with(|| crate::rooms::state::new_epoch().to_string());
+        Ok(loaded.clone())
     }
 
     fn append(&self, append: Append) {

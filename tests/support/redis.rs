@@ -109,6 +109,23 @@ impl RedisServer {
         }
     }
 
+    /// Deletes every key, as a restart without persistence would.
+    pub fn flushall(&self) {
+        self.cli(&["FLUSHALL"]);
+    }
+
+    /// Runs one command through `redis-cli`.
+    pub fn cli(&self, args: &[&str]) {
+        let ok = Command::new("redis-cli")
+            .args(["-u", &self.url()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "redis-cli {args:?}");
+    }
+
     /// Pauses the server (SIGSTOP), so it is unreachable but keeps its data.
     pub fn pause(&self) {
         self.signal("-STOP");

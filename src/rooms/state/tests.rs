@@ -28,7 +28,7 @@ fn send(r: &mut RoomState, o: &Origin, id: &str, text: &str) -> Outcome {
 
 fn join(r: &mut RoomState, o: &Origin, since: Option<u64>) -> Value {
     json(
-        &r.apply(o, Some("j"), &RoomOp::Join { since }, 1)
+        &r.apply(o, Some("j"), &RoomOp::Join { since, epoch: None }, 1)
             .reply
             .unwrap()[..],
     )
@@ -113,11 +113,27 @@ fn history_is_trimmed_to_what_is_kept() {
 fn presence_counts_connections_per_user() {
     let mut r = room("chat");
     let (ann1, ann2, bob) = (who("ann", 1, 1), who("ann", 2, 7), who("bob", 1, 2));
-    let first = r.apply(&ann1, None, &RoomOp::Join { since: None }, 1);
+    let first = r.apply(
+        &ann1,
+        None,
+        &RoomOp::Join {
+            since: None,
+            epoch: None,
+        },
+        1,
+    );
     assert_eq!(first.events.len(), 1, "first connection announces ann");
     assert_eq!(first.events[0].skip, Some(ann1.sub));
     assert!(r
-        .apply(&ann2, None, &RoomOp::Join { since: None }, 1)
+        .apply(
+            &ann2,
+            None,
+            &RoomOp::Join {
+                since: None,
+                epoch: None
+            },
+            1
+        )
         .events
         .is_empty());
     let joined = join(&mut r, &bob, None);
@@ -137,7 +153,15 @@ fn rejoining_replies_again_without_presence() {
     let mut r = room("chat");
     let ann = who("ann", 1, 1);
     join(&mut r, &ann, None);
-    let again = r.apply(&ann, Some("2"), &RoomOp::Join { since: None }, 1);
+    let again = r.apply(
+        &ann,
+        Some("2"),
+        &RoomOp::Join {
+            since: None,
+            epoch: None,
+        },
+        1,
+    );
     assert!(again.events.is_empty());
     assert_eq!(json(again.reply.as_deref().unwrap())["id"], "2");
 }

@@ -14,7 +14,11 @@ impl RoomState {
         let Loaded {
             mut entries,
             snapshot,
+            epoch,
         } = loaded;
+        if let Some(epoch) = epoch {
+            self.epoch = epoch.into();
+        }
         entries.sort_by_key(|e| e.seq);
         entries.dedup_by_key(|e| e.seq);
         let snapshot = snapshot.unwrap_or_default();
@@ -89,6 +93,7 @@ impl RoomState {
         Loaded {
             entries,
             snapshot: Some(self.snapshot()),
+            epoch: Some(self.epoch.to_string()),
         }
     }
 
