@@ -39,6 +39,16 @@ enum Cmd {
     Ctl(CtlArgs),
     /// Sign a token with --jwt-secret (the current key) and print it.
     Token(TokenArgs),
+    /// Health check for containers: exit 0 if the target answers.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// `http://HOST:PORT/PATH` (wants a 200) or `HOST:PORT` (wants a TCP
+    /// connection, for a node's link port).
+    #[arg(env = "ROOMRING_PROBE", default_value = "http://127.0.0.1:8080/healthz")]
+    target: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -283,6 +293,11 @@ pub enum Command {
         /// What to do.
         action: CtlAction,
     },
+    /// `roomring probe`: what to check.
+    Probe {
+        /// `http://...` or `HOST:PORT`.
+        target: String,
+    },
     /// `roomring token`: the claims to sign, and the key.
     Token {
         /// The claims, `exp` included.
@@ -328,7 +343,7 @@ where
         Cmd::Dev(a) => a.limits.threads,
         Cmd::Node(a) => a.limits.threads,
         Cmd::Gateway(a) => a.limits.threads,
-        Cmd::Token(_) => 1,
+        Cmd::Token(_) | Cmd::Probe(_) => 1,
         Cmd::Ctl(_) => 1,
     };
     Ok(Invocation {
@@ -392,6 +407,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 coordinator: a.coordinator,
             })
         }
+        Cmd::Probe(a) => Ok(Command::Probe { target: a.target }),
         Cmd::Token(a) => {
             let sub =
                 crate::ids::UserId::parse(&a.sub).map_err(|e| usage(format!("--sub: {e}")))?;

@@ -69,3 +69,37 @@ pub async fn run(url: &str, action: CtlAction) -> Result<(), CtlError> {
     }
     Ok(())
 }
+
+/// Checks that `target` answers within 3 s: `http://HOST:PORT/PATH` with a
+/// 200, or `HOST:PORT` accepting a TCP connection.
+pub async fn probe(target: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        match target.strip_prefix("http://") {
+            Some(rest) => {
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let mut stream = tokio::net::TcpStream::connect(host).await?;
+                let request = format!(
+                    "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).await?;
+                let mut head = vec![0; 64];
+                let n = stream.read(&mut head).await?;
+                let line = String::from_utf8_lossy(&head[..n]);
+                anyhow::ensure!(
+                    line.starts_with("HTTP/1.1 200"),
+                    "{target} answered {:?}",
+                    line.lines().next().unwrap_or("")
+                );
+                Ok(())
+            }
+            None => {
+                tokio::net::TcpStream::connect(target).await?;
+                Ok(())
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{target} did not answer within 3 s"))?
+}

@@ -87,6 +87,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             coordinator,
             action,
         } => roomring::ctl::run(&coordinator, action).await?,
+        Command::Probe { target } => roomring::ctl::probe(&target).await?,
         Command::Token { claims, secret } => {
             println!(
                 "{}",
