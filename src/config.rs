@@ -47,7 +47,10 @@ enum Cmd {
 struct ProbeArgs {
     /// `http://HOST:PORT/PATH` (wants a 200) or `HOST:PORT` (wants a TCP
     /// connection, for a node's link port).
-    #[arg(env = "ROOMRING_PROBE", default_value = "http://127.0.0.1:8080/healthz")]
+    #[arg(
+        env = "ROOMRING_PROBE",
+        default_value = "http://127.0.0.1:8080/healthz"
+    )]
     target: String,
 }
 

@@ -79,9 +79,8 @@ pub async fn probe(target: &str) -> anyhow::Result<()> {
             Some(rest) => {
                 let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
                 let mut stream = tokio::net::TcpStream::connect(host).await?;
-                let request = format!(
-                    "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                );
+                let request =
+                    format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
                 stream.write_all(request.as_bytes()).await?;
                 let mut head = vec![0; 64];
                 let n = stream.read(&mut head).await?;

@@ -67,3 +67,34 @@ pub fn metrics() -> &'static Metrics {
         }
     })
 }
+
+/// Runs a task's future so that a panic in it ends only that task: it is
+/// logged and counted (`roomring_panics_total`), and the process and every
+/// other connection, link and room go on.
+pub async fn contained<F: std::future::Future<Output = ()>>(what: &'static str, task: F) {
+    use futures_util::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        metrics().panics.increment(1);
+        tracing::error!(task = what, panic = %message, "a task panicked; it ended, nothing else did");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_panic_is_contained_and_counted() {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let task = tokio::spawn(super::contained("test", async { panic!("boom") }));
+        let result = task.await;
+        std::panic::set_hook(before);
+        assert!(result.is_ok(), "the panic did not escape the task");
+        let text = super::prometheus().render();
+        assert!(text.contains("roomring_panics_total 1"), "{text}");
+    }
+}

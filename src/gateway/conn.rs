@@ -72,21 +72,19 @@ pub(super) async fn upgrade(
         return AppError(failure).into_response();
     };
     let span = tracing::debug_span!("conn", client.addr = %peer, user = %identity.user);
-    tokio::spawn(
-        async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
-            };
-            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-                return tracing::warn!("upgraded connection is not a TCP stream");
-            };
-            Connection::new(gw, identity, parts.io.into_inner(), permit)
-                .run(parts.read_buf)
-                .await;
-        }
-        .instrument(span),
-    );
+    let task = async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return tracing::warn!("upgraded connection is not a TCP stream");
+        };
+        Connection::new(gw, identity, parts.io.into_inner(), permit)
+            .run(parts.read_buf)
+            .await;
+    };
+    tokio::spawn(crate::telemetry::contained("connection", task).instrument(span));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

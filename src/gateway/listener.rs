@@ -38,10 +38,8 @@ impl Listener {
                     // unacknowledged waits for the client's delayed ACK.
                     let _ = stream.set_nodelay(true);
                     let span = tracing::trace_span!("http", client.addr = %peer);
-                    tokio::spawn(
-                        serve(stream, peer, self.router.clone(), self.shutdown.clone())
-                            .instrument(span),
-                    );
+                    let http = serve(stream, peer, self.router.clone(), self.shutdown.clone());
+                    tokio::spawn(crate::telemetry::contained("http", http).instrument(span));
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: back off a little.

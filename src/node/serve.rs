@@ -46,10 +46,8 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::debug_span!("link", client.addr = %peer);
-                    tokio::spawn(
-                        serve(self.node.clone(), stream, peer, self.shutdown.clone())
-                            .instrument(span),
-                    );
+                    let link = serve(self.node.clone(), stream, peer, self.shutdown.clone());
+                    tokio::spawn(crate::telemetry::contained("link", link).instrument(span));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
