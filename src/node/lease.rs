@@ -35,6 +35,9 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
                 super::serve::close_links(&node);
                 if let Some(new) = rejoin(&node).await {
                     lease = new;
+                    node.generation
+                        .store(lease.generation, std::sync::atomic::Ordering::Release);
+                    node.fence();
                     renewed = Instant::now();
                     node.registry.set_fenced(false);
                 }

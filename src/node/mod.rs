@@ -20,7 +20,7 @@ mod sink;
 pub mod storage;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -107,9 +107,25 @@ struct Node {
     stop: Trigger,
     /// Set by `NodeHandle::kill`: stop without leaving the cluster.
     killed: AtomicBool,
+    /// The durable store, told who writes (`fence`).
+    store: Option<Arc<dyn RoomStore>>,
+    /// The current lease's generation.
+    generation: AtomicU64,
 }
 
 impl Node {
+    /// Tells the store who writes now: this member, its lease generation,
+    /// and the newest membership epoch seen.
+    fn fence(&self) {
+        if let Some(store) = &self.store {
+            store.fence(crate::rooms::store::Writer {
+                member: self.config.id.to_string(),
+                generation: self.generation.load(Ordering::Acquire),
+                epoch: self.ring.borrow().view.epoch.0,
+            });
+        }
+    }
+
     fn lock_links(&self) -> MutexGuard<'_, Map<u64, LinkEntry>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -188,7 +204,7 @@ pub async fn start(
     let lease = coordinator.join(Role::Node, &config.id, &advertise).await?;
     let ring = crate::coordinator::watch_ring(coordinator.as_ref());
     let id = config.id.clone();
-    let registry = Registry::new(id.clone(), config.history_keep, store);
+    let registry = Registry::new(id.clone(), config.history_keep, store.clone());
     let peers = Peers::new(id.clone(), config.cluster_secret.clone());
     let (stop, shutdown) = shutdown::channel();
     let node = Arc::new(Node {
@@ -201,7 +217,10 @@ pub async fn start(
         ring,
         stop,
         killed: AtomicBool::new(false),
+        store,
+        generation: AtomicU64::new(lease.generation),
     });
+    node.fence();
     let span = tracing::info_span!("node", node.id = %id);
     let task = {
         let node = node.clone();

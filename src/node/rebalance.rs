@@ -45,6 +45,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let view = rings.borrow_and_update().clone();
+        node.fence();
         if first || view.ring_epoch != seen.ring_epoch {
             first = false;
             let live = view.view.with_role(Role::Node).map(|m| m.id.clone());

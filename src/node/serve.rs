@@ -250,6 +250,8 @@ impl Routes {
         if self.ring.has_changed().unwrap_or(false) {
             self.view = self.ring.borrow_and_update().clone();
             self.rooms.clear();
+            // Rooms claimed from now on carry the newest epoch.
+            node.fence();
         }
         if let Some(live) = self.rooms.get(room) {
             if !live.is_retired() {

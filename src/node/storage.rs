@@ -2,28 +2,89 @@
 //! `PREFIX:room:ROOM:log` (trimmed to about what history keeps) and its latest
 //! snapshot a string `PREFIX:room:ROOM:snap`. One writer task per node commits
 //! the appends of all rooms together: it takes whatever is queued, writes it
-//! in one MULTI/EXEC pipeline, and answers every room at once (group commit).
+//! in one pipeline, and answers every room at once (group commit).
+//!
+//! Appends are fenced. `PREFIX:room:ROOM:owner` names the room's writer of
+//! record (member id, lease generation, and the membership epoch it claimed
+//! at). Each room's append is one Lua script that refuses it unless the
+//! writer's lease is alive (its member key holds its generation) and it is
+//! the writer of record, or claims the room with a newer epoch than the
+//! record's. A node paused or cut off past its lease, whose rooms a newer
+//! view gave to another node, can then never append again: its rooms stop
+//! at their next append and reload, and the reload's claim is refused too.
 //!
 //! Task tree: `RedisStore::connect` spawns the writer; it ends when every
 //! journal sender (the store and its rooms) is gone.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use crate::coordinator::redis::manager_config;
 use crate::ids::RoomId;
-use crate::rooms::store::{Append, Entry, Loaded, RoomStore, Snapshot, StoreError};
+use crate::rooms::store::{
+    Append, Entry, Loaded, RoomStore, Snapshot, StoreError, Writer as FenceWriter,
+};
 
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
+
+/// Appends one room's entries if the writer may: 1 when written, 0 when the
+/// writer's lease lapsed, -1 when another writer holds the room with an
+/// epoch at least as new.
+/// KEYS: owner, member, log, snapshot. ARGV: id, generation, epoch, keep,
+/// snapshot ("" for none), n, then n × (seq, frame, author, client id).
+const APPEND: &str = r#"
+if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
+local o = redis.call('HMGET', KEYS[1], 'id', 'gen', 'epoch')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then
+  if o[3] and tonumber(o[3]) >= tonumber(ARGV[3]) then return -1 end
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'gen', ARGV[2], 'epoch', ARGV[3])
+end
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  local f = {'s', ARGV[i], 'f', ARGV[i + 1]}
+  if ARGV[i + 2] ~= '' then f[#f + 1] = 'u'; f[#f + 1] = ARGV[i + 2] end
+  if ARGV[i + 3] ~= '' then f[#f + 1] = 'c'; f[#f + 1] = ARGV[i + 3] end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(f))
+  i = i + 4
+end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5]) end
+return 1
+"#;
+
+/// Claims a room for a writer about to serve it (the same checks as
+/// `APPEND`, nothing written): 1, 0 or -1 as there.
+/// KEYS: owner, member. ARGV: id, generation, epoch.
+const CLAIM: &str = r#"
+if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
+local o = redis.call('HMGET', KEYS[1], 'id', 'gen', 'epoch')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then
+  if o[3] and tonumber(o[3]) >= tonumber(ARGV[3]) then return -1 end
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'gen', ARGV[2], 'epoch', ARGV[3])
+end
+return 1
+"#;
+
+/// Why a fenced script refused.
+fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {
+    match code {
+        1 => Ok(()),
+        0 => Err(StoreError(format!(
+            "fenced: this node's lease lapsed; {room} is not written"
+        ))),
+        _ => Err(StoreError(format!("fenced: another node owns {room} now"))),
+    }
+}
 
 /// Redis-backed room storage.
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    /// Who writes, shared with the group-commit writer.
+    writer: Arc<Mutex<Option<FenceWriter>>>,
     /// Unbounded, but a room has at most one append queued or in flight, so
     /// it holds at most one per room.
     journal: mpsc::UnboundedSender<Append>,
@@ -42,16 +103,19 @@ impl RedisStore {
             .await
             .map_err(failed)?;
         let (journal, rx) = mpsc::unbounded_channel();
-        let writer = Writer {
+        let fence = Arc::new(Mutex::new(None));
+        let writer = Committer {
             conn: conn.clone(),
             prefix: prefix.to_string(),
             keep,
             rx,
+            writer: fence.clone(),
         };
         tokio::spawn(writer.run());
         Ok(Arc::new(Self {
             conn,
             prefix: prefix.to_string(),
+            writer: fence,
             journal,
         }))
     }
@@ -65,9 +129,33 @@ fn snap_key(prefix: &str, room: &RoomId) -> String {
     format!("{prefix}:room:{room}:snap")
 }
 
+fn owner_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:owner")
+}
+
+fn member_key(prefix: &str, member: &str) -> String {
+    format!("{prefix}:member:{member}")
+}
+
+fn current(writer: &Mutex<Option<FenceWriter>>) -> Option<FenceWriter> {
+    writer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 #[async_trait::async_trait]
 impl RoomStore for RedisStore {
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
+        let writer = current(&self.writer)
+            .ok_or_else(|| StoreError("this node has not joined yet".into()))?;
+        let claimed: i64 = redis::Script::new(CLAIM)
+            .key(owner_key(&self.prefix, room))
+            .key(member_key(&self.prefix, &writer.member))
+            .arg(&writer.member)
+            .arg(writer.generation)
+            .arg(writer.epoch)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed)?;
+        fenced(claimed, room)?;
         type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
         // The epoch is set once, by whoever loads the room first; a history
         // lost with Redis's data gets a new one.
@@ -119,58 +207,112 @@ impl RoomStore for RedisStore {
             (append.done)(Err(StoreError("the journal writer is gone".into())));
         }
     }
+
+    fn fence(&self, writer: FenceWriter) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
 }
 
 /// The group-commit writer.
-struct Writer {
+struct Committer {
     conn: ConnectionManager,
     prefix: String,
     keep: usize,
     rx: mpsc::UnboundedReceiver<Append>,
+    writer: Arc<Mutex<Option<FenceWriter>>>,
 }
 
-impl Writer {
+impl Committer {
     async fn run(mut self) {
+        let script = redis::Script::new(APPEND);
         let mut batch = Vec::with_capacity(GROUP);
         while self.rx.recv_many(&mut batch, GROUP).await > 0 {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for append in &batch {
-                let log = log_key(&self.prefix, &append.room);
-                for e in &append.entries {
-                    let cmd = pipe
-                        .cmd("XADD")
-                        .arg(&log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(self.keep)
-                        .arg("*");
-                    cmd.arg("s").arg(e.seq).arg("f").arg(&e.frame[..]);
-                    if let Some(u) = &e.author {
-                        cmd.arg("u").arg(u);
-                    }
-                    if let Some(c) = &e.cid {
-                        cmd.arg("c").arg(c);
-                    }
-                    cmd.ignore();
+            let Some(writer) = current(&self.writer) else {
+                for append in batch.drain(..) {
+                    (append.done)(Err(StoreError("this node has not joined yet".into())));
                 }
-                if let Some(snapshot) = &append.snapshot {
-                    let json = serde_json::to_string(snapshot).unwrap_or_default();
-                    pipe.cmd("SET")
-                        .arg(snap_key(&self.prefix, &append.room))
-                        .arg(json)
-                        .ignore();
-                }
-            }
-            let result: Result<(), StoreError> =
-                pipe.query_async(&mut self.conn).await.map_err(failed);
+                continue;
+            };
+            let pipe = self.pipeline(&script, &writer, &batch);
+            let result = self.commit(pipe).await;
             crate::telemetry::metrics().storage_commits.increment(1);
-            if let Err(e) = &result {
-                tracing::warn!(error = %e, rooms = batch.len(), "group commit failed");
-            }
-            for append in batch.drain(..) {
-                (append.done)(result.clone());
+            match result {
+                Ok(codes) => {
+                    for (append, code) in batch.drain(..).zip(codes) {
+                        let outcome = fenced(code, &append.room);
+                        if let Err(e) = &outcome {
+                            tracing::warn!(room.id = %append.room, error = %e, "append refused");
+                        }
+                        (append.done)(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, rooms = batch.len(), "group commit failed");
+                    for append in batch.drain(..) {
+                        (append.done)(Err(e.clone()));
+                    }
+                }
             }
         }
+    }
+
+    /// One fenced script per room, all in one pipeline.
+    fn pipeline(
+        &self,
+        script: &redis::Script,
+        writer: &FenceWriter,
+        batch: &[Append],
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for append in batch {
+            let room = &append.room;
+            let call = pipe
+                .cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(4)
+                .arg(owner_key(&self.prefix, room))
+                .arg(member_key(&self.prefix, &writer.member))
+                .arg(log_key(&self.prefix, room))
+                .arg(snap_key(&self.prefix, room))
+                .arg(&writer.member)
+                .arg(writer.generation)
+                .arg(writer.epoch)
+                .arg(self.keep);
+            let snapshot = append
+                .snapshot
+                .as_ref()
+                .map(|s| serde_json::to_string(s).unwrap_or_default())
+                .unwrap_or_default();
+            call.arg(snapshot).arg(append.entries.len());
+            for e in &append.entries {
+                call.arg(e.seq)
+                    .arg(&e.frame[..])
+                    .arg(e.author.as_deref().unwrap_or(""))
+                    .arg(e.cid.as_deref().unwrap_or(""));
+            }
+        }
+        pipe
+    }
+
+    /// Runs the pipeline; a Redis that lost its scripts (a restart) gets
+    /// the script again and the pipeline once more.
+    async fn commit(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, StoreError> {
+        for attempt in 0..2 {
+            match pipe.query_async::<Vec<i64>>(&mut self.conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                        && attempt == 0 =>
+                {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(APPEND)
+                        .query_async::<String>(&mut self.conn)
+                        .await
+                        .map_err(failed)?;
+                }
+                other => return other.map_err(failed),
+            }
+        }
+        Err(StoreError("the append script could not be loaded".into()))
     }
 }

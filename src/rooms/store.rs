@@ -83,6 +83,22 @@ pub trait RoomStore: Send + Sync + 'static {
     /// Queues an append for the group-commit writer. A room has at most one
     /// append queued or in flight, so the queue holds at most one per room.
     fn append(&self, append: Append);
+    /// Who writes from now on: this member's id and lease generation (after
+    /// a join), as of the newest membership epoch it has seen. A store that
+    /// fences refuses loads and appends whose writer is no longer the
+    /// room's owner of record or whose lease lapsed.
+    fn fence(&self, _writer: Writer) {}
+}
+
+/// The writer a fencing store checks appends against.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Writer {
+    /// Member id.
+    pub member: String,
+    /// Its lease generation.
+    pub generation: u64,
+    /// The newest membership epoch it has seen.
+    pub epoch: u64,
 }
 
 /// The in-memory twin of a durable store: what `dev` and tests use to run
