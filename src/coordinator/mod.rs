@@ -117,6 +117,14 @@ pub trait Membership: Send + Sync + 'static {
     async fn set_state(&self, id: &NodeId, state: MemberState) -> Result<(), CoordError>;
     /// Leaves for good.
     async fn leave(&self, id: &NodeId, lease: Lease) -> Result<(), CoordError>;
+    /// Revokes another member's lease of `generation`, now: a gateway that
+    /// lost its link to a node and cannot open a new one says it is gone.
+    /// Nothing happens if the member has joined again since (a newer
+    /// generation). A member revoked by mistake finds its lease lost, stops
+    /// serving (its appends are fenced) and joins again as a new generation.
+    async fn revoke(&self, id: &NodeId, generation: u64) -> Result<(), CoordError> {
+        self.leave(id, Lease { generation }).await
+    }
     /// The current view and every later one.
     fn watch(&self) -> watch::Receiver<Arc<View>>;
     /// How long a lease lasts without renewal.

@@ -231,6 +231,7 @@ pub async fn start(
     let upstream = span.in_scope(|| {
         Upstream::spawn(
             id.clone(),
+            coordinator.clone(),
             config.cluster_secret.clone(),
             ring,
             subs.clone(),

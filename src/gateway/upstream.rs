@@ -24,9 +24,9 @@ use super::outbox::{Dirty, Outbox};
 use super::sessions::Sessions;
 use super::subs::Subscriptions;
 use super::websocket;
-use crate::coordinator::{RingView, Role};
+use crate::coordinator::{Coordinator, RingView, Role};
 use crate::ids::{ConnId, Map, NodeId, Rid, RoomId};
-use crate::link::{self, codec, FromNode, LinkReader, LinkWriter, Secret, ToNode};
+use crate::link::{self, codec, FromNode, LinkError, LinkReader, LinkWriter, Secret, ToNode};
 use crate::protocol::client::RoomOp;
 use crate::protocol::server::error_frame;
 use crate::protocol::{ErrorCode, Failure, Query, Status};
@@ -38,6 +38,11 @@ pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 const RETRY_BACKOFF_MS: [u64; 12] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 300, 300, 300];
 /// How often unanswered requests are looked for.
 const SWEEP: Duration = Duration::from_millis(250);
+/// How long a node whose link just dropped has to accept a new one before
+/// it counts as gone.
+const SUSPECT_WITHIN: Duration = Duration::from_millis(300);
+/// Quick tries at a new link before a dropped node is left to its lease.
+const SUSPECT_TRIES: usize = 4;
 
 /// What kind of client operation a request carries, for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +88,8 @@ struct NodeLink {
 /// Routes room operations to their owners.
 pub(super) struct Upstream {
     me: NodeId,
+    /// Told when a node is gone (its link dropped and it refuses another).
+    coordinator: Coordinator,
     secret: Secret,
     ring: watch::Receiver<Arc<RingView>>,
     subs: Arc<Subscriptions>,
@@ -126,6 +133,7 @@ impl Upstream {
     /// Starts the router, its link supervisor and its sweeper.
     pub(super) fn spawn(
         me: NodeId,
+        coordinator: Coordinator,
         secret: Secret,
         ring: watch::Receiver<Arc<RingView>>,
         subs: Arc<Subscriptions>,
@@ -134,6 +142,7 @@ impl Upstream {
     ) -> Arc<Self> {
         let up = Arc::new(Self {
             me,
+            coordinator,
             secret,
             ring,
             subs,
@@ -351,8 +360,10 @@ impl Upstream {
                         Ok((Status::Ok, answer)) => return Ok(answer),
                         Ok((Status::Moved, _)) => {}
                         Ok((Status::Failed(f), _)) => return Err(f),
-                        // The link dropped with the request in flight: it may
-                        // have been applied, so a post is not sent twice.
+                        // The link dropped with the request in flight: a read
+                        // is asked again; a post may have been applied, so it
+                        // is not sent twice.
+                        Err(_) if !matches!(query, Query::Post { .. }) => {}
                         Err(_) => {
                             return Err(Failure::new(
                                 ErrorCode::Unavailable,
@@ -455,10 +466,22 @@ impl Upstream {
         mut shutdown: Shutdown,
     ) {
         let mut backoff = Duration::from_millis(50);
+        // Set when the link just dropped, with the node's generation as of
+        // the link's start: the next connect, at once, decides whether that
+        // process is gone.
+        let mut dropped: Option<u64> = None;
         loop {
-            match link::client::connect(&addr, Role::Gateway, &self.me, &self.secret).await {
+            let connected = match dropped.take() {
+                Some(generation) => {
+                    self.reconnect_or_suspect(&addr, &node, generation, &stop, &shutdown)
+                        .await
+                }
+                None => link::client::connect(&addr, Role::Gateway, &self.me, &self.secret).await,
+            };
+            match connected {
                 Ok(up) if up.peer.id == node => {
                     backoff = Duration::from_millis(50);
+                    let generation = self.view().view.member(&node).map(|m| m.generation);
                     tracing::debug!(addr = %addr, "link up");
                     *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(up.writer.clone());
@@ -474,6 +497,10 @@ impl Upstream {
                     tracing::debug!("link down");
                     self.fail_pending(&node);
                     self.resume_moved(Some(&node));
+                    if generation.is_some() {
+                        dropped = generation;
+                        continue;
+                    }
                 }
                 Ok(other) => {
                     tracing::warn!(addr = %addr, peer = %other.peer.id, "the node at this address is another member");
@@ -490,6 +517,53 @@ impl Upstream {
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Right after a node's link dropped: a few quick tries at a new link.
+    /// A refused connection says the process is gone (its port is closed;
+    /// a dying process may still complete a handshake's first step, which
+    /// then resets, so a reset is tried again); a slow or partitioned node
+    /// is left to its lease.
+    async fn reconnect_or_suspect(
+        &self,
+        addr: &str,
+        node: &NodeId,
+        generation: u64,
+        stop: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
+    ) -> Result<link::Link, LinkError> {
+        let mut last = Err(LinkError::Timeout);
+        for _ in 0..SUSPECT_TRIES {
+            let connect = link::client::connect(addr, Role::Gateway, &self.me, &self.secret);
+            last = tokio::time::timeout(SUSPECT_WITHIN, connect)
+                .await
+                .unwrap_or(Err(LinkError::Timeout));
+            match &last {
+                Ok(_) => return last,
+                Err(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    if !shutdown.is_fired() && !*stop.borrow() {
+                        self.suspect(node, generation).await;
+                    }
+                    return last;
+                }
+                Err(LinkError::Io(_) | LinkError::Closed) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => return last,
+            }
+        }
+        last
+    }
+
+    /// The node's link dropped and its port refuses a new one: the process
+    /// of that generation is gone. Its lease is revoked at once, so
+    /// that its rooms move now rather than when the lease would lapse; its
+    /// appends are fenced if it was merely cut off.
+    async fn suspect(&self, node: &NodeId, generation: u64) {
+        tracing::warn!(node.id = %node, generation, "link lost and the node refuses another: revoking its lease");
+        if let Err(e) = self.coordinator.revoke(node, generation).await {
+            tracing::warn!(node.id = %node, error = %e, "revoking failed; the lease lapses instead");
         }
     }
 
