@@ -176,6 +176,7 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
 
     let all = check_writers(g2, writers, readers).await;
     let mut worst = Duration::ZERO;
+    let mut pauses = Vec::new();
     for (room, acks) in rooms().iter().zip(&all) {
         if before[room] == victim {
             // The longest pause between two acks across the kill.
@@ -184,11 +185,14 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
                 .windows(2)
                 .filter(|p| p[1].2 > killed_at)
                 .map(|p| p[1].2 - p[0].2)
-                .max();
-            worst = worst.max(pause.unwrap_or_default());
+                .max()
+                .unwrap_or_default();
+            pauses.push(pause.as_secs_f64() * 1000.0);
+            worst = worst.max(pause);
         }
     }
     println!("failover: the longest pause of an affected room was {worst:?}");
+    println!("failover pauses ms: {pauses:.1?}");
     assert!(worst > Duration::ZERO, "some room was owned by the victim");
     // The gateways see the links drop and the port refuse: the lease is
     // revoked at once instead of lapsing.

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
+const shots = process.env.SCREENSHOTS;
 const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
 let server;
 let base;
@@ -59,6 +60,7 @@ test('two tabs chat with presence, typing and read receipts', async () => {
   await ann.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === 'hi ann'));
   const seqs = await ann.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
   assert.deepEqual(seqs, [1, 2]);
+  if (shots) await ann.screenshot({ path: `${shots}/chat.png` });
   await bob.close();
   await ann.waitForFunction(() => !document.querySelector('#online').textContent.includes('bob'));
   await ann.close();
@@ -134,5 +136,6 @@ test('the page has the cluster view with the ring', async () => {
   const states = await page.$$eval('#nodes tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
   assert.deepEqual(states, ['active', 'active', 'active']);
   assert.ok((await page.$$('#ring path')).length > 3, 'the ring is drawn');
+  if (shots) await page.screenshot({ path: `${shots}/cluster.png` });
   await page.close();
 });

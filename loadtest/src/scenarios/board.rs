@@ -1,7 +1,9 @@
 //! `board`: R boards of M members. Every member moves its cursor at a fixed
-//! rate (ephemeral, to the others); one member per board moves all W widgets
-//! at once at another rate (stored, `board.changed` to everyone, the mover
-//! included). Cursor `x` and the first moved widget's `x` carry the send time.
+//! rate (ephemeral, to the others); one member per board drags a selection of
+//! all W widgets at another rate: one relative `board.move` (`ids`, `dx`,
+//! `dy`), stored, `board.changed` to everyone, the mover included. Cursor `x`
+//! and the first widget's new `x` carry the send time (each drag's `dx`
+//! takes widget `w0` to it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,14 +31,14 @@ pub struct BoardArgs {
     /// Members per board.
     #[arg(long, default_value_t = 10)]
     pub members: usize,
-    /// Widgets per board, all moved by each bulk move.
-    #[arg(long, default_value_t = 100)]
+    /// Widgets per board, all in the selection each drag moves.
+    #[arg(long, default_value_t = 1000)]
     pub widgets: usize,
     /// Cursor updates per second per member.
     #[arg(long, default_value_t = 5.0)]
     pub cursor_rate: f64,
-    /// Bulk moves per second per board.
-    #[arg(long, default_value_t = 2.0)]
+    /// Selection drags per second per board.
+    #[arg(long, default_value_t = 1.0)]
     pub move_rate: f64,
 }
 
@@ -130,6 +132,11 @@ pub async fn run(run: &Run, args: BoardArgs) -> Result<Report> {
                 moves.set_missed_tick_behavior(MissedTickBehavior::Burst);
                 let stop = tokio::time::sleep_until(end + DRAIN);
                 tokio::pin!(stop);
+                let selection: Vec<String> = (0..widgets).map(|w| format!(r#""w{w}""#)).collect();
+                let selection = selection.join(",");
+                // Where widget w0 is (laid out at 0); each drag moves it to
+                // the drag's send time.
+                let mut w0_x = 0u128;
                 loop {
                     let frame = tokio::select! {
                         at = cursor.tick(), if Instant::now() < end => {
@@ -140,11 +147,10 @@ pub async fn run(run: &Run, args: BoardArgs) -> Result<Report> {
                         }
                         at = moves.tick(), if mover && Instant::now() < end => {
                             let at = at.duration_since(start).as_micros();
-                            let list: Vec<String> = (0..widgets)
-                                .map(|w| format!(r#"{{"id":"w{w}","x":{},"y":{w}}}"#, at + w as u128))
-                                .collect();
+                            let dx = at - w0_x;
+                            w0_x = at;
                             t.sent();
-                            format!(r#"{{"t":"board.move","room":"{room}","id":"m{}","moves":[{}]}}"#, t.sent, list.join(","))
+                            format!(r#"{{"t":"board.move","room":"{room}","id":"m{}","ids":[{selection}],"dx":{dx},"dy":0}}"#, t.sent)
                         }
                         text = client::next_text(&mut rx) => {
                             let Ok(Some(text)) = text else {
