@@ -247,6 +247,7 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 pub mod procs;
+pub mod proxy;
 pub mod redis;
 
 /// A client sending one message after another into a room until stopped,

@@ -18,6 +18,11 @@ impl Proc {
     /// Starts `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL`
     /// with `--auth none` and a cluster secret, and waits for its ready line.
     pub fn start(role: &str, id: &str, redis_url: &str) -> Self {
+        Self::start_with(role, id, redis_url, &[])
+    }
+
+    /// `start` with more flags.
+    pub fn start_with(role: &str, id: &str, redis_url: &str, extra: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
         command
             .args([
@@ -29,7 +34,8 @@ impl Proc {
                 "--coordinator",
                 redis_url,
             ])
-            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"]);
+            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
+            .args(extra);
         Self::spawn(command, role, id)
     }
 
