@@ -1,7 +1,7 @@
 // The board page: sticky notes on a shared board, on the same client module
 // as chat. A drag moves the selection locally and sends one relative
 // `board.move` on drop; cursors are throttled to 20 frames/s.
-import { RoomringClient } from '/roomring.js';
+import { RoomringClient, identify } from '/roomring.js';
 
 const $ = (id) => document.getElementById(id);
 const CURSOR_EVERY_MS = 50;
@@ -214,21 +214,12 @@ function showCursor(c) {
 
 $('login').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const token = $('token').value.trim();
   room = $('room').value.trim();
-  let query;
-  if (token) {
-    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-    me = claims.sub;
-    query = `token=${encodeURIComponent(token)}`;
-  } else {
-    me = $('user').value.trim();
-    query = `user=${encodeURIComponent(me)}`;
-  }
+  const who = identify($('token').value.trim(), $('user').value.trim());
+  me = who.user;
   if (!me) { showError({ code: 'bad_request', message: 'a name or a token is needed' }); return; }
   if (!room.startsWith('board:')) { showError({ code: 'bad_request', message: 'a board room is board:NAME' }); return; }
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  client = new RoomringClient(`${proto}://${location.host}/ws?${query}`);
+  client = new RoomringClient(who.url);
   window.roomring = client; // for the console and the browser tests
   window.board = { widgets, selection, roles: () => roles };
   client

@@ -1,4 +1,4 @@
-import { RoomringClient } from '/roomring.js';
+import { RoomringClient, identify } from '/roomring.js';
 
 const $ = (id) => document.getElementById(id);
 let client = null;
@@ -40,20 +40,11 @@ function addMessage(m) {
 
 $('login').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const token = $('token').value.trim();
   room = $('room').value.trim();
-  let query;
-  if (token) {
-    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-    me = claims.sub;
-    query = `token=${encodeURIComponent(token)}`;
-  } else {
-    me = $('user').value.trim();
-    query = `user=${encodeURIComponent(me)}`;
-  }
+  const who = identify($('token').value.trim(), $('user').value.trim());
+  me = who.user;
   if (!me) { $('error').textContent = 'a name or a token is needed'; return; }
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  client = new RoomringClient(`${proto}://${location.host}/ws?${query}`);
+  client = new RoomringClient(who.url);
   window.roomring = client; // for the console and the browser tests
   client
     .on('status', (s) => {

@@ -157,3 +157,20 @@ export class RoomringClient {
     if (this.ws) this.ws.close();
   }
 }
+
+// Who a page's user is and the WebSocket URL for them: a JWT (its `sub`
+// names the user) or, under `--auth none`, a plain name.
+export function identify(token, name) {
+  let user;
+  let query;
+  if (token) {
+    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    user = claims.sub;
+    query = `token=${encodeURIComponent(token)}`;
+  } else {
+    user = name;
+    query = `user=${encodeURIComponent(name)}`;
+  }
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  return { user, url: `${proto}://${location.host}/ws?${query}` };
+}

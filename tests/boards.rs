@@ -384,24 +384,7 @@ async fn roles_owner_editor_viewer_and_atomic_transfer() {
 
     // Roles move with the board: drain its node and look again.
     let before = roles_of(g1, "board:team").await;
-    let (_, located) = http(g1, "GET", "/api/rooms/board:team", None).await;
-    let owner_node = located["owner"].as_str().unwrap().to_string();
-    let (status, _) = http(
-        g1,
-        "POST",
-        &format!("/api/cluster/nodes/{owner_node}/drain"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 202);
-    eventually!({
-        let (_, now) = http(g1, "GET", "/api/rooms/board:team", None).await;
-        if now["owner"].as_str().is_some_and(|o| o != owner_node) {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    });
+    support::drain_owner(g1, "board:team").await;
     assert_eq!(roles_of(g1, "board:team").await, before);
     cluster.stop().await;
 }

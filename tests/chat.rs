@@ -324,24 +324,7 @@ async fn the_history_epoch_is_stable_across_hand_offs_and_marks_another_history(
     for i in 0..3 {
         ann.say("chat:epoch", &format!("e{i}"), "x").await;
     }
-    let (_, info) = http(addr, "GET", "/api/rooms/chat:epoch", None).await;
-    let owner = info["owner"].as_str().unwrap().to_string();
-    let (status, _) = http(
-        addr,
-        "POST",
-        &format!("/api/cluster/nodes/{owner}/drain"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 202);
-    eventually!({
-        let (_, now) = http(addr, "GET", "/api/rooms/chat:epoch", None).await;
-        if now["owner"].as_str().is_some_and(|o| o != owner) {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    });
+    support::drain_owner(addr, "chat:epoch").await;
     let mut bob = Client::connect(addr, "bob").await;
     bob.send(json!({"t": "join", "room": "chat:epoch", "since": 2, "epoch": epoch}))
         .await;

@@ -175,22 +175,9 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
     c.nodes.iter_mut().find(|n| n.id == victim).unwrap().kill9();
 
     let all = check_writers(g2, writers, readers).await;
-    let mut worst = Duration::ZERO;
-    let mut pauses = Vec::new();
-    for (room, acks) in rooms().iter().zip(&all) {
-        if before[room] == victim {
-            // The longest pause between two acks across the kill.
-            let pause = acks
-                .acks
-                .windows(2)
-                .filter(|p| p[1].2 > killed_at)
-                .map(|p| p[1].2 - p[0].2)
-                .max()
-                .unwrap_or_default();
-            pauses.push(pause.as_secs_f64() * 1000.0);
-            worst = worst.max(pause);
-        }
-    }
+    let pauses = pauses(&all, &before, &victim, killed_at);
+    let worst = pauses.iter().max().copied().unwrap_or_default();
+    let pauses: Vec<f64> = pauses.iter().map(|p| p.as_secs_f64() * 1000.0).collect();
     println!("failover: the longest pause of an affected room was {worst:?}");
     println!("failover pauses ms: {pauses:.1?}");
     assert!(worst > Duration::ZERO, "some room was owned by the victim");
@@ -375,6 +362,44 @@ async fn after_redis_loses_its_data_the_cluster_recovers_and_clients_see_a_new_e
     );
 }
 
+/// The longest gap between two acks after `since`, for each room the
+/// victim owned.
+fn pauses(
+    all: &[Acks],
+    before: &HashMap<String, String>,
+    victim: &str,
+    since: Instant,
+) -> Vec<Duration> {
+    rooms()
+        .iter()
+        .zip(all)
+        .filter(|(room, _)| before[*room] == victim)
+        .map(|(_, acks)| {
+            acks.acks
+                .windows(2)
+                .filter(|p| p[1].2 > since)
+                .map(|p| p[1].2 - p[0].2)
+                .max()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// No seq appears twice in any room's log in Redis.
+async fn assert_no_seq_twice(url: &str) {
+    for room in rooms() {
+        let logged = logged_seqs(url, &room).await;
+        let mut unique = logged.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            logged.len(),
+            "{room}: a seq was written twice: {logged:?}"
+        );
+    }
+}
+
 /// The seqs a room's log in Redis holds, in log order.
 async fn logged_seqs(url: &str, room: &str) -> Vec<u64> {
     let client = redis::Client::open(url).unwrap();
@@ -442,27 +467,11 @@ async fn a_hung_node_is_replaced_and_writes_nothing_stale_when_it_resumes() {
     hung.signal("CONT");
 
     let all = check_writers(g2, writers, readers).await;
-    let mut worst = Duration::ZERO;
-    for (room, acks) in rooms().iter().zip(&all) {
-        if before[room] == victim {
-            let pause = acks
-                .acks
-                .windows(2)
-                .filter(|p| p[1].2 > stopped_at)
-                .map(|p| p[1].2 - p[0].2)
-                .max();
-            worst = worst.max(pause.unwrap_or_default());
-        }
-        let logged = logged_seqs(&c.redis.url(), room).await;
-        let mut unique = logged.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(
-            unique.len(),
-            logged.len(),
-            "{room}: a seq was written twice: {logged:?}"
-        );
-    }
+    let worst = pauses(&all, &before, &victim, stopped_at)
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    assert_no_seq_twice(&c.redis.url()).await;
     println!("hung node: the longest pause of an affected room was {worst:?}");
     assert!(
         worst < Duration::from_secs(5),
@@ -512,17 +521,7 @@ async fn a_node_cut_off_for_a_moment_is_replaced_rejoins_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.cut(Duration::from_millis(1500)).await;
     check_writers(g2, writers, readers).await;
-    for room in rooms() {
-        let logged = logged_seqs(&redis.url(), &room).await;
-        let mut unique = logged.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(
-            unique.len(),
-            logged.len(),
-            "{room}: a seq was written twice"
-        );
-    }
+    assert_no_seq_twice(&redis.url()).await;
     // n1 is back, as a new generation, with rooms.
     eventually!({
         let now = owners(g1).await;

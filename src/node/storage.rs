@@ -31,18 +31,31 @@ use crate::rooms::store::{
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
 
-/// Appends one room's entries if the writer may: 1 when written, 0 when the
-/// writer's lease lapsed, -1 when another writer holds the room with an
-/// epoch at least as new.
-/// KEYS: owner, member, log, snapshot. ARGV: id, generation, epoch, keep,
-/// snapshot ("" for none), n, then n × (seq, frame, author, client id).
-const APPEND: &str = r#"
+/// The fence both scripts start with: KEYS[1] is the room's owner record,
+/// KEYS[2] the writer's member key; ARGV[1..3] the writer's id, generation
+/// and epoch. Returns 0 (lease lapsed) or -1 (another writer holds the room
+/// with an epoch at least as new), or makes the writer the owner of record.
+macro_rules! fence {
+    () => {
+        r#"
 if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
 local o = redis.call('HMGET', KEYS[1], 'id', 'gen', 'epoch')
 if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then
   if o[3] and tonumber(o[3]) >= tonumber(ARGV[3]) then return -1 end
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'gen', ARGV[2], 'epoch', ARGV[3])
 end
+"#
+    };
+}
+
+/// Appends one room's entries if the writer may: 1 when written, 0 when the
+/// writer's lease lapsed, -1 when another writer holds the room with an
+/// epoch at least as new.
+/// KEYS: owner, member, log, snapshot. ARGV: id, generation, epoch, keep,
+/// snapshot ("" for none), n, then n × (seq, frame, author, client id).
+const APPEND: &str = concat!(
+    fence!(),
+    r#"
 local i = 7
 for _ = 1, tonumber(ARGV[6]) do
   local f = {'s', ARGV[i], 'f', ARGV[i + 1]}
@@ -53,20 +66,13 @@ for _ = 1, tonumber(ARGV[6]) do
 end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5]) end
 return 1
-"#;
+"#
+);
 
 /// Claims a room for a writer about to serve it (the same checks as
 /// `APPEND`, nothing written): 1, 0 or -1 as there.
 /// KEYS: owner, member. ARGV: id, generation, epoch.
-const CLAIM: &str = r#"
-if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
-local o = redis.call('HMGET', KEYS[1], 'id', 'gen', 'epoch')
-if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then
-  if o[3] and tonumber(o[3]) >= tonumber(ARGV[3]) then return -1 end
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'gen', ARGV[2], 'epoch', ARGV[3])
-end
-return 1
-"#;
+const CLAIM: &str = concat!(fence!(), "return 1\n");
 
 /// Why a fenced script refused.
 fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {

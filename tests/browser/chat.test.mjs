@@ -3,33 +3,20 @@
 // resumes after its socket drops.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { startDev } from './dev.mjs';
 
 const shots = process.env.SCREENSHOTS;
-const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
-let server;
+let dev;
 let base;
 let browser;
 
 before(async () => {
-  server = spawn(binary, ['dev', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: server.stdout });
-  const [line] = await once(lines, 'line');
-  const [ready, role, , addr] = line.split(' ');
-  assert.equal(`${ready} ${role}`, 'ready dev');
-  base = `http://${addr}`;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  dev = await startDev([]);
+  ({ base, browser } = dev);
 });
 
 after(async () => {
-  await browser?.close();
-  server?.kill('SIGTERM');
+  await dev?.stop();
 });
 
 async function enter(name, room) {

@@ -386,3 +386,28 @@ pub async fn check_room(gw: SocketAddr, room: &str, acked: &[u64], reader: &mut 
     );
     assert_eq!(history_seqs(gw, room).await, acked, "{room}: history");
 }
+
+/// Drains the node that owns `room` and waits until another node serves it.
+pub async fn drain_owner(gw: SocketAddr, room: &str) {
+    let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
+    let owner = info["owner"]
+        .as_str()
+        .expect("the room has an owner")
+        .to_string();
+    let (status, _) = http(
+        gw,
+        "POST",
+        &format!("/api/cluster/nodes/{owner}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually!({
+        let (_, now) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
+        if now["owner"].as_str().is_some_and(|o| o != owner) {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+}

@@ -1,0 +1,29 @@
+// A real `roomring dev` and a headless Chromium for one test file.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
+
+// Starts `roomring dev` with `args` and the browser; returns
+// { base, browser, stop }.
+export async function startDev(args = []) {
+  const server = spawn(binary, ['dev', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: server.stdout });
+  const [line] = await once(lines, 'line');
+  const [ready, role, , addr] = line.split(' ');
+  if (`${ready} ${role}` !== 'ready dev') throw new Error(`unexpected ready line: ${line}`);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  return {
+    base: `http://${addr}`,
+    browser,
+    async stop() {
+      await browser.close();
+      server.kill('SIGTERM');
+    },
+  };
+}
