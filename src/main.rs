@@ -73,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             coordinator: url,
         } => {
             let coordinator = connect(&url).await?;
+            roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
             let store = RedisStore::connect(&url, PREFIX, config.history_keep).await?;
             roomring::node::run(config, coordinator, Some(store)).await?
         }
@@ -81,6 +82,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             coordinator,
         } => {
             let coordinator = connect(&coordinator).await?;
+            roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
             roomring::gateway::run(config, coordinator).await?
         }
         Command::Ctl {

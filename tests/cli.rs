@@ -70,3 +70,34 @@ async fn dev_prints_its_ready_line_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_second_process_with_a_live_members_id_exits_with_a_clear_error() {
+    let redis = support::redis::RedisServer::start();
+    let mut first = support::procs::Proc::start("node", "twin", &redis.url());
+    let started = std::time::Instant::now();
+    let second = roomring()
+        .args([
+            "node",
+            "--id",
+            "twin",
+            "--listen",
+            "127.0.0.1:0",
+            "--coordinator",
+            &redis.url(),
+        ])
+        .args(["--cluster-secret", "test-cluster-secret"])
+        .output()
+        .expect("runs");
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("member id twin is in use by a live process"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "it waited out a lease first"
+    );
+    assert!(first.alive(), "the first process is untouched");
+}

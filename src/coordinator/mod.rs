@@ -104,6 +104,29 @@ pub enum CoordError {
     /// The backend cannot be reached.
     #[error("coordinator unreachable: {0}")]
     Unreachable(String),
+    /// Another live process holds this member id.
+    #[error("member id {0} is in use by a live process (its lease keeps being renewed); give this one another --id")]
+    InUse(NodeId),
+}
+
+/// Waits until no live member holds `id` (a crashed predecessor's lease
+/// lapses within the TTL, or is revoked sooner); an id still held after
+/// the TTL and a second belongs to a live process, and joining would take
+/// the lease from it back and forth.
+pub async fn wait_for_free_id(m: &dyn Membership, id: &NodeId) -> Result<(), CoordError> {
+    let mut view = m.watch();
+    let deadline = tokio::time::Instant::now() + m.lease_ttl() + Duration::from_secs(1);
+    loop {
+        if view.borrow_and_update().member(id).is_none() {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, view.changed())
+            .await
+            .is_err()
+        {
+            return Err(CoordError::InUse(id.clone()));
+        }
+    }
 }
 
 /// The membership service every role talks to.
