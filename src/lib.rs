@@ -14,12 +14,15 @@
 //!   applied in place by whoever delivers an operation), its durability
 //!   pipeline, the `Sink` it emits plain values through, and the
 //!   durable-store trait with its in-memory twin.
-//! - `node`: the application node; room registry, links in, lease, live
-//!   rebalancing (hand-off to peers), Redis room storage.
-//! - `gateway`: the stateless edge; HTTP and its own WebSocket framing on
-//!   the sockets it owns, outboxes written in place, subscriptions and
-//!   fan-out, routing and resuming moved rooms, one link per node.
-//! - `dev`: a whole cluster in one process; `ctl`: the operator's command.
+//! - `node`: the application node; room registry (idle rooms released),
+//!   links in, lease, live rebalancing (hand-off to peers), Redis room
+//!   storage with fenced appends.
+//! - `gateway`: the stateless edge; HTTP with its limits and authorization
+//!   as layers, its own WebSocket framing on the sockets it owns, outboxes
+//!   written in place, subscriptions and fan-out, routing and resuming moved
+//!   rooms, one link per node, and revoking a node whose port is closed.
+//! - `dev`: a whole cluster in one process; `ctl`: the operator's command
+//!   (and the containers' health probe).
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
 //!
 //! Dependencies point one way: `dev` → `gateway`, `node` → `link`, `ring`,
