@@ -533,3 +533,39 @@ async fn a_node_cut_off_for_a_moment_is_replaced_rejoins_and_loses_nothing() {
     });
     drop(nodes);
 }
+
+/// A gateway gone quiet past its lease (SIGSTOP: no FIN, no RST) takes its
+/// users out of presence; when it comes back, they are in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
+    let c = cluster().await;
+    let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
+    let mut ann = Client::connect(g1, "ann").await;
+    let mut bob = Client::connect(g2, "bob").await;
+    ann.join("chat:presence").await;
+    let joined = bob.join("chat:presence").await;
+    assert_eq!(joined["online"], json!(["ann", "bob"]));
+    c.gateways[0].signal("STOP");
+    let gone = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            let f = bob.recv().await;
+            if f["t"] == "presence" && f["user"] == "ann" && f["online"] == false {
+                break;
+            }
+        }
+    })
+    .await;
+    c.gateways[0].signal("CONT");
+    assert!(gone.is_ok(), "ann never left presence");
+    let back = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let f = bob.recv().await;
+            if f["t"] == "presence" && f["user"] == "ann" && f["online"] == true {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "ann never came back");
+    drop(ann);
+}

@@ -89,6 +89,9 @@ struct LinkEntry {
     peer: Peer,
     /// Where rooms send what this link's connections get.
     sink: Arc<LinkSink>,
+    /// Set once a membership view listed the peer: only then does its
+    /// absence from a later view mean its lease lapsed.
+    listed: AtomicBool,
 }
 
 /// State shared by the node's tasks.

@@ -46,6 +46,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         }
         let view = rings.borrow_and_update().clone();
         node.fence();
+        super::serve::drop_lapsed_gateways(&node, &view.view);
         if first || view.ring_epoch != seen.ring_epoch {
             first = false;
             let live = view.view.with_role(Role::Node).map(|m| m.id.clone());

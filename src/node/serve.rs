@@ -94,6 +94,7 @@ async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdow
         LinkEntry {
             peer: link.peer.clone(),
             sink: sink.clone(),
+            listed: std::sync::atomic::AtomicBool::new(false),
         },
     );
     tracing::debug!(link.id = id, peer = %link.peer.id, role = ?link.peer.role, "link up");
@@ -282,6 +283,35 @@ fn entry(e: HandoffEntry<'_>) -> Entry {
         frame: Bytes::copy_from_slice(e.frame),
         author: e.author.map(str::to_string),
         cid: e.cid.map(str::to_string),
+    }
+}
+
+/// Drops the links of gateways whose lease lapsed (a host gone without a
+/// FIN, a process paused past its lease): their connections leave every
+/// room, so presence counts only live connections. A gateway that is alive
+/// after all links again and resumes its subscriptions.
+pub(super) fn drop_lapsed_gateways(node: &Node, view: &crate::coordinator::View) {
+    let mut lapsed = Vec::new();
+    {
+        let mut links = node.lock_links();
+        for (id, entry) in links.iter() {
+            if entry.peer.role != Role::Gateway {
+                continue;
+            }
+            if view.member(&entry.peer.id).is_some() {
+                entry.listed.store(true, Ordering::Relaxed);
+            } else if entry.listed.load(Ordering::Relaxed) {
+                lapsed.push(*id);
+            }
+        }
+        lapsed.retain(|id| links.remove(id).is_some_and(|entry| {
+            tracing::warn!(peer = %entry.peer.id, "the gateway's lease lapsed; dropping its connections");
+            entry.sink.close();
+            true
+        }));
+    }
+    for id in lapsed {
+        node.registry.drop_link(id);
     }
 }
 
