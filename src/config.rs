@@ -138,14 +138,18 @@ struct EdgeLimits {
 }
 
 impl EdgeLimits {
-    fn apply(&self, config: &mut GatewayConfig) {
-        config.max_connections = self.max_connections as usize;
-        config.rooms_per_conn = self.rooms_per_connection as usize;
-        config.http = HttpLimits {
+    fn http(&self) -> HttpLimits {
+        HttpLimits {
             concurrency: self.http_concurrency as usize,
             timeout: std::time::Duration::from_secs(self.http_timeout),
             body_bytes: self.body_limit as usize,
-        };
+        }
+    }
+
+    fn apply(&self, config: &mut GatewayConfig) {
+        config.max_connections = self.max_connections as usize;
+        config.rooms_per_conn = self.rooms_per_connection as usize;
+        config.http = self.http();
     }
 }
 
@@ -359,12 +363,10 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
     match cli.command {
         Cmd::Dev(a) => {
             let auth = auth(&a.secrets, AuthKind::None)?;
-            let mut edge = GatewayConfig::for_test("dev", "");
-            a.edge.apply(&mut edge);
             Ok(Command::Dev(DevOptions {
-                max_connections: edge.max_connections,
-                rooms_per_conn: edge.rooms_per_conn,
-                http: edge.http,
+                max_connections: a.edge.max_connections as usize,
+                rooms_per_conn: a.edge.rooms_per_connection as usize,
+                http: a.edge.http(),
                 listen: a.listen,
                 nodes: a.nodes as usize,
                 gateways: 1,
