@@ -45,8 +45,11 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let view = rings.borrow_and_update().clone();
-        node.fence();
-        super::serve::drop_lapsed_gateways(&node, &view.view);
+        // What follows only a new view: who writes, and which gateways lapsed.
+        if first || view.view.epoch != seen.view.epoch {
+            node.fence();
+            super::serve::drop_lapsed_gateways(&node, &view.view);
+        }
         if first || view.ring_epoch != seen.ring_epoch {
             first = false;
             let live = view.view.with_role(Role::Node).map(|m| m.id.clone());

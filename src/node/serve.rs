@@ -94,7 +94,10 @@ async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdow
         LinkEntry {
             peer: link.peer.clone(),
             sink: sink.clone(),
-            listed: std::sync::atomic::AtomicBool::new(false),
+            // Listed already, or marked by the view that lists it.
+            listed: std::sync::atomic::AtomicBool::new(
+                node.ring.borrow().view.member(&link.peer.id).is_some(),
+            ),
         },
     );
     tracing::debug!(link.id = id, peer = %link.peer.id, role = ?link.peer.role, "link up");
