@@ -113,6 +113,14 @@ fn check_history(room: &str, acks: &Acks, history: &[Value]) {
     }
 }
 
+/// A writer per room through `gw`, each sending `count` messages every `pace`.
+fn writers(gw: SocketAddr, count: usize, pace: Duration) -> Vec<tokio::task::JoinHandle<Acks>> {
+    rooms()
+        .into_iter()
+        .map(|room| tokio::spawn(writer(gw, room, count, pace)))
+        .collect()
+}
+
 /// A reader per room, joined through `gw`.
 async fn readers(gw: SocketAddr) -> Vec<Client> {
     let mut readers = Vec::new();
@@ -166,10 +174,7 @@ async fn a_killed_node_loses_no_acked_message_and_its_rooms_come_back() {
     let before = owners(g1).await;
     let victim = before.values().next().unwrap().clone();
     let readers = readers(g2).await;
-    let writers: Vec<_> = rooms()
-        .into_iter()
-        .map(|room| tokio::spawn(writer(g1, room, 60, Duration::from_millis(50))))
-        .collect();
+    let writers = writers(g1, 60, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let killed_at = Instant::now();
     c.nodes.iter_mut().find(|n| n.id == victim).unwrap().kill9();
@@ -196,10 +201,7 @@ async fn a_redis_outage_of_5_s_heals_by_itself() {
     let mut c = cluster().await;
     let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
     let readers = readers(g2).await;
-    let writers: Vec<_> = rooms()
-        .into_iter()
-        .map(|room| tokio::spawn(writer(g1, room, 40, Duration::from_millis(100))))
-        .collect();
+    let writers = writers(g1, 40, Duration::from_millis(100));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     c.redis.pause();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -429,10 +431,7 @@ async fn a_node_paused_for_a_second_loses_nothing() {
     let before = owners(g1).await;
     let victim = before.values().next().unwrap().clone();
     let readers = readers(g2).await;
-    let writers: Vec<_> = rooms()
-        .into_iter()
-        .map(|room| tokio::spawn(writer(g1, room, 40, Duration::from_millis(50))))
-        .collect();
+    let writers = writers(g1, 40, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let paused = c.nodes.iter().find(|n| n.id == victim).unwrap();
     paused.signal("STOP");
@@ -455,10 +454,7 @@ async fn a_hung_node_is_replaced_and_writes_nothing_stale_when_it_resumes() {
     let before = owners(g1).await;
     let victim = before.values().next().unwrap().clone();
     let readers = readers(g2).await;
-    let writers: Vec<_> = rooms()
-        .into_iter()
-        .map(|room| tokio::spawn(writer(g1, room, 80, Duration::from_millis(50))))
-        .collect();
+    let writers = writers(g1, 80, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let hung = c.nodes.iter().find(|n| n.id == victim).unwrap();
     let stopped_at = Instant::now();
@@ -514,10 +510,7 @@ async fn a_node_cut_off_for_a_moment_is_replaced_rejoins_and_loses_nothing() {
         "n1 owns a room: {before:?}"
     );
     let readers = readers(g2).await;
-    let writers: Vec<_> = rooms()
-        .into_iter()
-        .map(|room| tokio::spawn(writer(g1, room, 80, Duration::from_millis(50))))
-        .collect();
+    let writers = writers(g1, 80, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.cut(Duration::from_millis(1500)).await;
     check_writers(g2, writers, readers).await;
