@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::coordinator::endpoint::Endpoint;
 use crate::dev::DevOptions;
 use crate::gateway::{Auth, GatewayConfig, HttpLimits};
 use crate::ids::{NodeId, RoomId};
@@ -172,6 +173,18 @@ struct Secrets {
     cluster_secret: Option<String>,
 }
 
+/// Where Redis is.
+#[derive(Debug, Args)]
+struct RedisArgs {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]`.
+    #[arg(long, env = "ROOMRING_COORDINATOR", hide_env_values = true)]
+    coordinator: String,
+    /// PEM file of the roots to trust for `rediss://` (default: the system's).
+    #[arg(long, env = "ROOMRING_REDIS_CA")]
+    redis_ca: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Args)]
 struct DevArgs {
     /// Gateway address (`127.0.0.1:0` picks a free port).
@@ -199,9 +212,12 @@ struct NodeArgs {
     /// Address others reach this node at.
     #[arg(long, env = "ROOMRING_ADVERTISE")]
     advertise: Option<String>,
-    /// `redis://host:port[/db]`.
-    #[arg(long, env = "ROOMRING_COORDINATOR")]
-    coordinator: String,
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Replicas that must hold a group commit before it is acknowledged
+    /// (Redis `WAIT`); 0 acknowledges once the primary has it.
+    #[arg(long, env = "ROOMRING_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    redis_wait_replicas: u32,
     #[command(flatten)]
     secrets: Secrets,
     #[command(flatten)]
@@ -219,9 +235,8 @@ struct GatewayArgs {
     /// Address others reach this gateway at.
     #[arg(long, env = "ROOMRING_ADVERTISE")]
     advertise: Option<String>,
-    /// `redis://host:port[/db]`.
-    #[arg(long, env = "ROOMRING_COORDINATOR")]
-    coordinator: String,
+    #[command(flatten)]
+    redis: RedisArgs,
     #[command(flatten)]
     secrets: Secrets,
     #[command(flatten)]
@@ -232,9 +247,8 @@ struct GatewayArgs {
 
 #[derive(Debug, Args)]
 struct CtlArgs {
-    /// `redis://host:port[/db]`.
-    #[arg(long, env = "ROOMRING_COORDINATOR")]
-    coordinator: String,
+    #[command(flatten)]
+    redis: RedisArgs,
     #[command(subcommand)]
     action: CtlAction,
 }
@@ -283,20 +297,22 @@ pub enum Command {
     Node {
         /// The node's config.
         config: NodeConfig,
-        /// The coordinator URL.
-        coordinator: String,
+        /// Where Redis is.
+        coordinator: Endpoint,
+        /// Replicas a group commit waits for.
+        wait_replicas: u32,
     },
     /// `roomring gateway`.
     Gateway {
         /// The gateway's config.
         config: GatewayConfig,
-        /// The coordinator URL.
-        coordinator: String,
+        /// Where Redis is.
+        coordinator: Endpoint,
     },
     /// `roomring ctl`.
     Ctl {
-        /// The coordinator URL.
-        coordinator: String,
+        /// Where Redis is.
+        coordinator: Endpoint,
         /// What to do.
         action: CtlAction,
     },
@@ -379,7 +395,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             }))
         }
         Cmd::Node(a) => {
-            check_coordinator(&a.coordinator)?;
+            let coordinator = endpoint(&a.redis)?;
             let cluster_secret = cluster_secret(&a.secrets)?;
             let config = NodeConfig {
                 id: member_id(&a.id)?,
@@ -391,11 +407,12 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             };
             Ok(Command::Node {
                 config,
-                coordinator: a.coordinator,
+                coordinator,
+                wait_replicas: a.redis_wait_replicas,
             })
         }
         Cmd::Gateway(a) => {
-            check_coordinator(&a.coordinator)?;
+            let coordinator = endpoint(&a.redis)?;
             let mut config = GatewayConfig {
                 id: member_id(&a.id)?,
                 listen: a.listen,
@@ -409,7 +426,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             a.edge.apply(&mut config);
             Ok(Command::Gateway {
                 config,
-                coordinator: a.coordinator,
+                coordinator,
             })
         }
         Cmd::Probe(a) => Ok(Command::Probe { target: a.target }),
@@ -448,13 +465,10 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 secret: Secret::new(&a.jwt_secret),
             })
         }
-        Cmd::Ctl(a) => {
-            check_coordinator(&a.coordinator)?;
-            Ok(Command::Ctl {
-                coordinator: a.coordinator,
-                action: a.action,
-            })
-        }
+        Cmd::Ctl(a) => Ok(Command::Ctl {
+            coordinator: endpoint(&a.redis)?,
+            action: a.action,
+        }),
     }
 }
 
@@ -462,19 +476,23 @@ fn member_id(s: &str) -> Result<NodeId, UsageError> {
     NodeId::parse(s).map_err(|e| usage(format!("--id: {e}")))
 }
 
-fn check_coordinator(url: &str) -> Result<(), UsageError> {
-    // The URL may hold a password: name only its scheme in the message.
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    match scheme {
-        Some("redis" | "rediss" | "redis+sentinel") if !rest.is_empty() => Ok(()),
-        Some(other) => Err(usage(format!(
-            "--coordinator: unsupported scheme {other:?} (redis://, rediss:// or redis+sentinel://host:port/MASTER)"
-        ))),
-        None => Err(usage(
-            "--coordinator must be redis://[user:password@]host:port[/db], rediss://... or redis+sentinel://host:port[,host:port]/MASTER",
-        )),
+fn endpoint(r: &RedisArgs) -> Result<Endpoint, UsageError> {
+    let endpoint: Endpoint = r
+        .coordinator
+        .parse()
+        .map_err(|e| usage(format!("--coordinator: {e}")))?;
+    let Some(path) = &r.redis_ca else {
+        return Ok(endpoint);
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| usage(format!("--redis-ca {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(usage(format!(
+            "--redis-ca {}: no PEM certificate in it",
+            path.display()
+        )));
     }
+    Ok(endpoint.with_ca(pem))
 }
 
 fn auth(s: &Secrets, default: AuthKind) -> Result<Auth, UsageError> {

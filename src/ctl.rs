@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::CtlAction;
+use crate::coordinator::endpoint::Endpoint;
 use crate::coordinator::redis::{self, Redis, PREFIX};
 use crate::coordinator::{CoordError, MemberState, Membership, Role};
 use crate::ids::{NodeId, RoomId};
@@ -22,9 +23,9 @@ pub enum CtlError {
 }
 
 /// Runs one ctl action and prints its result.
-pub async fn run(url: &str, action: CtlAction) -> Result<(), CtlError> {
+pub async fn run(endpoint: &Endpoint, action: CtlAction) -> Result<(), CtlError> {
     // ctl never joins, so the TTL only matters to members.
-    let coordinator = Redis::connect(url, PREFIX, Duration::from_secs(3)).await?;
+    let coordinator = Redis::connect(endpoint, PREFIX, Duration::from_secs(3)).await?;
     let view = redis::snapshot(&coordinator).await?;
     match action {
         CtlAction::Members => {

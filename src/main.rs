@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use roomring::config::{self, Command, Invocation};
+use roomring::coordinator::endpoint::Endpoint;
 use roomring::coordinator::redis::{Redis, LEASE_TTL, PREFIX};
 use roomring::coordinator::Coordinator;
 use roomring::node::storage::RedisStore;
@@ -70,11 +71,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(options) => roomring::dev::run(options).await?,
         Command::Node {
             config,
-            coordinator: url,
+            coordinator: endpoint,
+            wait_replicas,
         } => {
-            let coordinator = connect(&url).await?;
+            let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
-            let store = RedisStore::connect(&url, PREFIX, config.history_keep).await?;
+            let store =
+                RedisStore::connect(&endpoint, PREFIX, config.history_keep, wait_replicas).await?;
             roomring::node::run(config, coordinator, Some(store)).await?
         }
         Command::Gateway {
@@ -100,7 +103,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Coordinator> {
-    let redis = Redis::connect(url, PREFIX, LEASE_TTL).await?;
+async fn connect(endpoint: &Endpoint) -> anyhow::Result<Coordinator> {
+    let redis = Redis::connect(endpoint, PREFIX, LEASE_TTL).await?;
     Ok(Arc::new(redis))
 }

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub coordinator_resets: Counter,
     /// Panics caught in a connection's or a link's task.
     pub panics: Counter,
+    /// Moves to another Redis primary named by the Sentinels.
+    pub redis_failovers: Counter,
+    /// Group commits acknowledged with fewer replicas than
+    /// `--redis-wait-replicas`, because the primary had fewer connected.
+    pub storage_unreplicated: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -64,6 +69,8 @@ pub fn metrics() -> &'static Metrics {
             connections: metrics::gauge!("roomring_connections"),
             coordinator_resets: metrics::counter!("roomring_coordinator_resets_total"),
             panics: metrics::counter!("roomring_panics_total"),
+            redis_failovers: metrics::counter!("roomring_redis_failovers_total"),
+            storage_unreplicated: metrics::counter!("roomring_storage_unreplicated_total"),
         }
     })
 }

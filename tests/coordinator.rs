@@ -17,7 +17,7 @@ async fn embedded_passes_the_membership_suite() {
 #[tokio::test]
 async fn redis_passes_the_membership_suite() {
     let server = RedisServer::start();
-    let coordinator = Redis::connect(&server.url(), "suite", Duration::from_millis(600))
+    let coordinator = Redis::connect(&server.endpoint(), "suite", Duration::from_millis(600))
         .await
         .unwrap();
     conformance::run(&coordinator).await;
@@ -28,10 +28,10 @@ async fn two_redis_clients_converge_on_one_view() {
     use roomring::coordinator::{Membership, Role};
     use roomring::ids::NodeId;
     let server = RedisServer::start();
-    let a = Redis::connect(&server.url(), "conv", Duration::from_secs(3))
+    let a = Redis::connect(&server.endpoint(), "conv", Duration::from_secs(3))
         .await
         .unwrap();
-    let b = Redis::connect(&server.url(), "conv", Duration::from_secs(3))
+    let b = Redis::connect(&server.endpoint(), "conv", Duration::from_secs(3))
         .await
         .unwrap();
     let id = NodeId::parse("n1").unwrap();

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod endpoint;
 pub mod redis;
 
 use std::sync::Arc;

@@ -15,10 +15,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::watch;
 
+use super::endpoint::{Conn, Endpoint};
 use super::{CoordError, Lease, Member, MemberState, Membership, Role, View};
 use crate::ids::{Epoch, NodeId};
 
@@ -117,21 +117,11 @@ pub struct Redis {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     ttl: Duration,
     /// Publishes views; receivers never block it.
     view_tx: watch::Sender<Arc<View>>,
-}
-
-/// Connection settings shared by the coordinator and room storage: short
-/// timeouts, so that an unreachable Redis is reported, never waited on.
-pub fn manager_config() -> redis::aio::ConnectionManagerConfig {
-    redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(1000)))
-        .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(1)
 }
 
 fn unreachable(e: redis::RedisError) -> CoordError {
@@ -139,13 +129,14 @@ fn unreachable(e: redis::RedisError) -> CoordError {
 }
 
 impl Redis {
-    /// Connects to `url` (`redis://host:port[/db]`) and starts watching.
-    pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, CoordError> {
-        let client = redis::Client::open(url).map_err(unreachable)?;
-        let conn = client
-            .get_connection_manager_with_config(manager_config())
-            .await
-            .map_err(unreachable)?;
+    /// Connects to Redis (or the primary its Sentinels name) and starts
+    /// watching.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Self, CoordError> {
+        let conn = endpoint.connect().await.map_err(unreachable)?;
         let (view_tx, _) = watch::channel(Arc::new(View::default()));
         let inner = Arc::new(Inner {
             conn,
@@ -154,7 +145,7 @@ impl Redis {
             view_tx,
         });
         inner.refresh().await?;
-        tokio::spawn(watch_loop(client, Arc::downgrade(&inner)));
+        tokio::spawn(watch_loop(inner.conn.clone(), Arc::downgrade(&inner)));
         Ok(Self { inner })
     }
 }
@@ -237,14 +228,14 @@ fn parse_member(id: &str, fields: &HashMap<String, String>) -> Option<Member> {
 }
 
 /// Listens for announcements and polls, until the coordinator is dropped.
-async fn watch_loop(client: redis::Client, inner: Weak<Inner>) {
+async fn watch_loop(conn: Conn, inner: Weak<Inner>) {
     let channel = match inner.upgrade() {
         Some(i) => i.key("changes"),
         None => return,
     };
     loop {
         // (Re)subscribe; while that fails, polling alone keeps views fresh.
-        let mut pubsub = match client.get_async_pubsub().await {
+        let mut pubsub = match conn.pubsub().await {
             Ok(mut p) => match p.subscribe(&channel).await {
                 Ok(()) => Some(p),
                 Err(_) => None,

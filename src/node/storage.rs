@@ -19,10 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
-use crate::coordinator::redis::manager_config;
+use crate::coordinator::endpoint::{Conn, Endpoint};
 use crate::ids::RoomId;
 use crate::rooms::store::{
     Append, Entry, Loaded, RoomStore, Snapshot, StoreError, Writer as FenceWriter,
@@ -30,6 +29,9 @@ use crate::rooms::store::{
 
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
+
+/// How long a group commit waits for its replicas (`WAIT`).
+const WAIT_TIMEOUT_MS: u64 = 500;
 
 /// The fence both scripts start with: KEYS[1] is the room's owner record,
 /// KEYS[2] the writer's member key; ARGV[1..3] the writer's id, generation
@@ -87,7 +89,7 @@ fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {
 
 /// Redis-backed room storage.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     /// Who writes, shared with the group-commit writer.
     writer: Arc<Mutex<Option<FenceWriter>>>,
@@ -101,19 +103,22 @@ fn failed(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects and starts the group-commit writer; `keep` bounds each log.
-    pub async fn connect(url: &str, prefix: &str, keep: usize) -> Result<Arc<Self>, StoreError> {
-        let client = redis::Client::open(url).map_err(failed)?;
-        let conn = client
-            .get_connection_manager_with_config(manager_config())
-            .await
-            .map_err(failed)?;
+    /// Connects and starts the group-commit writer; `keep` bounds each log,
+    /// and a commit is acknowledged only once `replicas` replicas hold it.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        prefix: &str,
+        keep: usize,
+        replicas: u32,
+    ) -> Result<Arc<Self>, StoreError> {
+        let conn = endpoint.connect().await.map_err(failed)?;
         let (journal, rx) = mpsc::unbounded_channel();
         let fence = Arc::new(Mutex::new(None));
         let writer = Committer {
             conn: conn.clone(),
             prefix: prefix.to_string(),
             keep,
+            replicas,
             rx,
             writer: fence.clone(),
         };
@@ -221,9 +226,11 @@ impl RoomStore for RedisStore {
 
 /// The group-commit writer.
 struct Committer {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     keep: usize,
+    /// Replicas that must hold a commit before it is acknowledged.
+    replicas: u32,
     rx: mpsc::UnboundedReceiver<Append>,
     writer: Arc<Mutex<Option<FenceWriter>>>,
 }
@@ -297,12 +304,62 @@ impl Committer {
                     .arg(e.cid.as_deref().unwrap_or(""));
             }
         }
+        if self.replicas > 0 {
+            pipe.cmd("WAIT").arg(self.replicas).arg(WAIT_TIMEOUT_MS);
+        }
         pipe
+    }
+
+    /// Runs the pipeline and answers one code per room. With replicas
+    /// asked for, a commit is acknowledged once that many hold it, or, when
+    /// the primary has fewer connected (one was lost, or a failover left it
+    /// alone), once every connected one does; anything less fails the
+    /// commit as a whole (its rooms reload, and what it wrote is in their
+    /// history if it survives).
+    async fn commit(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, StoreError> {
+        let mut codes = self.send(pipe).await?;
+        if self.replicas == 0 {
+            return Ok(codes);
+        }
+        let took = codes.pop().unwrap_or(0);
+        if took >= i64::from(self.replicas) {
+            return Ok(codes);
+        }
+        let connected = self.connected_replicas().await?;
+        if took >= connected {
+            crate::telemetry::metrics()
+                .storage_unreplicated
+                .increment(1);
+            tracing::debug!(
+                took,
+                wanted = self.replicas,
+                "commit held by every connected replica"
+            );
+            return Ok(codes);
+        }
+        Err(StoreError(format!(
+            "{took} of {connected} connected replicas took the commit within {WAIT_TIMEOUT_MS} ms"
+        )))
+    }
+
+    /// How many replicas the primary has connected now (`ROLE`).
+    async fn connected_replicas(&mut self) -> Result<i64, StoreError> {
+        let role: redis::Value = redis::cmd("ROLE")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(failed)?;
+        match role {
+            redis::Value::Array(parts) => match parts.get(2) {
+                Some(redis::Value::Array(replicas)) => Ok(replicas.len() as i64),
+                _ => Ok(0),
+            },
+            _ => Ok(0),
+        }
     }
 
     /// Runs the pipeline; a Redis that lost its scripts (a restart) gets
     /// the script again and the pipeline once more.
-    async fn commit(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, StoreError> {
+    async fn send(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, StoreError> {
         for attempt in 0..2 {
             match pipe.query_async::<Vec<i64>>(&mut self.conn).await {
                 Err(e)

@@ -9,9 +9,14 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
+    /// The default user's password, if it needs one.
+    password: Option<String>,
+    /// More arguments (users, TLS, replication).
+    extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A loopback port free now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -20,10 +25,19 @@ fn free_port() -> u16 {
 }
 
 /// The process id of the redis-server answering on `port`, if one does.
-fn server_pid(port: u16) -> Option<u32> {
+fn server_pid(port: u16, password: Option<&str>) -> Option<u32> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    if let Some(p) = password {
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len());
+        conn.write_all(auth.as_bytes()).ok()?;
+        let mut ok = [0u8; 5];
+        conn.read_exact(&mut ok).ok()?;
+        if &ok != b"+OK\r\n" {
+            return None;
+        }
+    }
     conn.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
         .ok()?;
     let mut reply = Vec::new();
@@ -43,17 +57,33 @@ fn server_pid(port: u16) -> Option<u32> {
 impl RedisServer {
     /// Starts one and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(None, &[])
+    }
+
+    /// Starts one whose default user needs `password` (if given), with
+    /// `extra` arguments, and waits until it answers on its plain port.
+    pub fn start_with(password: Option<&str>, extra: &[String]) -> Self {
         let mut server = Self {
             port: free_port(),
             child: None,
+            password: password.map(str::to_string),
+            extra: extra.to_vec(),
         };
         server.spawn();
         server
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, with the default user's password if any.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The same, as the coordinator takes it.
+    pub fn endpoint(&self) -> roomring::coordinator::endpoint::Endpoint {
+        self.url().parse().expect("a redis:// URL")
     }
 
     fn spawn(&mut self) {
@@ -82,6 +112,8 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(self.password.iter().flat_map(|p| ["--requirepass", p]))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,7 +122,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(answered) = server_pid(self.port) {
+            if let Some(answered) = server_pid(self.port, self.password.as_deref()) {
                 return answered == pid;
             }
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -116,14 +148,25 @@ impl RedisServer {
 
     /// Runs one command through `redis-cli`.
     pub fn cli(&self, args: &[&str]) {
-        let ok = Command::new("redis-cli")
-            .args(["-u", &self.url()])
+        self.query(args);
+    }
+
+    /// Runs one command through `redis-cli` and returns what it printed.
+    pub fn query(&self, args: &[&str]) -> String {
+        let port = self.port.to_string();
+        let out = Command::new("redis-cli")
+            .args(["--no-auth-warning", "-h", "127.0.0.1", "-p", &port])
+            .args(self.password.iter().flat_map(|p| ["-a", p]))
             .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "redis-cli {args:?}");
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.stop();
     }
 
     /// Pauses the server (SIGSTOP), so it is unreachable but keeps its data.

@@ -1,0 +1,182 @@
+//! The ways to reach Redis, each with real processes and a real
+//! redis-server: an ACL user with a password in the URL, and `rediss://`
+//! with the cluster's own CA. Wrong credentials, a wrong CA or plain text to
+//! a TLS port stop a process at start with a message that names no secret.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::procs::Proc;
+use support::redis::{free_port, RedisServer};
+use support::{history, Client};
+
+/// A node and a gateway on `url` (with `extra` flags) serve a chat room,
+/// whose message lands in Redis's log for it.
+async fn chat_works(url: &str, extra: &[&str], redis: &RedisServer) {
+    let _node = Proc::start_with("node", "n1", url, extra);
+    let gateway = Proc::start_with("gateway", "g1", url, extra);
+    let room = "chat:endpoint";
+    let mut c = eventually!({
+        let mut c = Client::connect(gateway.addr, "ana").await;
+        c.send(serde_json::json!({"t": "join", "room": room, "id": "j"}))
+            .await;
+        let f = c.recv().await;
+        if f["t"] == "joined" {
+            Ok(c)
+        } else {
+            Err(f)
+        }
+    });
+    let seq = c.say(room, "m1", "over the wire").await;
+    let kept = history(gateway.addr, room).await;
+    assert_eq!(kept.last().unwrap()["seq"], seq);
+    let logged = redis.query(&["XLEN", &format!("roomring:room:{room}:log")]);
+    assert_eq!(logged.trim(), "1", "the message is in Redis's log");
+}
+
+/// Runs a node that must fail at start: its exit code and what it printed.
+fn refused(url: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_roomring"))
+        .args(["node", "--id", "n9", "--listen", "127.0.0.1:0"])
+        .args([
+            "--coordinator",
+            url,
+            "--cluster-secret",
+            "test-cluster-secret",
+        ])
+        .args(extra)
+        .output()
+        .expect("roomring runs");
+    let printed =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), printed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_and_password_in_the_url_are_used_and_never_printed() {
+    let acl: Vec<String> = ["--user", "app", "on", ">app-s3cret", "~*", "&*", "+@all"]
+        .map(String::from)
+        .to_vec();
+    let redis = RedisServer::start_with(Some("admin-s3cret"), &acl);
+    let url = format!("redis://app:app-s3cret@127.0.0.1:{}", redis.port);
+    chat_works(&url, &[], &redis).await;
+
+    for bad in [
+        format!("redis://app:wrong-s3cret@127.0.0.1:{}", redis.port),
+        format!("redis://127.0.0.1:{}", redis.port),
+    ] {
+        let (code, printed) = refused(&bad, &[]);
+        assert_eq!(code, Some(1), "{printed}");
+        assert!(printed.contains("error:"), "{printed}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+    }
+}
+
+/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made
+/// with openssl in a fresh directory.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (scripts/test installs it)");
+        assert!(
+            ok.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=roomring test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    ]);
+    std::fs::write(
+        path("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "redis.pem",
+    ]);
+    (path("ca.pem"), path("redis.pem"), path("redis.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_the_clusters_own_ca_carries_the_cluster() {
+    let dir = std::env::temp_dir().join(format!("roomring-tls-{}", std::process::id()));
+    let (ca, cert, key) = certificates(&dir);
+    let tls_port = free_port();
+    let tls: Vec<String> = vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        cert.display().to_string(),
+        "--tls-key-file".into(),
+        key.display().to_string(),
+        "--tls-ca-cert-file".into(),
+        ca.display().to_string(),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ];
+    let redis = RedisServer::start_with(Some("tls-s3cret"), &tls);
+    let ca_flag = ca.display().to_string();
+    let url = format!("rediss://:tls-s3cret@localhost:{tls_port}");
+    chat_works(&url, &["--redis-ca", &ca_flag], &redis).await;
+
+    // The system's roots do not know this CA.
+    let (code, printed) = refused(&url, &[]);
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    // Plain text to the TLS port gets nowhere.
+    let plain = format!("redis://:tls-s3cret@127.0.0.1:{tls_port}");
+    let (code, printed) = refused(&plain, &[]);
+    assert_eq!(code, Some(1), "{printed}");
+    // A CA file that holds no certificate is a usage error.
+    let (code, printed) = refused(&url, &["--redis-ca", &key.display().to_string()]);
+    assert_eq!(code, Some(64), "{printed}");
+    assert!(printed.contains("--redis-ca"), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
