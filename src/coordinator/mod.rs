@@ -155,6 +155,9 @@ pub trait Membership: Send + Sync + 'static {
     fn lease_ttl(&self) -> Duration;
 }
 
+/// How soon a member tries again after a failed lease renewal.
+pub const RENEW_RETRY: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// A shared coordinator handle.
 pub type Coordinator = Arc<dyn Membership>;
 

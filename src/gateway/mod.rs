@@ -315,20 +315,25 @@ async fn close_expired(gw: Arc<Gateway>, mut shutdown: Shutdown) {
 /// shutdown, then leaves.
 async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut shutdown: Shutdown) {
     let period = gw.coordinator.lease_ttl() / 3;
+    let mut wait = period;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait() => break,
         }
+        wait = crate::coordinator::RENEW_RETRY;
         let load = gw.sessions.len() as u64;
         match gw.coordinator.renew(&gw.config.id, lease, load).await {
-            Ok(()) => {}
+            Ok(()) => wait = period,
             Err(CoordError::LeaseLost) => match gw
                 .coordinator
                 .join(Role::Gateway, &gw.config.id, &advertise)
                 .await
             {
-                Ok(new) => lease = new,
+                Ok(new) => {
+                    lease = new;
+                    wait = period;
+                }
                 Err(e) => tracing::warn!(error = %e, "joining again failed"),
             },
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),

@@ -17,15 +17,20 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
     let period = ttl / 3;
     let id = node.config.id.clone();
     let mut renewed = Instant::now();
+    let mut wait = period;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait() => break,
         }
+        // A failed renewal is tried again soon: Redis may be back (a
+        // Sentinel failover) long before the next period.
+        wait = crate::coordinator::RENEW_RETRY;
         let load = node.registry.len() as u64;
         match timeout(period, node.coordinator.renew(&id, lease, load)).await {
             Ok(Ok(())) => {
                 renewed = Instant::now();
+                wait = period;
                 node.registry.set_fenced(false);
             }
             Ok(Err(CoordError::LeaseLost)) => {
@@ -39,6 +44,7 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
                         .store(lease.generation, std::sync::atomic::Ordering::Release);
                     node.fence();
                     renewed = Instant::now();
+                    wait = period;
                     node.registry.set_fenced(false);
                 }
             }

@@ -54,6 +54,11 @@ impl<R> Durable<R> {
         self.snapshot_at = seq;
     }
 
+    /// The last seq known to be committed (everything up to it was shown).
+    pub(super) fn shown(&self) -> u64 {
+        self.committed
+    }
+
     /// Queues the stored events among `events` for the next append.
     pub(super) fn stage(&mut self, events: &[Event]) {
         self.unsent.extend(events.iter().filter_map(Event::entry));

@@ -323,10 +323,24 @@ impl Room {
         let mut inner = self.lock();
         let ok = match result {
             Ok(loaded) => {
+                // A reload after a failed append: what that append wrote may
+                // be stored after all (it committed past its timeout, or on
+                // a replica promoted since). Storage is the truth, so those
+                // events go out now, before anything newer.
+                let shown = inner.durable.as_ref().map_or(0, Durable::shown);
+                let history = inner.state.epoch().to_string();
                 inner.state.restore(loaded);
                 let seq = inner.state.seq();
                 if let Some(d) = &mut inner.durable {
                     d.loaded_at(seq);
+                }
+                if shown > 0 && seq > shown && inner.state.epoch() == history {
+                    let events = inner.state.stored_after(shown);
+                    tracing::info!(room.id = %self.id, events = events.len(), "stored events of a failed append published");
+                    inner.release(Release {
+                        events,
+                        answer: None,
+                    });
                 }
                 tracing::debug!(seq, "room loaded");
                 true

@@ -249,6 +249,7 @@ fn dechunk(mut s: &str) -> String {
 pub mod procs;
 pub mod proxy;
 pub mod redis;
+pub mod sentinel;
 
 /// A client sending one message after another into a room until stopped,
 /// each retried with its id until acked.

@@ -53,6 +53,21 @@ impl RoomState {
         }
     }
 
+    /// The kept stored events past `seq`, as events for every subscriber
+    /// (those an append reported failed that storage holds after all).
+    pub fn stored_after(&self, seq: u64) -> Vec<super::Event> {
+        self.log
+            .iter()
+            .filter(|k| k.seq > seq)
+            .map(|k| super::Event {
+                frame: k.frame.clone(),
+                seq: Some(k.seq),
+                skip: None,
+                author: k.msg.clone(),
+            })
+            .collect()
+    }
+
     /// Board widgets and read receipts now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {

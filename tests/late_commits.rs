@@ -1,0 +1,123 @@
+//! Appends that Redis holds although the node was told they failed: a Redis
+//! stalled past the commit timeout (the write lands when it wakes), and a
+//! replica that did not take a commit in time (the primary holds it). The
+//! room reloads and publishes what storage holds, so readers on another
+//! gateway see every seq exactly once and writers' retries are acked at the
+//! seq first given.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::procs::Proc;
+use support::redis::RedisServer;
+use support::{check_room, http, Client, Writer};
+
+const ROOMS: usize = 6;
+
+struct Cluster {
+    _nodes: Vec<Proc>,
+    gateways: Vec<Proc>,
+}
+
+async fn cluster(url: &str, node_flags: &[&str]) -> Cluster {
+    let nodes: Vec<Proc> = (1..=3)
+        .map(|i| Proc::start_with("node", &format!("n{i}"), url, node_flags))
+        .collect();
+    let gateways: Vec<Proc> = (1..=2)
+        .map(|i| Proc::start("gateway", &format!("g{i}"), url))
+        .collect();
+    for gw in &gateways {
+        let addr = gw.addr;
+        eventually!({
+            let (_, v) = http(addr, "GET", "/api/cluster", None).await;
+            if v["nodes"].as_array().map_or(0, Vec::len) == 3 {
+                Ok(())
+            } else {
+                Err(v)
+            }
+        });
+    }
+    Cluster {
+        _nodes: nodes,
+        gateways,
+    }
+}
+
+/// Writers on `writers_at`, readers on `readers_at`, while `fault` runs;
+/// then every room checked.
+async fn under_load(
+    writers_at: SocketAddr,
+    readers_at: SocketAddr,
+    name: &str,
+    fault: impl std::future::Future<Output = ()>,
+) {
+    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:{name}-{i}")).collect();
+    let mut readers = Vec::new();
+    for room in &rooms {
+        let mut r = Client::connect(readers_at, &format!("r{}", readers.len())).await;
+        r.join(room).await;
+        readers.push(r);
+    }
+    let writers: Vec<Writer> = rooms
+        .iter()
+        .map(|room| Writer::spawn(writers_at, room, Duration::from_millis(30), true))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fault.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for ((room, w), mut r) in rooms.iter().zip(writers).zip(readers) {
+        let acked = w.finish().await;
+        check_room(readers_at, room, &acked, &mut r).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stalled_for_1_2_s_five_times_leaves_readers_no_gap() {
+    let redis = RedisServer::start();
+    let c = cluster(&redis.url(), &[]).await;
+    let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
+    under_load(g1, g2, "stall", async {
+        for _ in 0..5 {
+            redis.pause();
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            redis.resume();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_its_replica_missed_is_published_once_the_room_reloads() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_with(
+        None,
+        &[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ],
+    );
+    eventually!({
+        let info = replica.query(&["INFO", "replication"]);
+        if info.contains("master_link_status:up") {
+            Ok(())
+        } else {
+            Err(info)
+        }
+    });
+    let c = cluster(&primary.url(), &["--redis-wait-replicas", "1"]).await;
+    let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
+    under_load(g1, g2, "unreplicated", async {
+        for _ in 0..3 {
+            // Still connected, but it takes nothing within WAIT's timeout.
+            replica.pause();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            replica.resume();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+}

@@ -1,0 +1,107 @@
+//! Redis without a single point of failure: a primary, a replica and three
+//! Sentinels; 3 nodes and 2 gateways on `redis+sentinel://`, group commits
+//! waiting for the replica. The primary is killed (SIGKILL) under chat load:
+//! every acked message is in history afterwards, readers see every seq once,
+//! rooms serve again within a bounded time, and no process exits.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::procs::Proc;
+use support::sentinel::SentinelSet;
+use support::{check_room, http, Client, Writer};
+
+const ROOMS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_killed_under_load_loses_no_acked_message() {
+    let mut redis = SentinelSet::start();
+    let url = redis.url();
+    let mut nodes: Vec<Proc> = (1..=3)
+        .map(|i| {
+            Proc::start_with(
+                "node",
+                &format!("n{i}"),
+                &url,
+                &["--redis-wait-replicas", "1"],
+            )
+        })
+        .collect();
+    let mut gateways: Vec<Proc> = (1..=2)
+        .map(|i| Proc::start("gateway", &format!("g{i}"), &url))
+        .collect();
+    for gw in &gateways {
+        let addr = gw.addr;
+        eventually!({
+            let (_, v) = http(addr, "GET", "/api/cluster", None).await;
+            if v["nodes"].as_array().map_or(0, Vec::len) == 3 {
+                Ok(())
+            } else {
+                Err(v)
+            }
+        });
+    }
+    let (g1, g2) = (gateways[0].addr, gateways[1].addr);
+    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:ha-{i}")).collect();
+    let mut readers = Vec::new();
+    for room in &rooms {
+        let mut r = Client::connect(g2, &format!("r{}", readers.len())).await;
+        r.join(room).await;
+        readers.push(r);
+    }
+    let writers: Vec<Writer> = rooms
+        .iter()
+        .map(|room| Writer::spawn(g1, room, Duration::from_millis(40), true))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let old = redis.primary.port;
+    redis.primary.kill();
+    let killed = Instant::now();
+    // A room nobody used yet is served (loaded and written) again after:
+    let mut probe = Client::connect(g1, "probe").await;
+    let mut joined = false;
+    let back = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "never served again"
+        );
+        let f = if joined {
+            probe
+                .send(json!({"t": "send", "room": "chat:ha-probe", "id": "p", "body": {}}))
+                .await;
+            probe.recv_either("ack", Some("p")).await
+        } else {
+            probe
+                .send(json!({"t": "join", "room": "chat:ha-probe", "id": "j"}))
+                .await;
+            probe.recv_either("joined", Some("j")).await
+        };
+        match f["t"].as_str() {
+            Some("ack") => break killed.elapsed(),
+            Some("joined") => joined = true,
+            _ => {
+                assert_eq!(f["code"], "unavailable", "{f}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let promoted = redis.primary_port();
+    assert_ne!(promoted, Some(old), "the Sentinels promoted the replica");
+    assert_eq!(promoted, Some(redis.replica.port));
+    eprintln!(
+        "served again {} ms after the primary was killed",
+        back.as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for ((room, w), mut r) in rooms.iter().zip(writers).zip(readers) {
+        let acked = w.finish().await;
+        check_room(g2, room, &acked, &mut r).await;
+    }
+    for p in nodes.iter_mut().chain(gateways.iter_mut()) {
+        assert!(p.alive(), "{} exited", p.id);
+    }
+}
