@@ -496,14 +496,7 @@ async fn a_node_cut_off_for_a_moment_is_replaced_rejoins_and_loses_nothing() {
         .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
         .collect();
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
-    eventually!({
-        let (_, v) = http(g1, "GET", "/api/cluster", None).await;
-        if v["nodes"].as_array().map_or(0, Vec::len) == 3 {
-            Ok(())
-        } else {
-            Err(v)
-        }
-    });
+    support::wait_for_nodes(g1, 3).await;
     let before = owners(g1).await;
     assert!(
         before.values().any(|o| o == "n1"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::procs::Proc;
 use support::redis::RedisServer;
-use support::{check_room, http, Client, Writer};
+use support::{wait_for_nodes, ChatLoad};
 
 const ROOMS: usize = 6;
 
@@ -29,15 +29,7 @@ async fn cluster(url: &str, node_flags: &[&str]) -> Cluster {
         .map(|i| Proc::start("gateway", &format!("g{i}"), url))
         .collect();
     for gw in &gateways {
-        let addr = gw.addr;
-        eventually!({
-            let (_, v) = http(addr, "GET", "/api/cluster", None).await;
-            if v["nodes"].as_array().map_or(0, Vec::len) == 3 {
-                Ok(())
-            } else {
-                Err(v)
-            }
-        });
+        wait_for_nodes(gw.addr, 3).await;
     }
     Cluster {
         _nodes: nodes,
@@ -53,24 +45,12 @@ async fn under_load(
     name: &str,
     fault: impl std::future::Future<Output = ()>,
 ) {
-    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:{name}-{i}")).collect();
-    let mut readers = Vec::new();
-    for room in &rooms {
-        let mut r = Client::connect(readers_at, &format!("r{}", readers.len())).await;
-        r.join(room).await;
-        readers.push(r);
-    }
-    let writers: Vec<Writer> = rooms
-        .iter()
-        .map(|room| Writer::spawn(writers_at, room, Duration::from_millis(30), true))
-        .collect();
+    let rooms = (0..ROOMS).map(|i| format!("chat:{name}-{i}")).collect();
+    let load = ChatLoad::start(writers_at, readers_at, rooms, Duration::from_millis(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     fault.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for ((room, w), mut r) in rooms.iter().zip(writers).zip(readers) {
-        let acked = w.finish().await;
-        check_room(readers_at, room, &acked, &mut r).await;
-    }
+    load.check().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

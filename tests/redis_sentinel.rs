@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::procs::Proc;
 use support::sentinel::SentinelSet;
-use support::{check_room, http, Client, Writer};
+use support::{wait_for_nodes, ChatLoad, Client};
 
 const ROOMS: usize = 6;
 
@@ -33,28 +33,11 @@ async fn the_primary_killed_under_load_loses_no_acked_message() {
         .map(|i| Proc::start("gateway", &format!("g{i}"), &url))
         .collect();
     for gw in &gateways {
-        let addr = gw.addr;
-        eventually!({
-            let (_, v) = http(addr, "GET", "/api/cluster", None).await;
-            if v["nodes"].as_array().map_or(0, Vec::len) == 3 {
-                Ok(())
-            } else {
-                Err(v)
-            }
-        });
+        wait_for_nodes(gw.addr, 3).await;
     }
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
-    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:ha-{i}")).collect();
-    let mut readers = Vec::new();
-    for room in &rooms {
-        let mut r = Client::connect(g2, &format!("r{}", readers.len())).await;
-        r.join(room).await;
-        readers.push(r);
-    }
-    let writers: Vec<Writer> = rooms
-        .iter()
-        .map(|room| Writer::spawn(g1, room, Duration::from_millis(40), true))
-        .collect();
+    let rooms = (0..ROOMS).map(|i| format!("chat:ha-{i}")).collect();
+    let load = ChatLoad::start(g1, g2, rooms, Duration::from_millis(40)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let old = redis.primary.port;
@@ -97,10 +80,7 @@ async fn the_primary_killed_under_load_loses_no_acked_message() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    for ((room, w), mut r) in rooms.iter().zip(writers).zip(readers) {
-        let acked = w.finish().await;
-        check_room(g2, room, &acked, &mut r).await;
-    }
+    load.check().await;
     for p in nodes.iter_mut().chain(gateways.iter_mut()) {
         assert!(p.alive(), "{} exited", p.id);
     }

@@ -388,6 +388,62 @@ pub async fn check_room(gw: SocketAddr, room: &str, acked: &[u64], reader: &mut 
     assert_eq!(history_seqs(gw, room).await, acked, "{room}: history");
 }
 
+/// Waits until the gateway at `gw` lists `nodes` nodes.
+pub async fn wait_for_nodes(gw: SocketAddr, nodes: usize) {
+    eventually!({
+        let (_, v) = http(gw, "GET", "/api/cluster", None).await;
+        if v["nodes"].as_array().map_or(0, Vec::len) == nodes {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    });
+}
+
+/// Chat under way: a writer per room through one gateway (retrying
+/// `unavailable`), a reader per room through another.
+pub struct ChatLoad {
+    rooms: Vec<String>,
+    writers: Vec<Writer>,
+    readers: Vec<Client>,
+    readers_at: SocketAddr,
+}
+
+impl ChatLoad {
+    /// Joins the readers, then starts the writers, each sending every `pace`.
+    pub async fn start(
+        writers_at: SocketAddr,
+        readers_at: SocketAddr,
+        rooms: Vec<String>,
+        pace: Duration,
+    ) -> Self {
+        let mut readers = Vec::new();
+        for room in &rooms {
+            let mut r = Client::connect(readers_at, &format!("r{}", readers.len())).await;
+            r.join(room).await;
+            readers.push(r);
+        }
+        let writers = rooms
+            .iter()
+            .map(|room| Writer::spawn(writers_at, room, pace, true))
+            .collect();
+        Self {
+            rooms,
+            writers,
+            readers,
+            readers_at,
+        }
+    }
+
+    /// Stops the writers and checks every room (`check_room`).
+    pub async fn check(self) {
+        for ((room, w), mut r) in self.rooms.iter().zip(self.writers).zip(self.readers) {
+            let acked = w.finish().await;
+            check_room(self.readers_at, room, &acked, &mut r).await;
+        }
+    }
+}
+
 /// Drains the node that owns `room` and waits until another node serves it.
 pub async fn drain_owner(gw: SocketAddr, room: &str) {
     let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
