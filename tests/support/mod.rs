@@ -285,7 +285,9 @@ impl Writer {
             }
             let mut acked = Vec::new();
             let mut n = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            // At least one message is sent and acked, however soon it is
+            // stopped: a writer that acked nothing has shown nothing.
+            while acked.is_empty() || !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = format!("m{n}");
                 let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
                 loop {
@@ -311,7 +313,8 @@ impl Writer {
         Self { stop, task }
     }
 
-    /// Stops sending and returns the acked seqs, in order.
+    /// Stops sending (once one message was acked) and returns the acked
+    /// seqs, in order.
     pub async fn finish(self) -> Vec<u64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("writer")
