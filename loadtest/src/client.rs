@@ -90,20 +90,64 @@ pub async fn next_text(rx: &mut Rx) -> Result<Option<Utf8Bytes>> {
 
 /// Joins a room and returns its seq.
 pub async fn join(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
-    tokio::time::timeout(CONNECT_TIMEOUT, join_now(tx, rx, room))
+    Ok(rejoin(tx, rx, room, None).await?.seq)
+}
+
+/// What a `joined` reply says.
+#[derive(Debug, Deserialize)]
+pub struct Joined {
+    /// The room's seq.
+    pub seq: u64,
+    /// The room's history epoch.
+    #[serde(default)]
+    pub epoch: String,
+    /// What was missed since `since` (or the latest messages).
+    #[serde(default)]
+    pub history: Vec<Kept>,
+    /// Whether `since` was older than what is kept, or of another epoch.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One message of a `joined` history.
+#[derive(Debug, Deserialize)]
+pub struct Kept {
+    /// Its seq.
+    pub seq: u64,
+    /// Its body.
+    pub body: Option<Body>,
+}
+
+/// Joins a room; with `since` (the last seq seen and the epoch it was seen
+/// in), the reply carries what was missed.
+pub async fn rejoin(
+    tx: &mut Tx,
+    rx: &mut Rx,
+    room: &str,
+    since: Option<(u64, &str)>,
+) -> Result<Joined> {
+    tokio::time::timeout(CONNECT_TIMEOUT, join_now(tx, rx, room, since))
         .await
         .with_context(|| format!("join {room}: no answer within {CONNECT_TIMEOUT:?}"))?
 }
 
-async fn join_now(tx: &mut Tx, rx: &mut Rx, room: &str) -> Result<u64> {
-    tx.send(Message::Text(
-        format!(r#"{{"t":"join","room":"{room}"}}"#).into(),
-    ))
-    .await?;
+async fn join_now(
+    tx: &mut Tx,
+    rx: &mut Rx,
+    room: &str,
+    since: Option<(u64, &str)>,
+) -> Result<Joined> {
+    let frame = match since {
+        None => format!(r#"{{"t":"join","room":"{room}"}}"#),
+        Some((seq, epoch)) => {
+            serde_json::json!({"t": "join", "room": room, "since": seq, "epoch": epoch}).to_string()
+        }
+    };
+    tx.send(Message::Text(frame.into())).await?;
     while let Some(text) = next_text(rx).await? {
         let frame: Frame<'_> = serde_json::from_str(&text)?;
         match frame.t {
-            "joined" => return Ok(frame.seq.unwrap_or(0)),
+            "joined" => return Ok(serde_json::from_str(&text)?),
             "error" => bail!("join {room}: {text}"),
             _ => {}
         }

@@ -34,8 +34,12 @@ pub struct Report {
     pub duplicates: u64,
     /// Seqs skipped on one subscription.
     pub gaps: u64,
-    /// Connections closed by the server.
+    /// Connections closed by the server that did not come back.
     pub disconnects: u64,
+    /// Connections closed by the server that came back (`--reconnect`).
+    pub reconnects: u64,
+    /// From a close to the room rejoined on a new connection, µs.
+    pub resume: Histogram<u64>,
     /// Delivery latency, µs.
     pub latency: Histogram<u64>,
     /// Latency from send to ack, µs.
@@ -72,6 +76,8 @@ impl Report {
             duplicates: 0,
             gaps: 0,
             disconnects: 0,
+            reconnects: 0,
+            resume: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             server_idle: None,
@@ -94,8 +100,9 @@ impl Report {
             "sent": self.sent, "acked": self.acked, "errors": self.errors,
             "lost_acks": self.lost_acks, "delivered": self.delivered,
             "expected": self.expected, "duplicates": self.duplicates,
-            "gaps": self.gaps, "disconnects": self.disconnects,
+            "gaps": self.gaps, "disconnects": self.disconnects, "reconnects": self.reconnects,
             "latency": values(&self.latency), "ack_latency": values(&self.ack_latency),
+            "resume": values(&self.resume),
             "timeline": self.timeline.as_ref().map(|t| t.raw()),
         })
     }
@@ -112,9 +119,11 @@ impl Report {
         self.duplicates += n("duplicates");
         self.gaps += n("gaps");
         self.disconnects += n("disconnects");
+        self.reconnects += n("reconnects");
         for (key, hist) in [
             ("latency", &mut self.latency),
             ("ack_latency", &mut self.ack_latency),
+            ("resume", &mut self.resume),
         ] {
             for pair in wire[key].as_array().into_iter().flatten() {
                 let (v, c) = (pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0));
@@ -170,6 +179,7 @@ impl Report {
     pub fn json(&self) -> Value {
         let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
         let a = |p: f64| self.ack_latency.value_at_quantile(p) as f64 / 1000.0;
+        let r = |p: f64| self.resume.value_at_quantile(p) as f64 / 1000.0;
         json!({
             "scenario": self.scenario,
             "params": self.params,
@@ -185,6 +195,8 @@ impl Report {
             "duplicates": self.duplicates,
             "gaps": self.gaps,
             "disconnects": self.disconnects,
+            "reconnects": self.reconnects,
+            "resume_ms": { "p50": r(0.5), "p99": r(0.99), "max": self.resume.max() as f64 / 1000.0 },
             "deliveries_per_second": self.delivered as f64 / self.seconds,
             "acks_per_second": self.acked as f64 / self.seconds,
             "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
@@ -236,6 +248,16 @@ impl Report {
             a["p999"].as_f64().unwrap_or(0.0),
             a["max"].as_f64().unwrap_or(0.0)
         );
+        if self.reconnects > 0 {
+            let r = &j["resume_ms"];
+            println!(
+                "reconnects    {}, back in p50 {:.0}  p99 {:.0}  max {:.0} ms",
+                self.reconnects,
+                r["p50"].as_f64().unwrap_or(0.0),
+                r["p99"].as_f64().unwrap_or(0.0),
+                r["max"].as_f64().unwrap_or(0.0)
+            );
+        }
         if let Some(t) = &self.timeline {
             for (at, event) in t.events() {
                 println!("event         {at:6.2}s {event}");

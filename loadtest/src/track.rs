@@ -25,8 +25,12 @@ pub struct Tracker {
     pub duplicates: u64,
     /// Seqs skipped.
     pub gaps: u64,
-    /// Whether the server closed the connection.
+    /// Whether the server closed the connection (and it did not come back).
     pub disconnected: bool,
+    /// Times the connection was closed and came back (`--reconnect`).
+    pub reconnects: u64,
+    /// From a close to the room rejoined on a new connection, µs.
+    pub resume: Histogram<u64>,
     /// Delivery latency, µs.
     pub latency: Histogram<u64>,
     /// Send-to-ack latency, µs.
@@ -47,6 +51,8 @@ impl Tracker {
             duplicates: 0,
             gaps: 0,
             disconnected: false,
+            reconnects: 0,
+            resume: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             last: seq,
@@ -74,6 +80,17 @@ impl Tracker {
             self.gaps += seq - self.last - 1;
             self.last = seq;
         }
+    }
+
+    /// The last seq seen, for resuming with `since`.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The connection came back `took` µs after it was closed.
+    pub fn resumed(&mut self, took: u64) {
+        self.reconnects += 1;
+        let _ = self.resume.record(took.max(1));
     }
 
     /// A delivery sent at `at` (µs on the generator clock), received at `now`.
@@ -104,6 +121,8 @@ impl Tracker {
         report.duplicates += self.duplicates;
         report.gaps += self.gaps;
         report.disconnects += u64::from(self.disconnected);
+        report.reconnects += self.reconnects;
+        report.resume.add(self.resume)?;
         report.latency.add(self.latency)?;
         report.ack_latency.add(self.ack_latency)?;
         Ok(())

@@ -2,6 +2,8 @@
 //! rate on an open-loop schedule. Couples chat is M=2, S=2; group fan-out is
 //! M=100, S=1.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::client::{self, Frame};
+use crate::client::{self, Frame, Joined, Rx, Tx};
 use crate::report::Report;
 use crate::run::{Run, CONNECT_PARALLELISM, DRAIN};
 use crate::track::{id_time, Tracker};
@@ -33,6 +35,12 @@ pub struct ChatArgs {
     /// Messages per second per sender.
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// When the server closes a connection, open a new one (through the same
+    /// gateway address, e.g. a load balancer), rejoin with `since` and send
+    /// again what was not acked, as a client would; the time each takes to
+    /// come back is reported.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 /// Parameters of `fanout`: `chat` with one sender per room.
@@ -56,6 +64,7 @@ impl From<FanoutArgs> for ChatArgs {
             members: f.members,
             senders: Some(1),
             rate: f.rate,
+            reconnect: false,
         }
     }
 }
@@ -83,6 +92,7 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                 (acked.clone(), joined.clone(), go.clone(), permits.clone());
             let (timeline, start) = (run.timeline.clone(), run.start);
             let sends = member < senders;
+            let reconnect = args.reconnect;
             let window = run.window();
             // Spread first sends over one period so senders do not tick in step.
             let offset = period.mul_f64((i as f64 * 0.618_034) % 1.0);
@@ -97,51 +107,90 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                         return Err(e);
                     }
                 };
-                let joined_seq = client::join(&mut tx, &mut rx, &room).await;
+                let first = client::rejoin(&mut tx, &mut rx, &room, None).await;
                 drop(permit);
                 joined.wait().await;
                 go.wait().await;
-                let mut t = Tracker::new(timeline, joined_seq?)?;
+                let first = first?;
+                let mut epoch = first.epoch;
+                let mut t = Tracker::new(timeline, first.seq)?;
                 let micros = || start.elapsed().as_micros() as u64;
                 let begin = Instant::now();
                 let end = begin + window;
                 let mut ticker = tokio::time::interval_at(begin + offset, period);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-                let stop = tokio::time::sleep_until(end + DRAIN);
+                let stop_at = end + DRAIN;
+                let stop = tokio::time::sleep_until(stop_at);
                 tokio::pin!(stop);
+                // Sends not yet acked, by id, to send again on a new connection.
+                let mut pending: HashMap<String, String> = HashMap::new();
                 loop {
+                    let mut closed = false;
                     tokio::select! {
                         at = ticker.tick(), if sends && Instant::now() < end => {
                             let at = at.duration_since(start).as_micros() as u64;
                             // The id carries the send time too, for the ack latency.
-                            let frame = format!(r#"{{"t":"send","room":"{room}","id":"{}.{at}","body":{{"at":{at},"by":"{user}"}}}}"#, t.sent);
+                            let id = format!("{}.{at}", t.sent);
+                            let frame = format!(r#"{{"t":"send","room":"{room}","id":"{id}","body":{{"at":{at},"by":"{user}"}}}}"#);
                             t.sent();
-                            if client::send(&mut tx, frame).await.is_err() {
-                                t.disconnected = true;
-                                break;
+                            if reconnect {
+                                pending.insert(id, frame.clone());
                             }
+                            closed = client::send(&mut tx, frame).await.is_err();
                         }
-                        text = client::next_text(&mut rx) => {
-                            let Ok(Some(text)) = text else {
-                                t.disconnected = true;
-                                break;
-                            };
-                            let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
-                            match frame.t {
-                                "msg" => {
-                                    t.seq(frame.seq.unwrap_or(0));
-                                    t.delivered(frame.body.and_then(|b| b.at), micros());
+                        text = client::next_text(&mut rx) => match text {
+                            Ok(Some(text)) => {
+                                let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
+                                match frame.t {
+                                    "msg" => {
+                                        t.seq(frame.seq.unwrap_or(0));
+                                        t.delivered(frame.body.and_then(|b| b.at), micros());
+                                    }
+                                    "ack" => {
+                                        acked[slot].fetch_add(1, Ordering::Relaxed);
+                                        t.acked(id_time(frame.id), micros());
+                                        frame.id.map(|id| pending.remove(id));
+                                    }
+                                    "error" => {
+                                        t.errors += 1;
+                                        frame.id.map(|id| pending.remove(id));
+                                    }
+                                    _ => {}
                                 }
-                                "ack" => {
-                                    acked[slot].fetch_add(1, Ordering::Relaxed);
-                                    t.acked(id_time(frame.id), micros());
-                                }
-                                "error" => t.errors += 1,
-                                _ => {}
                             }
-                        }
+                            Ok(None) | Err(_) => closed = true,
+                        },
                         _ = &mut stop => break,
                     }
+                    if !closed {
+                        continue;
+                    }
+                    if !reconnect {
+                        t.disconnected = true;
+                        break;
+                    }
+                    let down = Instant::now();
+                    let since = (t.last(), epoch.as_str());
+                    let Some((ntx, nrx, joined)) =
+                        come_back(&gateway, source, &user, &room, since, i, stop_at).await
+                    else {
+                        t.disconnected = true;
+                        break;
+                    };
+                    (tx, rx, epoch) = (ntx, nrx, joined.epoch);
+                    if joined.truncated {
+                        t.gaps += 1;
+                    }
+                    for kept in joined.history {
+                        t.seq(kept.seq);
+                        t.delivered(kept.body.and_then(|b| b.at), micros());
+                    }
+                    for frame in pending.values() {
+                        if client::send(&mut tx, frame.clone()).await.is_err() {
+                            break;
+                        }
+                    }
+                    t.resumed(down.elapsed().as_micros() as u64);
                 }
                 let _ = tx.close().await;
                 Ok::<_, anyhow::Error>(t)
@@ -156,4 +205,31 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
     let acked: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     report.expected = acked * args.members as u64;
     Ok(report)
+}
+
+/// Opens a new connection and rejoins `room` from `since`, trying again
+/// every 50 to 150 ms (spread by `i`, so that many clients do not retry in
+/// step) until `deadline`.
+async fn come_back(
+    gateway: &str,
+    source: Option<IpAddr>,
+    user: &str,
+    room: &str,
+    since: (u64, &str),
+    i: usize,
+    deadline: Instant,
+) -> Option<(Tx, Rx, Joined)> {
+    let pause = Duration::from_millis(50 + (i as u64 * 37) % 100);
+    while Instant::now() < deadline {
+        let attempt = async {
+            let (mut tx, mut rx) = client::connect(gateway, source, user).await?;
+            let joined = client::rejoin(&mut tx, &mut rx, room, Some(since)).await?;
+            anyhow::Ok((tx, rx, joined))
+        };
+        if let Ok(Ok(back)) = tokio::time::timeout_at(deadline, attempt).await {
+            return Some(back);
+        }
+        tokio::time::sleep(pause).await;
+    }
+    None
 }

@@ -2,6 +2,8 @@
 //! the HTTP API (for each node there at the start: add a node, then drain the
 //! old one), so that lost acks, duplicates, gaps and disconnects during a
 //! rolling update show, with each membership change marked on the timeline.
+//! With `--replace`, an outside command replaces each process instead (a
+//! cluster of separate processes, nodes or gateways).
 
 use std::time::Duration;
 
@@ -30,6 +32,16 @@ pub struct RollingArgs {
     /// Bearer token for the API, when the cluster checks them.
     #[arg(long, env = "ROOMRING_TOKEN")]
     pub token: Option<String>,
+    /// Instead of adding and draining through the API, run this shell
+    /// command once for each of `--ids` (or of the nodes the API lists),
+    /// with `ROLL_ID` set to it: it stops that process and starts its
+    /// replacement, and returns once the replacement serves (a node or a
+    /// gateway of a cluster of separate processes).
+    #[arg(long)]
+    pub replace: Option<String>,
+    /// What `--replace` rolls, in order (default: the nodes the API lists).
+    #[arg(long, value_delimiter = ',', requires = "replace")]
+    pub ids: Vec<String>,
 }
 
 /// Runs the scenario.
@@ -38,6 +50,8 @@ pub async fn run(run: &Run, args: RollingArgs) -> Result<Report> {
     let token = args.token.clone();
     let nodes = if run.is_child() {
         Vec::new()
+    } else if !args.ids.is_empty() {
+        args.ids.clone()
     } else {
         let cluster = request(&api, "GET", "/api/cluster", token.as_deref()).await?;
         let nodes: Vec<String> = cluster["nodes"]
@@ -54,8 +68,13 @@ pub async fn run(run: &Run, args: RollingArgs) -> Result<Report> {
     };
     let timeline = run.timeline.clone();
     let window = run.window();
-    let driver =
-        tokio::spawn(async move { roll(&api, token.as_deref(), &nodes, &timeline, window).await });
+    let replace = args.replace.clone();
+    let driver = tokio::spawn(async move {
+        match replace {
+            Some(command) => replace_each(&command, &nodes, &timeline, window).await,
+            None => roll(&api, token.as_deref(), &nodes, &timeline, window).await,
+        }
+    });
     let mut report = chat::run(run, args.chat, "rolling").await?;
     match driver.await? {
         Ok(()) => {}
@@ -99,6 +118,41 @@ async fn roll(
         )
         .await?;
         timeline.event(format!("drain {old}"));
+    }
+    Ok(())
+}
+
+/// Runs `command` for each of `ids` in turn, starting at evenly spaced
+/// times within the middle of the window (or as soon as the one before has
+/// finished).
+async fn replace_each(
+    command: &str,
+    ids: &[String],
+    timeline: &Timeline,
+    window: Duration,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    while timeline.elapsed() == 0.0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = window.as_secs_f64() * 0.15;
+    let spacing = window.as_secs_f64() * 0.7 / ids.len() as f64;
+    for (k, id) in ids.iter().enumerate() {
+        wait_until(timeline, first + spacing * k as f64).await;
+        timeline.event(format!("replace {id}"));
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("ROLL_ID", id)
+            .status()
+            .await
+            .with_context(|| format!("run {command}"))?;
+        if !status.success() {
+            bail!("{command} for {id}: {status}");
+        }
+        timeline.event(format!("{id} back"));
     }
     Ok(())
 }
