@@ -7,13 +7,16 @@ use std::sync::OnceLock;
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Initializes logging to stderr, filtered by `RUST_LOG` (default `info`).
+/// Initializes logging to stderr, filtered by `RUST_LOG` (default `info`),
+/// coloured only on a terminal (a container's or a file's log stays plain).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
