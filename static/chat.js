@@ -18,7 +18,8 @@ function render() {
   $('typing').textContent = typing.size ? `${[...typing.keys()].join(', ')} typing…` : '';
   for (const el of $('messages').children) {
     const seq = Number(el.dataset.seq);
-    const readers = [...reads].filter(([u, s]) => u !== me && s >= seq).map(([u]) => u);
+    // Who else has read it: neither this user nor the message's author.
+    const readers = [...reads].filter(([u, s]) => u !== me && u !== el.dataset.from && s >= seq).map(([u]) => u);
     el.querySelector('.read').textContent = readers.length ? `read by ${readers.join(', ')}` : '';
   }
 }
@@ -28,6 +29,7 @@ function addMessage(m) {
   const el = document.createElement('div');
   el.className = 'msg' + (m.from === me ? ' mine' : '');
   el.dataset.seq = m.seq;
+  el.dataset.from = m.from;
   const text = typeof m.body === 'object' && m.body && 'text' in m.body ? m.body.text : JSON.stringify(m.body);
   el.innerHTML = '<span class="from"></span><span class="text"></span><span class="read"></span>';
   el.querySelector('.from').textContent = m.from;

@@ -47,6 +47,10 @@ test('two tabs chat with presence, typing and read receipts', async () => {
   await ann.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === 'hi ann'));
   const seqs = await ann.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
   assert.deepEqual(seqs, [1, 2]);
+  // ann has read up to seq 2: bob's page says so on bob's message only,
+  // not on ann's own.
+  await bob.waitForFunction(() => document.querySelectorAll('.msg .read')[1].textContent.includes('ann'));
+  assert.equal(await bob.$$eval('.msg .read', (els) => els[0].textContent), '');
   if (shots) await ann.screenshot({ path: `${shots}/chat.png` });
   await bob.close();
   await ann.waitForFunction(() => !document.querySelector('#online').textContent.includes('bob'));
