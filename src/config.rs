@@ -243,6 +243,11 @@ struct GatewayArgs {
     limits: Limits,
     #[command(flatten)]
     edge: EdgeLimits,
+    /// Milliseconds, on SIGTERM, that /readyz answers 503 while the gateway
+    /// still serves, before it closes its clients: at least the time a load
+    /// balancer's health check takes to mark it down.
+    #[arg(long, env = "ROOMRING_DRAIN_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    drain_delay_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -421,6 +426,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 cluster_secret: cluster_secret(&a.secrets)?,
                 rate_per_sec: a.limits.rate,
                 rate_burst: a.limits.burst,
+                drain_delay: std::time::Duration::from_millis(a.drain_delay_ms),
                 ..GatewayConfig::for_test("defaults", "")
             };
             a.edge.apply(&mut config);

@@ -101,3 +101,36 @@ async fn a_second_process_with_a_live_members_id_exits_with_a_clear_error() {
     );
     assert!(first.alive(), "the first process is untouched");
 }
+
+#[tokio::test]
+async fn a_gateway_with_a_drain_delay_says_unready_first_and_serves_until_it_closes() {
+    let redis = support::redis::RedisServer::start();
+    let _node = support::procs::Proc::start("node", "n1", &redis.url());
+    let mut gw = support::procs::Proc::start_with(
+        "gateway",
+        "g1",
+        &redis.url(),
+        &["--drain-delay-ms", "1500"],
+    );
+    support::wait_for_nodes(gw.addr, 1).await;
+    assert_eq!(http(gw.addr, "GET", "/readyz", None).await.0, 200);
+    let mut c = Client::connect(gw.addr, "ann").await;
+    c.join("chat:drain-delay").await;
+
+    gw.signal("TERM");
+    eventually!({
+        let (status, body) = http(gw.addr, "GET", "/readyz", None).await;
+        if status == 503 && body["error"]["code"] == "unavailable" {
+            Ok(())
+        } else {
+            Err((status, body))
+        }
+    });
+    // Still serving: the open socket is answered and a new one is accepted.
+    c.say("chat:drain-delay", "d1", "while draining").await;
+    let mut late = Client::connect(gw.addr, "bob").await;
+    late.join("chat:drain-delay").await;
+    // Then the clients are closed as a restart, and the process exits 0.
+    assert_eq!(c.close_code().await, Some(1012));
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

@@ -236,8 +236,11 @@ pub(super) async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: ready once the ring has a node.
+/// `GET /readyz`: ready once the ring has a node, until the gateway drains.
 pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> ApiResult {
+    if gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Failure::new(ErrorCode::Unavailable, "the gateway is stopping").into());
+    }
     if gw.upstream.view().ring.is_empty() {
         return Err(Failure::new(
             ErrorCode::Unavailable,

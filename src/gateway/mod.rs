@@ -27,6 +27,7 @@ mod websocket;
 
 use crate::protocol::Failure;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +77,11 @@ pub struct GatewayConfig {
     pub outbox: OutboxLimits,
     /// Limits of the HTTP API.
     pub http: HttpLimits,
+    /// On SIGTERM, how long `/readyz` answers 503 while everything still
+    /// serves, before the clients are closed: a load balancer's health
+    /// check then takes the gateway out first, and clients that reconnect
+    /// land on another gateway at once.
+    pub drain_delay: Duration,
 }
 
 /// Limits of the HTTP API, applied as tower layers around every route but
@@ -115,6 +121,7 @@ impl GatewayConfig {
             max_connections: 100_000,
             outbox: OutboxLimits::default(),
             http: HttpLimits::default(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -136,6 +143,8 @@ pub(crate) struct Gateway {
     dev: Option<Arc<dyn DevControl>>,
     /// One permit per open client WebSocket (`max_connections`).
     conn_limit: Arc<Semaphore>,
+    /// Set on SIGTERM for `drain_delay`: `/readyz` answers 503.
+    draining: AtomicBool,
 }
 
 /// The gateway's HTTP and WebSocket routes, with their limits and
@@ -184,6 +193,21 @@ impl GatewayHandle {
     /// The gateway's routes, to call without a socket (`oneshot` in tests).
     pub fn app(&self) -> Router {
         app(self.gateway.clone())
+    }
+
+    /// Says unready for `drain_delay` while still serving (see
+    /// `GatewayConfig::drain_delay`).
+    pub async fn drain(&self) {
+        let delay = self.gateway.config.drain_delay;
+        if delay.is_zero() {
+            return;
+        }
+        self.gateway.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "draining: /readyz answers 503 before clients are closed"
+        );
+        tokio::time::sleep(delay).await;
     }
 
     /// Closes every client with 1012, leaves the cluster, and waits.
@@ -241,6 +265,7 @@ pub async fn start(
     });
     let gw = Arc::new(Gateway {
         conn_limit: Arc::new(Semaphore::new(config.max_connections)),
+        draining: AtomicBool::new(false),
         config,
         coordinator,
         sessions,
@@ -349,6 +374,7 @@ pub async fn run(config: GatewayConfig, coordinator: Coordinator) -> Result<(), 
     let gateway = start(config, coordinator, None).await?;
     println!("ready gateway {} {}", gateway.id, gateway.addr);
     shutdown::signal().await;
+    gateway.drain().await;
     gateway.stop().await;
     Ok(())
 }

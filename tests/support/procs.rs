@@ -90,6 +90,11 @@ impl Proc {
             .unwrap()
             .success();
         assert!(ok);
+        self.wait_exit().await
+    }
+
+    /// Waits for it to exit, as `terminate` does, without a signal.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -97,7 +102,7 @@ impl Proc {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} did not exit after SIGTERM",
+                "{} did not exit",
                 self.id
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
