@@ -43,5 +43,10 @@ sentinel down-after-milliseconds roomring 1000
 sentinel failover-timeout roomring 5000
 EOF
 echo "monitoring roomring at $primary:6379"
-# The image's entrypoint hands /data to the redis user and drops to it.
-exec docker-entrypoint.sh redis-server /data/sentinel.conf --sentinel
+# The official image's entrypoint hands /data to the redis user and drops to
+# it; an image without one (deploy/compose/support.Containerfile) runs the
+# Sentinel directly.
+if command -v docker-entrypoint.sh >/dev/null; then
+  exec docker-entrypoint.sh redis-server /data/sentinel.conf --sentinel
+fi
+exec redis-sentinel /data/sentinel.conf
