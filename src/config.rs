@@ -97,26 +97,37 @@ enum AuthKind {
     Jwt,
 }
 
+/// Client frame rates (dev, gateway).
 #[derive(Debug, Args)]
-struct Limits {
+struct ClientRate {
     /// Sustained client frames per second per connection.
     #[arg(long, env = "ROOMRING_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
     /// Burst of client frames per connection.
     #[arg(long, env = "ROOMRING_BURST", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     burst: u32,
+}
+
+/// Rooms held in memory (dev, node).
+#[derive(Debug, Args)]
+struct RoomLimits {
     /// Stored events kept per room (at least 1000).
     #[arg(long, env = "ROOMRING_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1000..=1_000_000))]
     history: u32,
+    /// Seconds a room that no connection has joined stays in a node's
+    /// memory (its stored history stays).
+    #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    room_idle: u64,
+}
+
+/// The process's runtime (every serving role).
+#[derive(Debug, Args)]
+struct Runtime {
     /// Threads that run the process's tasks. One is the leanest per message
     /// (no wake-up crosses a thread); scale out with more processes, or
     /// give a busy process more threads.
     #[arg(long, env = "ROOMRING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
-    /// Seconds a room that no connection has joined stays in a node's
-    /// memory (its stored history stays).
-    #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    room_idle: u64,
 }
 
 #[derive(Debug, Args)]
@@ -154,8 +165,9 @@ impl EdgeLimits {
     }
 }
 
+/// How clients are identified (dev, gateway).
 #[derive(Debug, Args)]
-struct Secrets {
+struct ClientAuth {
     /// How clients are identified (default: jwt; none in dev).
     #[arg(long, env = "ROOMRING_AUTH")]
     auth: Option<AuthKind>,
@@ -168,7 +180,12 @@ struct Secrets {
     /// Clock leeway for tokens' `exp` and `nbf`, in seconds.
     #[arg(long, env = "ROOMRING_TOKEN_LEEWAY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
     token_leeway: u64,
-    /// Authenticates gateway↔node and node↔node links.
+}
+
+/// Who may speak on a link (node, gateway; dev makes its own).
+#[derive(Debug, Args)]
+struct ClusterSecret {
+    /// Authenticates gateway↔node and node↔node links (at least 8 bytes).
     #[arg(long, env = "ROOMRING_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
 }
@@ -194,9 +211,13 @@ struct DevArgs {
     #[arg(long, env = "ROOMRING_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     nodes: u16,
     #[command(flatten)]
-    secrets: Secrets,
+    client_auth: ClientAuth,
     #[command(flatten)]
-    limits: Limits,
+    rate: ClientRate,
+    #[command(flatten)]
+    rooms: RoomLimits,
+    #[command(flatten)]
+    runtime: Runtime,
     #[command(flatten)]
     edge: EdgeLimits,
 }
@@ -219,9 +240,11 @@ struct NodeArgs {
     #[arg(long, env = "ROOMRING_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     redis_wait_replicas: u32,
     #[command(flatten)]
-    secrets: Secrets,
+    cluster: ClusterSecret,
     #[command(flatten)]
-    limits: Limits,
+    rooms: RoomLimits,
+    #[command(flatten)]
+    runtime: Runtime,
 }
 
 #[derive(Debug, Args)]
@@ -238,9 +261,13 @@ struct GatewayArgs {
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
-    secrets: Secrets,
+    client_auth: ClientAuth,
     #[command(flatten)]
-    limits: Limits,
+    cluster: ClusterSecret,
+    #[command(flatten)]
+    rate: ClientRate,
+    #[command(flatten)]
+    runtime: Runtime,
     #[command(flatten)]
     edge: EdgeLimits,
     /// Milliseconds, on SIGTERM, that /readyz answers 503 while the gateway
@@ -368,9 +395,9 @@ where
         }
     })?;
     let threads = match &cli.command {
-        Cmd::Dev(a) => a.limits.threads,
-        Cmd::Node(a) => a.limits.threads,
-        Cmd::Gateway(a) => a.limits.threads,
+        Cmd::Dev(a) => a.runtime.threads,
+        Cmd::Node(a) => a.runtime.threads,
+        Cmd::Gateway(a) => a.runtime.threads,
         Cmd::Token(_) | Cmd::Probe(_) => 1,
         Cmd::Ctl(_) => 1,
     };
@@ -383,7 +410,7 @@ where
 fn command(cli: Cli) -> Result<Command, UsageError> {
     match cli.command {
         Cmd::Dev(a) => {
-            let auth = auth(&a.secrets, AuthKind::None)?;
+            let auth = auth(&a.client_auth, AuthKind::None)?;
             Ok(Command::Dev(DevOptions {
                 max_connections: a.edge.max_connections as usize,
                 rooms_per_conn: a.edge.rooms_per_connection as usize,
@@ -392,23 +419,23 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 nodes: a.nodes as usize,
                 gateways: 1,
                 auth,
-                history_keep: a.limits.history as usize,
-                room_idle: std::time::Duration::from_secs(a.limits.room_idle),
-                rate_per_sec: a.limits.rate,
-                rate_burst: a.limits.burst,
+                history_keep: a.rooms.history as usize,
+                room_idle: std::time::Duration::from_secs(a.rooms.room_idle),
+                rate_per_sec: a.rate.rate,
+                rate_burst: a.rate.burst,
                 memory_store: false,
             }))
         }
         Cmd::Node(a) => {
             let coordinator = endpoint(&a.redis)?;
-            let cluster_secret = cluster_secret(&a.secrets)?;
+            let cluster_secret = cluster_secret(&a.cluster)?;
             let config = NodeConfig {
                 id: member_id(&a.id)?,
                 listen: a.listen,
                 advertise: a.advertise,
                 cluster_secret,
-                history_keep: a.limits.history as usize,
-                room_idle: std::time::Duration::from_secs(a.limits.room_idle),
+                history_keep: a.rooms.history as usize,
+                room_idle: std::time::Duration::from_secs(a.rooms.room_idle),
             };
             Ok(Command::Node {
                 config,
@@ -422,10 +449,10 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 id: member_id(&a.id)?,
                 listen: a.listen,
                 advertise: a.advertise,
-                auth: auth(&a.secrets, AuthKind::Jwt)?,
-                cluster_secret: cluster_secret(&a.secrets)?,
-                rate_per_sec: a.limits.rate,
-                rate_burst: a.limits.burst,
+                auth: auth(&a.client_auth, AuthKind::Jwt)?,
+                cluster_secret: cluster_secret(&a.cluster)?,
+                rate_per_sec: a.rate.rate,
+                rate_burst: a.rate.burst,
                 drain_delay: std::time::Duration::from_millis(a.drain_delay_ms),
                 ..GatewayConfig::for_test("defaults", "")
             };
@@ -501,7 +528,7 @@ fn endpoint(r: &RedisArgs) -> Result<Endpoint, UsageError> {
     Ok(endpoint.with_ca(pem))
 }
 
-fn auth(s: &Secrets, default: AuthKind) -> Result<Auth, UsageError> {
+fn auth(s: &ClientAuth, default: AuthKind) -> Result<Auth, UsageError> {
     match s.auth.unwrap_or(default) {
         AuthKind::None => Ok(Auth::None),
         AuthKind::Jwt => match s.jwt_secret.as_deref() {
@@ -519,7 +546,7 @@ fn auth(s: &Secrets, default: AuthKind) -> Result<Auth, UsageError> {
 
 /// Outside dev the cluster secret is required, whatever `--auth` says:
 /// `--auth` is about clients, the secret about who may speak on a link.
-fn cluster_secret(s: &Secrets) -> Result<Secret, UsageError> {
+fn cluster_secret(s: &ClusterSecret) -> Result<Secret, UsageError> {
     match &s.cluster_secret {
         Some(secret) if secret.len() >= 8 => Ok(Secret::new(secret)),
         Some(_) => Err(usage("--cluster-secret must be at least 8 bytes")),
