@@ -126,7 +126,11 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) 
     };
     let writer = async move {
         while let Some((at, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
+            // The timer rounds up to its next millisecond tick: a chunk
+            // already due goes at once.
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+            }
             if to.write_all(&chunk).await.is_err() {
                 return to;
             }
