@@ -587,8 +587,8 @@ mod tests {
                 "127.0.0.1:0",
                 "--coordinator",
                 "http://x",
-                "--auth",
-                "none",
+                "--cluster-secret",
+                "cluster-s3cret",
             ],
             &[
                 "node",
@@ -598,8 +598,8 @@ mod tests {
                 "127.0.0.1:0",
                 "--coordinator",
                 "redis://x",
-                "--auth",
-                "none",
+                "--cluster-secret",
+                "cluster-s3cret",
             ],
             &[
                 "gateway",
@@ -611,6 +611,36 @@ mod tests {
                 "redis://x",
             ],
             &["ctl", "--coordinator", "redis://x", "locate", "nope"],
+            // A flag of another role is refused, not silently ignored.
+            &[
+                "node",
+                "--id",
+                "n1",
+                "--listen",
+                "127.0.0.1:0",
+                "--coordinator",
+                "redis://x",
+                "--cluster-secret",
+                "cluster-s3cret",
+                "--rate",
+                "5",
+            ],
+            &[
+                "gateway",
+                "--id",
+                "g1",
+                "--listen",
+                "127.0.0.1:0",
+                "--coordinator",
+                "redis://x",
+                "--auth",
+                "none",
+                "--cluster-secret",
+                "cluster-s3cret",
+                "--history",
+                "5000",
+            ],
+            &["dev", "--cluster-secret", "cluster-s3cret"],
         ] {
             let err = run(args).expect_err(&format!("{args:?} must fail"));
             assert_eq!(err.code, EXIT_USAGE, "{args:?}");
