@@ -165,7 +165,7 @@ impl EdgeLimits {
     }
 }
 
-/// How clients are identified (dev, gateway).
+/// How clients are identified (dev, gateway; a node accepts them).
 #[derive(Debug, Args)]
 struct ClientAuth {
     /// How clients are identified (default: jwt; none in dev).
@@ -239,6 +239,10 @@ struct NodeArgs {
     /// (Redis `WAIT`); 0 acknowledges once the primary has it.
     #[arg(long, env = "ROOMRING_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     redis_wait_replicas: u32,
+    /// Accepted so that one command line serves every role; a node serves
+    /// no clients, so they change nothing on it.
+    #[command(flatten)]
+    client_auth: ClientAuth,
     #[command(flatten)]
     cluster: ClusterSecret,
     #[command(flatten)]
