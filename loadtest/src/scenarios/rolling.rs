@@ -95,21 +95,15 @@ async fn roll(
     timeline: &Timeline,
     window: Duration,
 ) -> Result<()> {
-    if nodes.is_empty() {
+    let Some(schedule) = Schedule::start(timeline, window, 2 * nodes.len()).await else {
         return Ok(());
-    }
-    while timeline.elapsed() == 0.0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let steps = 2 * nodes.len();
-    let first = window.as_secs_f64() * 0.15;
-    let spacing = window.as_secs_f64() * 0.7 / steps as f64;
+    };
     for (k, old) in nodes.iter().enumerate() {
-        wait_until(timeline, first + spacing * (2 * k) as f64).await;
+        schedule.step(timeline, 2 * k).await;
         let added = request(api, "POST", "/api/cluster/nodes", token).await?;
         let id = added["id"].as_str().unwrap_or("?");
         timeline.event(format!("add {id}"));
-        wait_until(timeline, first + spacing * (2 * k + 1) as f64).await;
+        schedule.step(timeline, 2 * k + 1).await;
         request(
             api,
             "POST",
@@ -131,16 +125,11 @@ async fn replace_each(
     timeline: &Timeline,
     window: Duration,
 ) -> Result<()> {
-    if ids.is_empty() {
+    let Some(schedule) = Schedule::start(timeline, window, ids.len()).await else {
         return Ok(());
-    }
-    while timeline.elapsed() == 0.0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let first = window.as_secs_f64() * 0.15;
-    let spacing = window.as_secs_f64() * 0.7 / ids.len() as f64;
+    };
     for (k, id) in ids.iter().enumerate() {
-        wait_until(timeline, first + spacing * k as f64).await;
+        schedule.step(timeline, k).await;
         timeline.event(format!("replace {id}"));
         let status = tokio::process::Command::new("sh")
             .arg("-c")
@@ -157,10 +146,34 @@ async fn replace_each(
     Ok(())
 }
 
-async fn wait_until(timeline: &Timeline, at: f64) {
-    let left = at - timeline.elapsed();
-    if left > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(left)).await;
+/// Steps of a rolling update spread evenly over the middle 70 % of the
+/// window, from the moment sending begins.
+struct Schedule {
+    first: f64,
+    spacing: f64,
+}
+
+impl Schedule {
+    /// Waits for sending to begin; `None` when there is nothing to do.
+    async fn start(timeline: &Timeline, window: Duration, steps: usize) -> Option<Self> {
+        if steps == 0 {
+            return None;
+        }
+        while timeline.elapsed() == 0.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(Self {
+            first: window.as_secs_f64() * 0.15,
+            spacing: window.as_secs_f64() * 0.7 / steps as f64,
+        })
+    }
+
+    /// Waits until step `k`'s time (at once if it has passed).
+    async fn step(&self, timeline: &Timeline, k: usize) {
+        let left = self.first + self.spacing * k as f64 - timeline.elapsed();
+        if left > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(left)).await;
+        }
     }
 }
 
