@@ -147,6 +147,10 @@ struct EdgeLimits {
     /// Largest HTTP request body, in bytes; past it 413.
     #[arg(long, env = "ROOMRING_BODY_LIMIT", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     body_limit: u32,
+    /// Seconds a client may be silent before it gets a ping; one that
+    /// answers none within as long again is closed (1001).
+    #[arg(long, env = "ROOMRING_PING_INTERVAL", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ping_interval: u64,
 }
 
 impl EdgeLimits {
@@ -162,6 +166,7 @@ impl EdgeLimits {
         config.max_connections = self.max_connections as usize;
         config.rooms_per_conn = self.rooms_per_connection as usize;
         config.http = self.http();
+        config.ping_interval = std::time::Duration::from_secs(self.ping_interval);
     }
 }
 
@@ -419,6 +424,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 max_connections: a.edge.max_connections as usize,
                 rooms_per_conn: a.edge.rooms_per_connection as usize,
                 http: a.edge.http(),
+                ping_interval: std::time::Duration::from_secs(a.edge.ping_interval),
                 listen: a.listen,
                 nodes: a.nodes as usize,
                 gateways: 1,

@@ -53,6 +53,8 @@ pub struct DevOptions {
     pub rooms_per_conn: usize,
     /// Limits of the HTTP API.
     pub http: HttpLimits,
+    /// Silence after which a client gets a ping (see `GatewayConfig`).
+    pub ping_interval: Duration,
 }
 
 impl DevOptions {
@@ -71,6 +73,7 @@ impl DevOptions {
             max_connections: 100_000,
             rooms_per_conn: 256,
             http: HttpLimits::default(),
+            ping_interval: Duration::from_secs(25),
         }
     }
 }
@@ -205,6 +208,7 @@ impl DevCluster {
             config.max_connections = options.max_connections;
             config.rooms_per_conn = options.rooms_per_conn;
             config.http = options.http;
+            config.ping_interval = options.ping_interval;
             let control: Arc<dyn DevControl> = nodes.clone();
             gateways.push(gateway::start(config, coordinator.clone(), Some(control)).await?);
         }

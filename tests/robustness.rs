@@ -126,3 +126,35 @@ async fn without_a_store_only_rooms_without_history_are_released() {
     assert_eq!(joined["history"][0]["body"]["text"], "only copy");
     cluster.stop().await;
 }
+
+/// A client that answers no ping (its host vanished, or it hung) is closed
+/// within a few ping intervals and leaves presence; one that answers stays.
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_and_leaves_presence() {
+    let mut options = roomring::dev::DevOptions::for_test(1, 1);
+    options.ping_interval = Duration::from_secs(1);
+    let cluster = support::TestCluster::with(options).await;
+    let gw = cluster.gateways[0].addr;
+    let mut ann = Client::connect(gw, "ann").await;
+    ann.join("chat:ping").await;
+    let mut bob = Client::connect(gw, "bob").await;
+    bob.join("chat:ping").await;
+    // From here on bob's socket is never read, so his client sends no
+    // pong; ann's reads, and her client answers every ping.
+    let started = std::time::Instant::now();
+    loop {
+        let f = ann.recv_type("presence").await;
+        if f["user"] == "bob" && f["online"] == false {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "not before a ping went unanswered: {took:?}"
+    );
+    assert_eq!(bob.close_code().await, Some(1001));
+    // ann stayed: she is still served after more intervals.
+    ann.stay(Duration::from_millis(3500)).await;
+    ann.say("chat:ping", "p1", "still here").await;
+}

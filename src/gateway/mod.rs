@@ -82,6 +82,9 @@ pub struct GatewayConfig {
     /// check then takes the gateway out first, and clients that reconnect
     /// land on another gateway at once.
     pub drain_delay: Duration,
+    /// A client not heard from for this long gets a ping; one that answers
+    /// none within another interval is closed (1001, "no pong").
+    pub ping_interval: Duration,
 }
 
 /// Limits of the HTTP API, applied as tower layers around every route but
@@ -122,6 +125,7 @@ impl GatewayConfig {
             outbox: OutboxLimits::default(),
             http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
+            ping_interval: Duration::from_secs(25),
         }
     }
 }
@@ -296,6 +300,7 @@ async fn serve(
     if matches!(gw.config.auth, Auth::Jwt(_)) {
         tokio::spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
     }
+    tokio::spawn(heartbeat(gw.clone(), shutdown.clone()).in_current_span());
     let server = listener::Listener {
         listener,
         router: app(gw.clone()),
@@ -332,6 +337,25 @@ async fn close_expired(gw: Arc<Gateway>, mut shutdown: Shutdown) {
         let closed = gw.sessions.close_expired(crate::protocol::now_ms() / 1000);
         if closed > 0 {
             tracing::debug!(closed, "closed connections whose token expired");
+        }
+    }
+}
+
+/// Pings idle clients and closes those that answer none, once per
+/// `ping_interval` (`Sessions::heartbeat`).
+async fn heartbeat(gw: Arc<Gateway>, mut shutdown: Shutdown) {
+    let every = gw.config.ping_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping = websocket::ping();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let (pinged, closed) = gw.sessions.heartbeat(&ping);
+        if closed > 0 {
+            tracing::info!(pinged, closed, "closed connections that answered no ping");
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -65,6 +66,9 @@ pub struct Outbox {
     /// Wakes the connection's task: a write would block, or a close.
     wake: Notify,
     limits: OutboxLimits,
+    /// The heartbeat round in which the client was last heard from
+    /// (`Sessions::heartbeat`).
+    heard: AtomicU32,
 }
 
 #[derive(Default)]
@@ -92,7 +96,20 @@ impl Outbox {
             state: Mutex::default(),
             wake: Notify::new(),
             limits,
+            heard: AtomicU32::new(0),
         })
+    }
+
+    /// Notes that the client sent something in heartbeat round `round`.
+    pub(super) fn heard(&self, round: u32) {
+        if self.heard.load(Ordering::Relaxed) != round {
+            self.heard.store(round, Ordering::Relaxed);
+        }
+    }
+
+    /// The round in which the client was last heard from.
+    pub(super) fn last_heard(&self) -> u32 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

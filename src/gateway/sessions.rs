@@ -2,7 +2,7 @@
 //! notifications find their socket.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -25,6 +25,8 @@ pub(super) struct Sessions {
     /// Connections whose token expires, by expiry (seconds since the Unix
     /// epoch); only JWT connections are here.
     expiring: Mutex<BTreeSet<(u64, ConnId)>>,
+    /// Heartbeat rounds so far (`heartbeat`).
+    round: AtomicU32,
 }
 
 impl Sessions {
@@ -40,6 +42,7 @@ impl Sessions {
     /// at `expires`.
     pub(super) fn open(&self, user: UserId, out: Arc<Outbox>, expires: Option<u64>) -> ConnId {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        out.heard(self.round());
         self.lock().insert(id, Conn { user, out, expires });
         if let Some(at) = expires {
             self.expiring().insert((at, id));
@@ -84,6 +87,40 @@ impl Sessions {
             }
         }
         due.len()
+    }
+
+    /// The current heartbeat round: a connection marks it on its outbox
+    /// whenever its client sends anything.
+    pub(super) fn round(&self) -> u32 {
+        self.round.load(Ordering::Relaxed)
+    }
+
+    /// One heartbeat round, run once per ping interval: a connection not
+    /// heard from since the round before gets a ping, and one not heard
+    /// from since two rounds before (so it did not answer that ping either)
+    /// is closed. Returns (pinged, closed).
+    pub(super) fn heartbeat(&self, ping: &Bytes) -> (usize, usize) {
+        let round = self.round.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let (mut pinged, mut closed) = (0, 0);
+        let mut dirty = Dirty::default();
+        for conn in self.lock().values() {
+            match round.wrapping_sub(conn.out.last_heard()) {
+                0 | 1 => {}
+                2 => {
+                    dirty.push(&conn.out, ping.clone());
+                    pinged += 1;
+                }
+                _ => {
+                    conn.out.close(Close {
+                        code: super::websocket::close::GOING_AWAY,
+                        reason: "no pong",
+                    });
+                    closed += 1;
+                }
+            }
+        }
+        dirty.flush();
+        (pinged, closed)
     }
 
     /// How many connections are open.

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 pub(super) mod close {
     /// Normal closure (echoing the client's close).
     pub(crate) const NORMAL: u16 = 1000;
+    /// Going away: a client that answered no ping.
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// A frame that breaks the protocol.
     pub(crate) const PROTOCOL: u16 = 1002;
     /// A text message that is not UTF-8.
@@ -270,6 +272,11 @@ pub(super) fn text(payload: &[u8]) -> Bytes {
 /// A pong answering a ping.
 pub(super) fn pong(payload: &[u8]) -> Bytes {
     frame(OpCode::Control(Control::Pong), payload)
+}
+
+/// A ping with no payload (heartbeats).
+pub(super) fn ping() -> Bytes {
+    frame(OpCode::Control(Control::Ping), &[])
 }
 
 /// A close frame with a code and a reason.

@@ -146,6 +146,24 @@ impl Client {
         }
     }
 
+    /// Keeps reading for `d`, as a live client does (answering pings);
+    /// panics if the connection closes meanwhile. Returns the text frames
+    /// that came.
+    pub async fn stay(&mut self, d: Duration) -> Vec<Value> {
+        let until = tokio::time::Instant::now() + d;
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Err(_) => return frames,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    frames.push(serde_json::from_str(&t).expect("server sends JSON"))
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                other => panic!("{}: the connection ended: {other:?}", self.user),
+            }
+        }
+    }
+
     /// Joins and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"t": "join", "room": room, "id": format!("join-{room}")}))
