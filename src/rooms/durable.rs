@@ -65,8 +65,17 @@ impl<R> Durable<R> {
     }
 
     /// Holds an outcome produced when the room was at `upto`; returns what
-    /// may go out now.
+    /// may go out now. While the room waits to reload after a failed append,
+    /// its state past `committed` is void and will never be committed, so an
+    /// outcome produced meanwhile (a link's connections leaving) waits for
+    /// `committed` only: held for a seq nothing will commit, it would keep
+    /// the room from ever settling (a freeze would never be answered).
     pub(super) fn hold(&mut self, upto: u64, outcome: R) -> Vec<R> {
+        let upto = if self.loaded {
+            upto
+        } else {
+            upto.min(self.committed)
+        };
         self.held.push_back((upto, outcome));
         self.releasable()
     }
@@ -184,6 +193,20 @@ mod tests {
         d.hold(7, "ack 7");
         assert_eq!(d.failed(batch.upto), vec!["ack 6", "ack 7"]);
         assert!(!d.loaded && d.settled());
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_append_an_outcome_at_the_void_seq_does_not_wedge_the_room() {
+        let mut d: Durable<&str> = Durable::new(MemoryStore::new(10));
+        d.loaded_at(5);
+        d.stage(&[event(6)]);
+        d.hold(6, "ack 6");
+        let batch = d.next_batch(Snapshot::default).expect("append");
+        assert_eq!(d.failed(batch.upto), vec!["ack 6"]);
+        // A gateway link drops before the reload: its connections leave
+        // while the room's memory still says seq 6.
+        assert_eq!(d.hold(6, "presence: gone"), vec!["presence: gone"]);
+        assert!(d.settled(), "a freeze can be answered");
     }
 
     #[tokio::test]
