@@ -25,6 +25,10 @@ pub type ClientId = std::sync::Arc<str>;
 /// Messages a `join` without `since` replays.
 pub const JOIN_HISTORY: usize = 50;
 
+/// Read receipts a room keeps (the latest per user): past it the oldest
+/// receipt goes, so that a room many users pass through stays bounded.
+pub const READS_KEPT: usize = 1024;
+
 /// One subscribed client connection: its gateway link and its id there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sub {
@@ -433,6 +437,19 @@ impl RoomState {
         }
         let latest = self.reads.entry(origin.user.clone()).or_default();
         *latest = (*latest).max(seq);
+        if self.reads.len() > READS_KEPT {
+            // A room of many passing users: the oldest receipt goes, never
+            // the one just given.
+            let oldest = self
+                .reads
+                .iter()
+                .filter(|(user, _)| **user != origin.user)
+                .min_by_key(|(_, seq)| **seq)
+                .map(|(user, _)| user.clone());
+            if let Some(user) = oldest {
+                self.reads.remove(&user);
+            }
+        }
         let room = self.room.clone();
         Ok(self.ephemeral(
             origin,

@@ -313,3 +313,41 @@ fn a_board_rebuilt_from_its_log_and_snapshot_has_the_same_widgets_and_roles() {
     assert_eq!(board.get("b").unwrap().widget.x, 11.0);
     assert_eq!(rebuilt.seq(), 5);
 }
+
+#[test]
+fn a_join_since_the_largest_seq_gets_an_empty_history_not_an_overflow() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    send(&mut r, &ann, "m1", "hi");
+    let bob = who("bob", 1, 2);
+    let joined = join(&mut r, &bob, Some(u64::MAX));
+    assert_eq!(joined["t"], "joined");
+    assert_eq!(joined["history"].as_array().map(Vec::len), Some(0));
+    assert_eq!(joined["truncated"], false);
+    assert_eq!(joined["seq"], 1);
+}
+
+#[test]
+fn read_receipts_are_bounded_and_the_oldest_goes_first() {
+    let mut r = room("chat");
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    send(&mut r, &ann, "m1", "hi");
+    send(&mut r, &ann, "m2", "hi");
+    let read = |r: &mut RoomState, user: &str, seq: u64| {
+        let o = who(user, 1, 2);
+        r.apply(&o, None, &RoomOp::Read { seq }, 1);
+    };
+    read(&mut r, "early", 1);
+    for i in 0..READS_KEPT + 10 {
+        read(&mut r, &format!("u{i}"), 2);
+    }
+    // The one who read least long ago is gone; the newest reader is kept.
+    read(&mut r, "last", 1);
+    let joined = join(&mut r, &ann, None);
+    let reads = joined["reads"].as_object().unwrap();
+    assert_eq!(reads.len(), READS_KEPT);
+    assert!(!reads.contains_key("early"));
+    assert_eq!(reads["last"], 1);
+}
