@@ -139,6 +139,36 @@ async fn flooding_is_rate_limited() {
     cluster.stop().await;
 }
 
+/// Frames that fail to parse, and binary frames, spend tokens like any
+/// other: a flood of them is not a way around the limit.
+#[tokio::test]
+async fn unparseable_and_binary_frames_take_rate_tokens() {
+    let mut options = DevOptions::for_test(1, 1);
+    options.rate_per_sec = 1;
+    options.rate_burst = 10;
+    let cluster = TestCluster::with(options).await;
+    let mut c = Client::connect(cluster.addr(), "ann").await;
+    for i in 0..10 {
+        if i % 2 == 0 {
+            c.send_text("{not json".into()).await;
+        } else {
+            c.send_message(Message::Binary(vec![1, 2, 3].into())).await;
+        }
+    }
+    for _ in 0..10 {
+        assert_eq!(c.recv().await["code"], "bad_request");
+    }
+    // The burst is spent: the next frame, a valid one, is refused.
+    c.send(json!({"t": "ping", "id": "after"})).await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f["t"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("rate_limited")),
+        "{f}"
+    );
+    cluster.stop().await;
+}
+
 fn token(claims: serde_json::Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(b"test-secret");
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
