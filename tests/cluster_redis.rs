@@ -555,3 +555,51 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     assert!(back.is_ok(), "ann never came back");
     drop(ann);
 }
+
+/// A relative board move whose link drops before its answer may have been
+/// applied: the gateway answers it `unavailable` rather than sending it
+/// again, so the widget moves once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_move_in_flight_when_its_link_drops_is_not_applied_twice() {
+    let redis = RedisServer::start();
+    let mut proxy = support::proxy::Proxy::start().await;
+    let advertise = proxy.addr.to_string();
+    let node = Proc::start_with("node", "n1", &redis.url(), &["--advertise", &advertise]);
+    proxy.forward_to(node.addr);
+    let gw = Proc::start("gateway", "g1", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    let room = "board:once";
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    ann.join(room).await;
+    ann.send(json!({"t": "board.put", "room": room, "id": "p1",
+        "widget": {"id": "w1", "kind": "sticky", "x": 0, "y": 0}}))
+        .await;
+    ann.recv_type("board.changed").await;
+
+    // The move reaches the node and waits there for its commit; then the
+    // link drops, and only afterwards does the commit land.
+    redis.pause();
+    ann.send(
+        json!({"t": "board.move", "room": room, "id": "s1", "ids": ["w1"], "dx": 10, "dy": 0}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.cut(Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.resume();
+    let answer = loop {
+        let f = ann.recv().await;
+        if f["id"] == "s1" {
+            break f;
+        }
+    };
+    assert_eq!(
+        (answer["t"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut bob = Client::connect(gw.addr, "bob").await;
+    let joined = bob.join(room).await;
+    assert_eq!(joined["widgets"][0]["x"], 10.0, "moved once: {joined}");
+}

@@ -49,6 +49,11 @@ const SUSPECT_TRIES: usize = 4;
 pub(super) enum OpKind {
     Join,
     Resume,
+    /// An operation that must not be applied twice and is not idempotent by
+    /// an id (board changes, a `send` without an id): when its link drops
+    /// before the answer it may or may not have been applied, so it is
+    /// answered `unavailable` instead of being sent again.
+    Once,
     Other,
 }
 
@@ -221,6 +226,12 @@ impl Upstream {
         let kind = match req.op {
             RoomOp::Join { .. } => OpKind::Join,
             RoomOp::Resume { .. } => OpKind::Resume,
+            RoomOp::BoardPut { .. }
+            | RoomOp::BoardMove { .. }
+            | RoomOp::BoardShift { .. }
+            | RoomOp::BoardDelete { .. }
+            | RoomOp::BoardRole { .. } => OpKind::Once,
+            RoomOp::Send { .. } if req.id.is_none() => OpKind::Once,
             _ => OpKind::Other,
         };
         let record = ToNode::Op {
@@ -691,7 +702,9 @@ impl Upstream {
     }
 
     /// Requests in flight on a link that dropped: operations are routed
-    /// again (a retried `send` is idempotent by its id), queries fail.
+    /// again (a retried `send` is idempotent by its id), except those that
+    /// may have been applied and must not be applied twice (`OpKind::Once`:
+    /// answered `unavailable`); queries fail.
     fn fail_pending(self: &Arc<Self>, node: &NodeId) {
         let mut gone = Vec::new();
         {
@@ -712,6 +725,7 @@ impl Upstream {
         }
         for (rid, p) in gone {
             match p {
+                Pending::Op(op) if op.kind == OpKind::Once => self.unavailable(&op),
                 Pending::Op(mut op) => {
                     op.parts.clear();
                     self.retry(rid, op)
