@@ -38,6 +38,9 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
     let mut seen = Arc::new(RingView::default());
     let mut first = true;
     let mut retry = tokio::time::interval(RETRY);
+    // Set once a move left a room frozen here (timed out, or unanswered):
+    // from then on each round thaws the frozen rooms the ring gives back.
+    let mut left_frozen = false;
     loop {
         tokio::select! {
             changed = rings.changed() => if changed.is_err() { return },
@@ -61,17 +64,41 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             let started = tokio::time::Instant::now();
             let count = moving.len();
             let (node, view) = (&node, &view);
+            let stuck = std::sync::atomic::AtomicBool::new(false);
+            let stuck = &stuck;
             futures_util::stream::iter(moving)
                 .for_each_concurrent(MOVES_IN_FLIGHT, |room| async move {
                     // A move that cannot finish is tried again next round.
                     let id = room.id().clone();
                     let moving = hand_off(node, room, view);
-                    if tokio::time::timeout(MOVE_TIMEOUT, moving).await.is_err() {
-                        tracing::warn!(room.id = %id, "hand-off timed out; retrying");
+                    let frozen = match tokio::time::timeout(MOVE_TIMEOUT, moving).await {
+                        Ok(frozen) => frozen,
+                        Err(_) => {
+                            tracing::warn!(room.id = %id, "hand-off timed out; retrying");
+                            true
+                        }
+                    };
+                    if frozen {
+                        stuck.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 })
                 .await;
+            left_frozen |= stuck.load(std::sync::atomic::Ordering::Relaxed);
             tracing::info!(rooms = count, elapsed_ms = started.elapsed().as_millis() as u64, epoch = %view.view.epoch, "rooms handed off");
+        }
+        // No move is under way between rounds: a room still frozen that the
+        // ring now gives to this node (its would-be owner died before taking
+        // it) serves again. With a store, an append of a room the other node
+        // did take and write to is refused by the fence, and the room
+        // reloads what that node stored.
+        if left_frozen {
+            let thawed = node.registry.thaw_owned(&view.ring);
+            if thawed > 0 {
+                tracing::info!(
+                    rooms = thawed,
+                    "rooms given back after a failed move serve again"
+                );
+            }
         }
         // Said on every round, not only after moves, so that a lost notice
         // or a peer that saw the ring late still learns it.
@@ -91,19 +118,23 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
     }
 }
 
-/// Moves one room to its owner on the current ring.
-async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) {
+/// Moves one room to its owner on the current ring; true when the room
+/// may be left frozen here (the next round tries again, and thaws it if
+/// the ring gives it back).
+async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) -> bool {
     let id = room.id().clone();
     tracing::trace!(room.id = %id, "freezing");
     let Ok(frozen) = room.freeze().await else {
-        return node.registry.remove(&id);
+        node.registry.remove(&id);
+        return false;
     };
     let ring = node.ring.borrow().ring.clone();
     let Some(to) = ring.owner(&id).cloned().filter(|to| *to != node.config.id) else {
-        return room.thaw();
+        room.thaw();
+        return false;
     };
     let Some(addr) = node.ring.borrow().view.member(&to).map(|m| m.addr.clone()) else {
-        return;
+        return true;
     };
     let conns = frozen
         .as_ref()
@@ -114,10 +145,14 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) {
         encode_handoff(buf, rid, epoch, &id, frozen.as_ref(), &conns)
     };
     match node.peers.request(&to, &addr, write).await {
-        Ok(Status::Ok) => node.registry.remove(&id),
+        Ok(Status::Ok) => {
+            node.registry.remove(&id);
+            false
+        }
         Ok(Status::Failed(f)) if f.code == ErrorCode::Conflict => {
             // The new owner already serves it (it started it from storage).
-            node.registry.remove(&id)
+            node.registry.remove(&id);
+            false
         }
         other => {
             tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
@@ -131,6 +166,9 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) {
             let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
             if not_there || node.ring.borrow().ring.owner(&id) == Some(&node.config.id) {
                 room.thaw();
+                false
+            } else {
+                true
             }
         }
     }

@@ -186,6 +186,18 @@ impl Registry {
         moving.into_iter().map(|(_, room)| room).collect()
     }
 
+    /// Thaws the frozen rooms that `ring` gives to this node; returns how
+    /// many. Only between rebalance rounds, when no hand-off is under way.
+    pub(super) fn thaw_owned(&self, ring: &Ring) -> usize {
+        let owned: Vec<Arc<Room>> = self
+            .lock()
+            .iter()
+            .filter(|(room, _)| ring.owner(room) == Some(&self.id))
+            .map(|(_, held)| held.room.clone())
+            .collect();
+        owned.iter().filter(|room| room.thaw_if_frozen()).count()
+    }
+
     /// Forgets a room that moved on.
     pub(super) fn remove(&self, room: &RoomId) {
         if let Some(held) = self.lock().remove(room) {
@@ -262,6 +274,49 @@ impl Registry {
         let rooms: Vec<Arc<Room>> = self.lock().values().map(|h| h.room.clone()).collect();
         for room in rooms {
             room.drop_link(link);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    /// A room frozen for a move that never finished serves again once the
+    /// ring gives it back; one the ring still gives away stays frozen.
+    #[tokio::test]
+    async fn frozen_rooms_the_ring_gives_back_are_thawed() {
+        let (me, other) = (id("n1"), id("n2"));
+        let registry = Registry::new(me.clone(), 1000, None);
+        registry.expect_from(Epoch(1), std::iter::empty());
+        let alone = Ring::new([me.clone()]);
+        let names: Vec<String> = (0..64).map(|i| format!("chat:t-{i}")).collect();
+        let rooms: Vec<Arc<Room>> = names
+            .iter()
+            .map(|name| registry.route(name, &alone, Epoch(1)).expect("ours"))
+            .collect();
+        for room in &rooms {
+            drop(room.freeze());
+        }
+        // The move is still due: the ring gives every room to n2.
+        let away = Ring::new([other.clone()]);
+        assert_eq!(registry.thaw_owned(&away), 0);
+        // Half the rooms come back with a ring of both nodes.
+        let both = Ring::new([me.clone(), other.clone()]);
+        let back: Vec<&Arc<Room>> = rooms
+            .iter()
+            .filter(|r| both.owner(r.id()) == Some(&me))
+            .collect();
+        assert!(!back.is_empty() && back.len() < rooms.len());
+        assert_eq!(registry.thaw_owned(&both), back.len());
+        for room in &rooms {
+            let ours = both.owner(room.id()) == Some(&me);
+            // Thawed rooms are not frozen any more; the others still are.
+            assert_eq!(room.thaw_if_frozen(), !ours, "{}", room.id());
         }
     }
 }

@@ -264,6 +264,15 @@ impl Room {
         self.lock().frozen = false;
     }
 
+    /// Serves again if it is frozen and the node has not let it go; whether
+    /// it was frozen.
+    pub fn thaw_if_frozen(&self) -> bool {
+        if self.is_retired() {
+            return false;
+        }
+        std::mem::replace(&mut self.lock().frozen, false)
+    }
+
     /// Lets the room go from memory if it is idle and nothing would be lost:
     /// with a store, its history is there; without one, only a room that
     /// never stored an event goes. From then on it answers `Moved`, so an
