@@ -111,7 +111,9 @@ impl Subscriptions {
             subs.last_seq = seq;
         }
         match subs.conns.iter_mut().find(|s| s.conn == conn) {
-            Some(sub) => sub.after = seq,
+            // Never lowered: a late reply (from an owner the room has left)
+            // must not open the floor to events the connection already has.
+            Some(sub) => sub.after = sub.after.max(seq),
             None => subs.conns.push(Subscriber {
                 conn,
                 out: out.clone(),
@@ -220,5 +222,80 @@ impl Subscriptions {
         }
         subs.owner = Some(owner.clone());
         dirty.delivered(sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::outbox::OutboxLimits;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// An outbox on one end of a loopback connection, and the other end.
+    async fn socket() -> (Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, (server, _)) =
+            tokio::join!(client, async { listener.accept().await.unwrap() });
+        (
+            Outbox::new(server, OutboxLimits::default()),
+            client.unwrap(),
+        )
+    }
+
+    /// The text frames the peer has been sent so far (short, unmasked).
+    async fn received(peer: &mut TcpStream) -> Vec<String> {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), peer.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        let mut frames = Vec::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 2 {
+            let len = usize::from(rest[1] & 0x7f);
+            frames.push(String::from_utf8(rest[2..2 + len].to_vec()).unwrap());
+            rest = &rest[2 + len..];
+        }
+        frames
+    }
+
+    fn node(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    /// A connection that joins while its room resumes at a new owner gets
+    /// the events after the seq it joined at, once; the ones before it had
+    /// in `joined`. The old subscriber gets every missed event, once.
+    #[tokio::test]
+    async fn a_joiner_during_a_resume_gets_no_event_twice() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
+        subs.subscribe(&room, 1, &a, 5, &old);
+        let resumes = subs.to_resume(&Ring::new([new.clone()]), None);
+        assert_eq!(resumes.len(), 1);
+        assert_eq!(resumes[0].since, 5);
+        // b joins at the new owner, at seq 8: its `joined` held 6..=8.
+        subs.subscribe(&room, 2, &b, 8, &new);
+        let mut dirty = Dirty::default();
+        subs.dispatch("chat:r", Some(9), None, b"9", &mut dirty);
+        // A late join reply from the old owner, for b, at seq 6: it must
+        // not open b's floor to events it already had.
+        subs.subscribe(&room, 2, &b, 6, &old);
+        let missed: Vec<(u64, Bytes)> = (6..=9).map(|s| (s, Bytes::from(s.to_string()))).collect();
+        subs.resumed("chat:r", &new, &missed, &mut dirty);
+        subs.dispatch("chat:r", Some(10), None, b"10", &mut dirty);
+        subs.dispatch("chat:r", Some(9), None, b"9", &mut dirty);
+        dirty.flush();
+        assert_eq!(received(&mut a_peer).await, ["6", "7", "8", "9", "10"]);
+        assert_eq!(received(&mut b_peer).await, ["9", "10"]);
     }
 }
