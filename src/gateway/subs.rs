@@ -136,6 +136,17 @@ impl Subscriptions {
         }
     }
 
+    /// A room still held for a resume, and a connection subscribed to it
+    /// with the seq to resume from: for a resume whose own connection left
+    /// (others may have joined meanwhile, and the held events wait for a
+    /// resume to end).
+    pub(super) fn held_for(&self, room: &str) -> Option<(ConnId, u64)> {
+        let rooms = self.lock();
+        let subs = rooms.get(room)?;
+        subs.held.as_ref()?;
+        Some((subs.conns.first()?.conn, subs.last_seq))
+    }
+
     /// Whether a connection is still subscribed to a room.
     pub(super) fn is_subscribed(&self, room: &str, conn: ConnId) -> bool {
         self.lock()
@@ -297,5 +308,27 @@ mod tests {
         dirty.flush();
         assert_eq!(received(&mut a_peer).await, ["6", "7", "8", "9", "10"]);
         assert_eq!(received(&mut b_peer).await, ["9", "10"]);
+    }
+
+    /// When the connections a resume was for have left, the room names one
+    /// that joined meanwhile to resume for; without one it is gone.
+    #[tokio::test]
+    async fn a_room_held_for_a_resume_whose_connection_left_names_another() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let ((a, _a_peer), (b, _b_peer)) = (socket().await, socket().await);
+        subs.subscribe(&room, 1, &a, 5, &old);
+        assert_eq!(subs.held_for("chat:r"), None, "not held");
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        subs.subscribe(&room, 2, &b, 8, &new);
+        subs.unsubscribe("chat:r", 1);
+        assert_eq!(subs.held_for("chat:r"), Some((2, 5)));
+        subs.unsubscribe("chat:r", 2);
+        assert_eq!(
+            subs.held_for("chat:r"),
+            None,
+            "nobody left: the room is gone"
+        );
     }
 }

@@ -300,6 +300,22 @@ impl Upstream {
     fn retry(self: &Arc<Self>, rid: Rid, mut op: OpPending) {
         let room = record_room(&op.record);
         if op.kind == OpKind::Resume && !self.subs.is_subscribed(room.as_str(), op.conn) {
+            // Its connection left. The room's events are held until a resume
+            // ends; if a connection that joined meanwhile is all that is
+            // left, the resume goes on for it.
+            if let Some((conn, since)) = self.subs.held_for(room.as_str()) {
+                if let Some((user, out)) = self.sessions.get(conn) {
+                    self.op(OpRequest {
+                        room: room.as_str(),
+                        conn,
+                        out: &out,
+                        user: user.as_str(),
+                        id: None,
+                        op: RoomOp::Resume { since },
+                        route: None,
+                    });
+                }
+            }
             return;
         }
         let last = RETRY_BACKOFF_MS.len() - 1;
