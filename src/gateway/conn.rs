@@ -192,10 +192,7 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         // A host that vanished without a FIN is noticed by the heartbeats
         // too; keepalive also frees the socket of one that no ping reaches.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10));
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        crate::link::keepalive(&stream, Duration::from_secs(60), Duration::from_secs(10));
         let out = Outbox::new(stream, gw.config.outbox);
         let id = gw
             .sessions
@@ -275,8 +272,7 @@ impl Connection {
         SCRATCH.with_borrow_mut(|buf| match read_some(self.handler.out.stream(), buf) {
             Ok(0) => Read::Eof,
             Ok(n) => {
-                let out = &self.handler.out;
-                out.heard(self.handler.gw.sessions.round());
+                self.handler.out.heard(self.handler.gw.sessions.round());
                 self.decode(&mut buf[..n]);
                 Read::Ok
             }

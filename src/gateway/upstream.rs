@@ -304,17 +304,7 @@ impl Upstream {
             // ends; if a connection that joined meanwhile is all that is
             // left, the resume goes on for it.
             if let Some((conn, since)) = self.subs.held_for(room.as_str()) {
-                if let Some((user, out)) = self.sessions.get(conn) {
-                    self.op(OpRequest {
-                        room: room.as_str(),
-                        conn,
-                        out: &out,
-                        user: user.as_str(),
-                        id: None,
-                        op: RoomOp::Resume { since },
-                        route: None,
-                    });
-                }
+                self.resume(room.as_str(), conn, since);
             }
             return;
         }
@@ -816,22 +806,26 @@ impl Upstream {
         for resume in self.subs.to_resume(&ring, down) {
             tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
             for conn in resume.conns {
-                let Some((user, out)) = self.sessions.get(conn) else {
-                    continue;
-                };
-                self.op(OpRequest {
-                    room: resume.room.as_str(),
-                    conn,
-                    out: &out,
-                    user: user.as_str(),
-                    id: None,
-                    op: RoomOp::Resume {
-                        since: resume.since,
-                    },
-                    route: None,
-                });
+                self.resume(resume.room.as_str(), conn, resume.since);
             }
         }
+    }
+
+    /// Subscribes one local connection again at the room's owner, from
+    /// `since`; nothing if the connection is gone.
+    fn resume(self: &Arc<Self>, room: &str, conn: ConnId, since: u64) {
+        let Some((user, out)) = self.sessions.get(conn) else {
+            return;
+        };
+        self.op(OpRequest {
+            room,
+            conn,
+            out: &out,
+            user: user.as_str(),
+            id: None,
+            op: RoomOp::Resume { since },
+            route: None,
+        });
     }
 }
 

@@ -348,9 +348,15 @@ pub(super) async fn write_record<T: Serialize>(
 /// noticed.
 pub(super) fn tune(stream: &tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
+    keepalive(stream, Duration::from_secs(5), Duration::from_secs(2));
+}
+
+/// Sends TCP keepalive probes after `idle` without traffic, then every
+/// `interval`, so that a peer that vanished without a FIN frees the socket.
+pub(crate) fn keepalive(stream: &tokio::net::TcpStream, idle: Duration, interval: Duration) {
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(5))
-        .with_interval(Duration::from_secs(2));
+        .with_time(idle)
+        .with_interval(interval);
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 

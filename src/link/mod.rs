@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
 

@@ -5,6 +5,7 @@
 //! node that has nothing left stops (and so leaves the cluster). The algorithm
 //! and its failure cases are written up in `docs/rebalancing.md`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             let started = tokio::time::Instant::now();
             let count = moving.len();
             let (node, view) = (&node, &view);
-            let stuck = std::sync::atomic::AtomicBool::new(false);
+            let stuck = AtomicBool::new(false);
             let stuck = &stuck;
             futures_util::stream::iter(moving)
                 .for_each_concurrent(MOVES_IN_FLIGHT, |room| async move {
@@ -79,11 +80,11 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
                         }
                     };
                     if frozen {
-                        stuck.store(true, std::sync::atomic::Ordering::Relaxed);
+                        stuck.store(true, Ordering::Relaxed);
                     }
                 })
                 .await;
-            left_frozen |= stuck.load(std::sync::atomic::Ordering::Relaxed);
+            left_frozen |= stuck.load(Ordering::Relaxed);
             tracing::info!(rooms = count, elapsed_ms = started.elapsed().as_millis() as u64, epoch = %view.view.epoch, "rooms handed off");
         }
         // No move is under way between rounds: a room still frozen that the
