@@ -48,6 +48,44 @@ impl Shutdown {
     }
 }
 
+/// An error that ends a role from inside (another process took its member
+/// id): kept for the role's `run` to return, with a wake-up for it.
+#[derive(Debug)]
+pub struct Fatal<E> {
+    error: std::sync::Mutex<Option<E>>,
+    raised: tokio::sync::Notify,
+}
+
+impl<E> Default for Fatal<E> {
+    fn default() -> Self {
+        Self {
+            error: std::sync::Mutex::new(None),
+            raised: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl<E> Fatal<E> {
+    /// Records the error (the first one stays) and wakes `raised`.
+    pub fn raise(&self, error: E) {
+        self.error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(error);
+        self.raised.notify_one();
+    }
+
+    /// The error raised, if any.
+    pub fn take(&self) -> Option<E> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Waits until an error is raised.
+    pub async fn raised(&self) {
+        self.raised.notified().await;
+    }
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Group commits acknowledged with fewer replicas than
     /// `--redis-wait-replicas`, because the primary had fewer connected.
     pub storage_unreplicated: Counter,
+    /// Times a client connection stopped reading until its link to a node,
+    /// buffering past its limit, took more (a stalled or slow node).
+    pub link_waits: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -74,6 +77,7 @@ pub fn metrics() -> &'static Metrics {
             panics: metrics::counter!("roomring_panics_total"),
             redis_failovers: metrics::counter!("roomring_redis_failovers_total"),
             storage_unreplicated: metrics::counter!("roomring_storage_unreplicated_total"),
+            link_waits: metrics::counter!("roomring_link_waits_total"),
         }
     })
 }

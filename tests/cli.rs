@@ -102,6 +102,57 @@ async fn a_second_process_with_a_live_members_id_exits_with_a_clear_error() {
     assert!(first.alive(), "the first process is untouched");
 }
 
+/// Two processes given the same id at the same instant both find it free;
+/// only one may join, and the other exits with the same clear error.
+#[tokio::test]
+async fn of_two_processes_started_at_once_with_one_id_one_exits_and_one_keeps_it() {
+    let redis = support::redis::RedisServer::start();
+    let spawn = || {
+        roomring()
+            .args(["node", "--id", "twin", "--listen", "127.0.0.1:0"])
+            .args(["--coordinator", &redis.url()])
+            .args(["--cluster-secret", "test-cluster-secret"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs")
+    };
+    // Writes wait a moment, so that both read the id as free before
+    // either joins.
+    redis.cli(&["CLIENT", "PAUSE", "700", "WRITE"]);
+    let mut twins = [spawn(), spawn()];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let exited = loop {
+        if let Some(at) = (0..2).find(|&i| matches!(twins[i].try_wait(), Ok(Some(_)))) {
+            break at;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both processes kept running with one id"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let [a, b] = &mut twins;
+    let (loser, winner) = if exited == 0 { (a, b) } else { (b, a) };
+    let status = loser.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(loser.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("member id twin is in use by a live process"),
+        "{stderr}"
+    );
+    // The other keeps its lease: one generation, renewed, not taken back.
+    let generation = || redis.query(&["HGET", "roomring:member:twin", "generation"]);
+    let held = generation();
+    assert!(!held.is_empty(), "the id is held");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(generation(), held, "the lease stayed with one process");
+    assert!(matches!(winner.try_wait(), Ok(None)), "the other runs on");
+    let _ = winner.kill();
+    let _ = winner.wait();
+}
+
 #[tokio::test]
 async fn a_gateway_with_a_drain_delay_says_unready_first_and_serves_until_it_closes() {
     let redis = support::redis::RedisServer::start();

@@ -158,3 +158,237 @@ async fn a_client_that_answers_no_ping_is_closed_and_leaves_presence() {
     ann.stay(Duration::from_millis(3500)).await;
     ann.say("chat:ping", "p1", "still here").await;
 }
+
+/// A raw WebSocket connection whose halves are independent, with a small
+/// receive buffer: it can flood a gateway while reading nothing, then read.
+struct RawReader {
+    read: tokio::net::tcp::OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+type RawWriter = tokio::net::tcp::OwnedWriteHalf;
+
+async fn raw_connect(addr: std::net::SocketAddr, user: &str) -> (RawReader, RawWriter) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws?user={user} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the upgrade was answered");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "upgraded");
+    buf.drain(..end);
+    let (read, write) = stream.into_split();
+    (RawReader { read, buf }, write)
+}
+
+/// Writes one text frame, masked with a zero key.
+async fn raw_send(write: &mut RawWriter, text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let len = text.len();
+    let mut frame = vec![0x81];
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len < 65536 {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(text.as_bytes());
+    write.write_all(&frame).await.unwrap();
+}
+
+impl RawReader {
+    /// The next text frame's JSON (pings and other frames skipped).
+    async fn recv(&mut self) -> serde_json::Value {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((opcode, payload)) = self.frame() {
+                if opcode == 1 {
+                    return serde_json::from_slice(&payload).unwrap();
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.read.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the gateway closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Cuts one whole server frame (unmasked) off the buffer.
+    fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let b = &self.buf;
+        if b.len() < 2 {
+            return None;
+        }
+        let (len, at) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => return None,
+            n => (n as usize, 2),
+        };
+        if b.len() < at + len {
+            return None;
+        }
+        let opcode = b[0] & 0x0f;
+        let payload = b[at..at + len].to_vec();
+        self.buf.drain(..at + len);
+        Some((opcode, payload))
+    }
+}
+
+async fn owner(gw: std::net::SocketAddr, room: &str) -> String {
+    let (_, info) = support::http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
+    info["owner"].as_str().unwrap_or_default().to_string()
+}
+
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, text) = support::http(addr, "GET", "/metrics", None).await;
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// A connection whose requests wait for a hung node's link still gets the
+/// events of its other rooms: its task writes its socket out while it
+/// waits, instead of leaving them queued until the hung node is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_a_hung_nodes_link_still_gets_its_other_rooms_events() {
+    let redis = support::redis::RedisServer::start();
+    let proxy = support::proxy::Proxy::start().await;
+    let advertise = proxy.addr.to_string();
+    let hung = Proc::start_with("node", "n1", &redis.url(), &["--advertise", &advertise]);
+    proxy.forward_to(hung.addr);
+    let _live = Proc::start("node", "n2", &redis.url());
+    let unlimited = ["--rate", "1000000", "--burst", "1000000"];
+    let gw = Proc::start_with("gateway", "g1", &redis.url(), &unlimited);
+    support::wait_for_nodes(gw.addr, 2).await;
+    let (mut on_hung, mut on_live) = (None, None);
+    for i in 0..64 {
+        let room = format!("chat:hol-{i}");
+        match owner(gw.addr, &room).await.as_str() {
+            "n1" => on_hung = on_hung.or(Some(room)),
+            "n2" => on_live = on_live.or(Some(room)),
+            _ => {}
+        }
+    }
+    let (hung_room, live_room) = (on_hung.unwrap(), on_live.unwrap());
+
+    let (mut ann, mut ann_out) = raw_connect(gw.addr, "ann").await;
+    for room in [&hung_room, &live_room] {
+        raw_send(
+            &mut ann_out,
+            &format!(r#"{{"t":"join","room":"{room}","id":"j"}}"#),
+        )
+        .await;
+        while ann.recv().await["t"] != "joined" {}
+    }
+    let mut bob = Client::connect(gw.addr, "bob").await;
+    bob.join(&live_room).await;
+
+    // n1 hangs: its link takes nothing. Ann floods its room, reading
+    // nothing, until her connection waits for that link.
+    proxy.pause();
+    let body = "x".repeat(15 * 1024);
+    let flood = tokio::spawn(async move {
+        for i in 0..6000 {
+            let frame = format!(
+                r#"{{"t":"send","room":"{hung_room}","id":"f{i}","body":{{"text":"{body}"}}}}"#
+            );
+            raw_send(&mut ann_out, &frame).await;
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while metric(gw.addr, "roomring_link_waits_total").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the link never filled up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bob talks in the live room, more than Ann's socket holds unread.
+    let text = "y".repeat(15 * 1024);
+    for i in 0..400 {
+        bob.say(&live_room, &format!("b{i}"), &text).await;
+    }
+    // Ann reads now: every one of Bob's messages comes while n1 still hangs.
+    let mut got = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got < 400 {
+        let f = tokio::time::timeout_at(until, ann.recv())
+            .await
+            .unwrap_or_else(|_| panic!("ann got {got} of bob's 400 messages"));
+        if f["t"] == "msg" && f["room"] == live_room.as_str() {
+            got += 1;
+        }
+    }
+    flood.abort();
+    proxy.resume();
+}
+
+/// The node applies each record as it reads it, never waiting on a room: a
+/// room whose send waits for storage holds up no other room on the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_waiting_for_storage_holds_up_no_other_room_on_its_link() {
+    let redis = support::redis::RedisServer::start();
+    let _node = Proc::start("node", "n1", &redis.url());
+    let gw = Proc::start("gateway", "g1", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    let mut bob = Client::connect(gw.addr, "bob").await;
+    let mut cat = Client::connect(gw.addr, "cat").await;
+    ann.join("chat:slow").await;
+    bob.join("chat:quick").await;
+    cat.join("chat:quick").await;
+    ann.say("chat:slow", "warm", "loaded").await;
+
+    // Redis takes no write for a while: Ann's send waits for its commit.
+    redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    let started = tokio::time::Instant::now();
+    let held = serde_json::json!({"t": "send", "room": "chat:slow", "id": "held", "body": {"text": "later"}});
+    ann.send(held).await;
+    // Meanwhile the other room on the same link is served at once.
+    for _ in 0..5 {
+        bob.send(serde_json::json!({"t": "typing", "room": "chat:quick"}))
+            .await;
+        let f = cat.recv_type("typing").await;
+        assert_eq!(f["user"], "bob");
+    }
+    let served = started.elapsed();
+    // Ann's send is answered only when its commit is (acked, or failed
+    // after the storage timeout).
+    let answer = loop {
+        let f = ann.recv().await;
+        if f["id"] == "held" {
+            break f;
+        }
+    };
+    let waited = started.elapsed();
+    assert!(
+        served < Duration::from_millis(900) && waited >= Duration::from_millis(900),
+        "the other room was served in {served:?}, the held send answered in {waited:?} ({answer})"
+    );
+}

@@ -88,6 +88,15 @@ async fn load_does_not_bump_the_epoch(m: &dyn Membership) {
 async fn rejoin_is_a_new_generation(m: &dyn Membership) {
     let a = id("suite-rejoin");
     let first = m.join(Role::Node, &a, "127.0.0.1:4").await.expect("join");
+    assert!(
+        matches!(
+            m.join(Role::Node, &a, "127.0.0.1:5").await,
+            Err(CoordError::InUse(_))
+        ),
+        "a live lease keeps its id from a second joiner"
+    );
+    // Revoked (or lapsed), the id is free for a new generation.
+    m.revoke(&a, first.generation).await.expect("revoke");
     let second = m.join(Role::Node, &a, "127.0.0.1:5").await.expect("rejoin");
     assert!(second.generation > first.generation);
     let v = until(m, "rejoined", |v| {

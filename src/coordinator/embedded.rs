@@ -91,9 +91,14 @@ impl Inner {
 #[async_trait::async_trait]
 impl Membership for Embedded {
     async fn join(&self, role: Role, id: &NodeId, addr: &str) -> Result<Lease, CoordError> {
-        let deadline = Instant::now() + self.inner.ttl;
+        let now = Instant::now();
+        let deadline = now + self.inner.ttl;
         let mut generation = 0;
-        self.inner.change(|s| {
+        let joined = self.inner.change(|s| {
+            // A live lease on the id is another process's.
+            if s.members.get(id).is_some_and(|(_, until)| *until > now) {
+                return false;
+            }
             s.next_generation += 1;
             generation = s.next_generation;
             let member = Member {
@@ -107,6 +112,9 @@ impl Membership for Embedded {
             s.members.insert(id.clone(), (member, deadline));
             true
         });
+        if !joined {
+            return Err(CoordError::InUse(id.clone()));
+        }
         Ok(Lease { generation })
     }
 

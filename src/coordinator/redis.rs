@@ -30,7 +30,11 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// How often watchers re-read the member list.
 pub const POLL: Duration = Duration::from_millis(300);
 
+/// Joins unless a live lease holds the id: two processes started with the
+/// same id at once both find it free before either joins, and only one of
+/// them may have it. Returns the new generation, or 0.
 const JOIN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local gen = redis.call('INCR', KEYS[3])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'role', ARGV[1], 'addr', ARGV[2], 'state', 'active', 'generation', gen, 'load', 0)
@@ -287,6 +291,9 @@ impl Membership for Redis {
             .invoke_async(&mut i.conn.clone())
             .await
             .map_err(unreachable)?;
+        if generation == 0 {
+            return Err(CoordError::InUse(id.clone()));
+        }
         i.refresh().await?;
         Ok(Lease { generation })
     }

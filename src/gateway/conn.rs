@@ -223,6 +223,8 @@ impl Connection {
         }
         drop(leftover);
         let out = self.handler.out.clone();
+        // The one waiter on the outbox's wake-ups: every wait below polls
+        // it, so that no wake-up goes to a future nobody polls.
         let mut woken = std::pin::pin!(out.woken());
         let close = loop {
             if let Some(close) = self.handler.closing.take() {
@@ -231,13 +233,13 @@ impl Connection {
             // The rare waits are boxed: an idle connection's task holds only
             // the common one.
             if let Some(link) = self.handler.wait.take() {
-                if let Some(close) = Box::pin(wait_for_room(&out, link)).await {
-                    break Some(close);
+                if let Err(close) = Box::pin(wait_for_room(&out, woken.as_mut(), link)).await {
+                    break close;
                 }
             }
             match out.task() {
                 Some(Task::Close(close)) => break Some(close),
-                Some(Task::Write) => match Box::pin(write_when_ready(&out)).await {
+                Some(Task::Write) => match Box::pin(write_when_ready(&out, woken.as_mut())).await {
                     Ok(()) => continue,
                     Err(close) => break close,
                 },
@@ -292,20 +294,51 @@ impl Connection {
     }
 }
 
-/// Waits until an overloaded link has room again; a close request wins.
-async fn wait_for_room(out: &Outbox, link: LinkWriter) -> Option<Close> {
-    tokio::select! {
-        _ = link.wait_room() => None,
-        close = out.closed() => Some(close),
+/// The outbox's wake-up, pinned in the connection's task.
+type Woken<'a, 'o> = std::pin::Pin<&'a mut tokio::sync::futures::Notified<'o>>;
+
+/// Waits until an overloaded link has room again, writing the socket out
+/// meanwhile whenever it is full and takes more: events for the connection
+/// keep flowing while its requests wait. `Err` as for `write_when_ready`.
+async fn wait_for_room<'o>(
+    out: &'o Outbox,
+    mut woken: Woken<'_, 'o>,
+    link: LinkWriter,
+) -> Result<(), Option<Close>> {
+    let room = link.wait_room();
+    tokio::pin!(room);
+    loop {
+        match out.task() {
+            Some(Task::Close(close)) => return Err(Some(close)),
+            Some(Task::Write) => tokio::select! {
+                () = room.as_mut() => return Ok(()),
+                written = out.write_blocked() => written.map_err(|_| None)?,
+                () = woken.as_mut() => woken.set(out.woken()),
+            },
+            None => tokio::select! {
+                () = room.as_mut() => return Ok(()),
+                () = woken.as_mut() => woken.set(out.woken()),
+            },
+        }
     }
 }
 
 /// Waits until a full socket takes more and writes; `Err` when the
 /// connection is to end (with a close to send, or none when it is gone).
-async fn write_when_ready(out: &Outbox) -> Result<(), Option<Close>> {
-    tokio::select! {
-        written = out.write_blocked() => written.map_err(|_| None),
-        close = out.closed() => Err(Some(close)),
+async fn write_when_ready<'o>(
+    out: &'o Outbox,
+    mut woken: Woken<'_, 'o>,
+) -> Result<(), Option<Close>> {
+    loop {
+        match out.task() {
+            Some(Task::Close(close)) => return Err(Some(close)),
+            Some(Task::Write) => {}
+            None => return Ok(()),
+        }
+        tokio::select! {
+            written = out.write_blocked() => return written.map_err(|_| None),
+            () = woken.as_mut() => woken.set(out.woken()),
+        }
     }
 }
 
@@ -443,6 +476,7 @@ impl Handler {
             route,
         };
         if let Some(link) = self.gw.upstream.op(req) {
+            crate::telemetry::metrics().link_waits.increment(1);
             self.wait = Some(link);
         }
     }

@@ -145,6 +145,8 @@ pub(crate) struct Gateway {
     subs: Arc<Subscriptions>,
     upstream: Arc<Upstream>,
     dev: Option<Arc<dyn DevControl>>,
+    /// Why the gateway stopped by itself, for `run` to return.
+    fatal: shutdown::Fatal<CoordError>,
     /// One permit per open client WebSocket (`max_connections`).
     conn_limit: Arc<Semaphore>,
     /// Set on SIGTERM for `drain_delay`: `/readyz` answers 503.
@@ -276,6 +278,7 @@ pub async fn start(
         subs,
         upstream,
         dev,
+        fatal: shutdown::Fatal::default(),
     });
     let task =
         tokio::spawn(serve(gw.clone(), listener, lease, shutdown, advertise).instrument(span));
@@ -383,6 +386,13 @@ async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut s
                     lease = new;
                     wait = period;
                 }
+                Err(e @ CoordError::InUse(_)) => {
+                    // Another process holds the id now: this one stops
+                    // instead of taking the lease back.
+                    tracing::error!(error = %e, "stopping");
+                    gw.fatal.raise(e);
+                    return;
+                }
                 Err(e) => tracing::warn!(error = %e, "joining again failed"),
             },
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
@@ -397,8 +407,14 @@ async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut s
 pub async fn run(config: GatewayConfig, coordinator: Coordinator) -> Result<(), GatewayError> {
     let gateway = start(config, coordinator, None).await?;
     println!("ready gateway {} {}", gateway.id, gateway.addr);
-    shutdown::signal().await;
-    gateway.drain().await;
+    let fatal = gateway.gateway.clone();
+    tokio::select! {
+        () = shutdown::signal() => gateway.drain().await,
+        () = fatal.fatal.raised() => {}
+    }
     gateway.stop().await;
-    Ok(())
+    match fatal.fatal.take() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

@@ -230,19 +230,6 @@ impl Outbox {
         self.wake.notified()
     }
 
-    /// Waits until the connection is asked to close.
-    pub(super) async fn closed(&self) -> Close {
-        loop {
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if let Some(close) = self.lock().close {
-                return close;
-            }
-            woken.await;
-        }
-    }
-
     /// Writes one last frame (a close) if the socket takes it within
     /// `within`, whatever is queued before it.
     pub(super) async fn write_last(&self, frame: Bytes, within: std::time::Duration) {

@@ -38,7 +38,20 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
                 node.registry.set_fenced(true);
                 node.registry.clear();
                 super::serve::close_links(&node);
-                if let Some(new) = rejoin(&node).await {
+                let joined = match rejoin(&node).await {
+                    Err(e @ CoordError::InUse(_)) => {
+                        // Another process holds the id now: this one stops
+                        // for good instead of taking the lease back.
+                        tracing::error!(error = %e, "stopping");
+                        node.killed
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        node.fatal.raise(e);
+                        node.stop.fire();
+                        return;
+                    }
+                    joined => joined.ok(),
+                };
+                if let Some(new) = joined {
                     lease = new;
                     node.generation
                         .store(lease.generation, std::sync::atomic::Ordering::Release);
@@ -63,16 +76,16 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
     }
 }
 
-async fn rejoin(node: &Node) -> Option<Lease> {
+async fn rejoin(node: &Node) -> Result<Lease, CoordError> {
     let join = node
         .coordinator
         .join(Role::Node, &node.config.id, &node.advertise);
     match timeout(Duration::from_secs(2), join).await {
-        Ok(Ok(lease)) => Some(lease),
+        Ok(Ok(lease)) => Ok(lease),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "joining again failed");
-            None
+            Err(e)
         }
-        Err(_) => None,
+        Err(_) => Err(CoordError::Unreachable("joining again timed out".into())),
     }
 }

@@ -114,6 +114,8 @@ struct Node {
     store: Option<Arc<dyn RoomStore>>,
     /// The current lease's generation.
     generation: AtomicU64,
+    /// Why the node stopped by itself, for `run` to return.
+    fatal: shutdown::Fatal<crate::coordinator::CoordError>,
 }
 
 impl Node {
@@ -222,6 +224,7 @@ pub async fn start(
         killed: AtomicBool::new(false),
         store,
         generation: AtomicU64::new(lease.generation),
+        fatal: shutdown::Fatal::default(),
     });
     node.fence();
     let span = tracing::info_span!("node", node.id = %id);
@@ -272,11 +275,15 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let mut node = start(config, coordinator, store).await?;
     println!("ready node {} {}", node.id, node.addr);
+    let inner = node.node.clone();
     tokio::select! {
         _ = shutdown::signal() => node.drain(DRAIN_GRACE).await,
         _ = &mut node.task => {}
     }
-    Ok(())
+    match inner.fatal.take() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Releases rooms that no connection has joined for `room_idle`; their

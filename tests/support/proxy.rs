@@ -1,12 +1,15 @@
-//! A TCP proxy in front of one process, which a test can cut: every
+//! A TCP proxy in front of one process, which a test can cut (every
 //! connection through it closes and new ones are refused for a while, as if
-//! the process's host dropped off the network and came back.
+//! the process's host dropped off the network and came back) or pause (the
+//! connections stay open and nothing goes through, as if the host hung).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The proxy; its `addr` is what others are told to dial.
@@ -15,6 +18,7 @@ pub struct Proxy {
     target: Arc<Mutex<Option<SocketAddr>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: Option<JoinHandle<()>>,
+    paused: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -27,6 +31,7 @@ impl Proxy {
             target: Arc::default(),
             tasks: Arc::default(),
             accept: None,
+            paused: watch::channel(false).0,
         };
         proxy.listen(listener);
         proxy
@@ -39,19 +44,36 @@ impl Proxy {
 
     fn listen(&mut self, listener: TcpListener) {
         let (target, tasks) = (self.target.clone(), self.tasks.clone());
+        let paused = self.paused.clone();
         self.accept = Some(tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let Some(to) = *target.lock().unwrap() else {
                     continue;
                 };
+                let paused = paused.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(to).await {
+                        let (ir, iw) = inbound.into_split();
+                        let (or, ow) = outbound.into_split();
+                        tokio::join!(
+                            pipe(ir, ow, paused.subscribe()),
+                            pipe(or, iw, paused.subscribe())
+                        );
                     }
                 });
                 tasks.lock().unwrap().push(task);
             }
         }));
+    }
+
+    /// Stops moving bytes either way, the connections left open.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Moves bytes again.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
     }
 
     /// Closes every connection and refuses new ones for `for_`, then
@@ -70,4 +92,26 @@ impl Proxy {
             .expect("the proxy's port again");
         self.listen(listener);
     }
+}
+
+/// Copies one direction, holding off while paused.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
