@@ -475,6 +475,64 @@ async fn a_hung_node_is_replaced_and_writes_nothing_stale_when_it_resumes() {
     );
 }
 
+/// A node partitioned from Redis alone (a proxy in front of Redis for it
+/// first delays every chunk, then passes nothing, its connections left
+/// open): it stops writing before its rooms are served elsewhere. What it
+/// sent into the blackhole reaches Redis late, and is refused there: no seq
+/// is written twice, every acked message is in history once, and readers on
+/// another gateway see no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_redis_stops_writing_before_its_rooms_move() {
+    let redis = RedisServer::start();
+    let proxy = support::proxy::Proxy::start().await;
+    proxy.forward_to(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let through = format!("redis://{}", proxy.addr);
+    let nodes = [
+        Proc::start("node", "n1", &through),
+        Proc::start("node", "n2", &redis.url()),
+        Proc::start("node", "n3", &redis.url()),
+    ];
+    let gateways: Vec<Proc> = (1..=2)
+        .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
+        .collect();
+    let (g1, g2) = (gateways[0].addr, gateways[1].addr);
+    support::wait_for_nodes(g1, 3).await;
+    let before = owners(g1).await;
+    assert!(
+        before.values().any(|o| o == "n1"),
+        "n1 owns a room: {before:?}"
+    );
+    let readers = readers(g2).await;
+    let writers = writers(g1, 100, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let cut_at = Instant::now();
+    proxy.delay(Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The partition heals: what waited in it arrives now.
+    proxy.delay(Duration::ZERO);
+    proxy.resume();
+
+    let all = check_writers(g2, writers, readers).await;
+    assert_no_seq_twice(&redis.url()).await;
+    let worst = pauses(&all, &before, "n1", cut_at)
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    println!("partitioned node: the longest pause of an affected room was {worst:?}");
+    // n1 is back, as a new generation, with rooms.
+    eventually!({
+        let now = owners(g1).await;
+        if now.values().any(|o| o == "n1") {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+    drop(nodes);
+}
+
 /// A node cut off from everyone for a moment (a proxy in front of it closes
 /// every connection and refuses new ones for 1.5 s): the gateways suspect it
 /// and revoke its lease, its rooms move, it finds its lease lost, joins

@@ -1,7 +1,8 @@
 //! A TCP proxy in front of one process, which a test can cut (every
 //! connection through it closes and new ones are refused for a while, as if
-//! the process's host dropped off the network and came back) or pause (the
-//! connections stay open and nothing goes through, as if the host hung).
+//! the process's host dropped off the network and came back), slow down
+//! (every chunk held for a while, as on a congested path) or pause (the
+//! connections stay open and nothing goes through: a blackhole).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ pub struct Proxy {
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: Option<JoinHandle<()>>,
     paused: watch::Sender<bool>,
+    delay: watch::Sender<Duration>,
 }
 
 impl Proxy {
@@ -32,6 +34,7 @@ impl Proxy {
             tasks: Arc::default(),
             accept: None,
             paused: watch::channel(false).0,
+            delay: watch::channel(Duration::ZERO).0,
         };
         proxy.listen(listener);
         proxy
@@ -44,20 +47,20 @@ impl Proxy {
 
     fn listen(&mut self, listener: TcpListener) {
         let (target, tasks) = (self.target.clone(), self.tasks.clone());
-        let paused = self.paused.clone();
+        let (paused, delay) = (self.paused.clone(), self.delay.clone());
         self.accept = Some(tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Some(to) = *target.lock().unwrap() else {
                     continue;
                 };
-                let paused = paused.clone();
+                let (paused, delay) = (paused.clone(), delay.clone());
                 let task = tokio::spawn(async move {
                     if let Ok(outbound) = TcpStream::connect(to).await {
                         let (ir, iw) = inbound.into_split();
                         let (or, ow) = outbound.into_split();
                         tokio::join!(
-                            pipe(ir, ow, paused.subscribe()),
-                            pipe(or, iw, paused.subscribe())
+                            pipe(ir, ow, paused.subscribe(), delay.subscribe()),
+                            pipe(or, iw, paused.subscribe(), delay.subscribe())
                         );
                     }
                 });
@@ -69,6 +72,11 @@ impl Proxy {
     /// Stops moving bytes either way, the connections left open.
     pub fn pause(&self) {
         self.paused.send_replace(true);
+    }
+
+    /// Holds every chunk this long before passing it on (zero: none).
+    pub fn delay(&self, by: Duration) {
+        self.delay.send_replace(by);
     }
 
     /// Moves bytes again.
@@ -94,11 +102,12 @@ impl Proxy {
     }
 }
 
-/// Copies one direction, holding off while paused.
+/// Copies one direction, holding off while paused and delaying each chunk.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut paused: watch::Receiver<bool>,
+    delay: watch::Receiver<Duration>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -109,6 +118,10 @@ async fn pipe(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let by = *delay.borrow();
+        if !by.is_zero() {
+            tokio::time::sleep(by).await;
+        }
         if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             break;
         }
