@@ -475,6 +475,39 @@ async fn a_hung_node_is_replaced_and_writes_nothing_stale_when_it_resumes() {
     );
 }
 
+/// Two more nodes and two gateways around the caller's `n1` (set up to be
+/// cut off somehow), once `n1` owns a room; the owners then.
+async fn around(redis: &RedisServer, n1: Proc) -> ([Proc; 3], Vec<Proc>, HashMap<String, String>) {
+    let nodes = [
+        n1,
+        Proc::start("node", "n2", &redis.url()),
+        Proc::start("node", "n3", &redis.url()),
+    ];
+    let gateways: Vec<Proc> = (1..=2)
+        .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
+        .collect();
+    let g1 = gateways[0].addr;
+    support::wait_for_nodes(g1, 3).await;
+    let before = owners(g1).await;
+    assert!(
+        before.values().any(|o| o == "n1"),
+        "n1 owns a room: {before:?}"
+    );
+    (nodes, gateways, before)
+}
+
+/// n1 is back, as a new generation, with rooms.
+async fn n1_owns_rooms_again(g1: SocketAddr) {
+    eventually!({
+        let now = owners(g1).await;
+        if now.values().any(|o| o == "n1") {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+}
+
 /// A node partitioned from Redis alone (a proxy in front of Redis for it
 /// first delays every chunk, then passes nothing, its connections left
 /// open): it stops writing before its rooms are served elsewhere. What it
@@ -487,21 +520,8 @@ async fn a_node_partitioned_from_redis_stops_writing_before_its_rooms_move() {
     let proxy = support::proxy::Proxy::start().await;
     proxy.forward_to(format!("127.0.0.1:{}", redis.port).parse().unwrap());
     let through = format!("redis://{}", proxy.addr);
-    let nodes = [
-        Proc::start("node", "n1", &through),
-        Proc::start("node", "n2", &redis.url()),
-        Proc::start("node", "n3", &redis.url()),
-    ];
-    let gateways: Vec<Proc> = (1..=2)
-        .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
-        .collect();
+    let (nodes, gateways, before) = around(&redis, Proc::start("node", "n1", &through)).await;
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
-    support::wait_for_nodes(g1, 3).await;
-    let before = owners(g1).await;
-    assert!(
-        before.values().any(|o| o == "n1"),
-        "n1 owns a room: {before:?}"
-    );
     let readers = readers(g2).await;
     let writers = writers(g1, 100, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -521,15 +541,7 @@ async fn a_node_partitioned_from_redis_stops_writing_before_its_rooms_move() {
         .max()
         .unwrap_or_default();
     println!("partitioned node: the longest pause of an affected room was {worst:?}");
-    // n1 is back, as a new generation, with rooms.
-    eventually!({
-        let now = owners(g1).await;
-        if now.values().any(|o| o == "n1") {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    });
+    n1_owns_rooms_again(g1).await;
     drop(nodes);
 }
 
@@ -545,36 +557,15 @@ async fn a_node_cut_off_for_a_moment_is_replaced_rejoins_and_loses_nothing() {
     let advertise = proxy.addr.to_string();
     let cut = Proc::start_with("node", "n1", &redis.url(), &["--advertise", &advertise]);
     proxy.forward_to(cut.addr);
-    let nodes = [
-        cut,
-        Proc::start("node", "n2", &redis.url()),
-        Proc::start("node", "n3", &redis.url()),
-    ];
-    let gateways: Vec<Proc> = (1..=2)
-        .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
-        .collect();
+    let (nodes, gateways, _) = around(&redis, cut).await;
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
-    support::wait_for_nodes(g1, 3).await;
-    let before = owners(g1).await;
-    assert!(
-        before.values().any(|o| o == "n1"),
-        "n1 owns a room: {before:?}"
-    );
     let readers = readers(g2).await;
     let writers = writers(g1, 80, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     proxy.cut(Duration::from_millis(1500)).await;
     check_writers(g2, writers, readers).await;
     assert_no_seq_twice(&redis.url()).await;
-    // n1 is back, as a new generation, with rooms.
-    eventually!({
-        let now = owners(g1).await;
-        if now.values().any(|o| o == "n1") {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    });
+    n1_owns_rooms_again(g1).await;
     drop(nodes);
 }
 
