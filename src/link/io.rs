@@ -232,12 +232,11 @@ impl LinkWriter {
     }
 
     async fn write_loop(self) {
-        // On one thread a woken task runs after those already woken, so the
-        // records of a whole round are in by the time this task runs. With
-        // several threads it would run next, on the thread that woke it:
-        // it steps aside once to let that round finish.
-        let steps_aside = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
+        // The writer steps aside once before it writes: on one thread a
+        // yielding task runs again only after the I/O driver was polled, so
+        // the records that the sockets ready by then produce join the same
+        // write (`docs/performance.md`); with several threads it lets the
+        // round that woke it finish first.
         loop {
             self.shared.ready.notified().await;
             let (blocked, empty) = {
@@ -252,7 +251,7 @@ impl LinkWriter {
                         break;
                     }
                 }
-            } else if !empty && steps_aside {
+            } else if !empty {
                 tokio::task::yield_now().await;
             }
             self.lock().scheduled = false;
