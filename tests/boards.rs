@@ -388,3 +388,46 @@ async fn roles_owner_editor_viewer_and_atomic_transfer() {
     assert_eq!(roles_of(g1, "board:team").await, before);
     cluster.stop().await;
 }
+
+/// A board larger than any one link record (1,500 notes of 4 KB, 6 MB
+/// against the 4 MiB record limit) is joined and handed off whole: the
+/// link carries it in parts, and no link resets.
+#[tokio::test]
+async fn a_board_larger_than_a_link_record_is_joined_and_handed_off_whole() {
+    let cluster = TestCluster::with(fast_cluster()).await;
+    let mut ann = Client::connect(cluster.addr(), "ann").await;
+    ann.join("board:huge").await;
+    let text = "n".repeat(4096);
+    for i in 0..1500 {
+        let mut widget = sticky(&format!("w{i}"), i);
+        widget["text"] = json!(text);
+        let mut frame = json!({"t": "board.put", "room": "board:huge", "widget": widget});
+        if i == 1499 {
+            frame["id"] = json!("last");
+        }
+        ann.send(frame).await;
+    }
+    while ann.recv_type("board.changed").await["id"] != "last" {}
+    let whole = |joined: &serde_json::Value| {
+        let widgets = joined["widgets"].as_array().unwrap();
+        widgets.len() == 1500 && widgets.iter().all(|w| w["text"].as_str() == Some(&text))
+    };
+    let mut late = Client::connect(cluster.addr(), "late").await;
+    assert!(whole(&late.join("board:huge").await), "joined whole");
+
+    // Without a store, the hand-off is the only way the board moves.
+    support::drain_owner(cluster.addr(), "board:huge").await;
+    let mut after = Client::connect(cluster.addr(), "after").await;
+    assert!(whole(&after.join("board:huge").await), "handed off whole");
+    ann.send(
+        json!({"t": "board.put", "room": "board:huge", "id": "more", "widget": sticky("w1500", 0)}),
+    )
+    .await;
+    loop {
+        let f = ann.recv_type("board.changed").await;
+        if f["id"] == "more" {
+            break;
+        }
+    }
+    cluster.stop().await;
+}

@@ -342,3 +342,46 @@ async fn the_history_epoch_is_stable_across_hand_offs_and_marks_another_history(
     assert_eq!(other["history"].as_array().unwrap().len(), 3);
     cluster.stop().await;
 }
+
+/// A chat room whose history is larger than any one link record (400
+/// bodies of 16 KB, 6.5 MB against the 4 MiB record limit) is joined with
+/// its whole history and handed off with it.
+#[tokio::test]
+async fn a_history_larger_than_a_link_record_is_joined_and_handed_off_whole() {
+    let mut options = roomring::dev::DevOptions::for_test(3, 1);
+    options.rate_per_sec = 1_000_000;
+    options.rate_burst = 1_000_000;
+    let cluster = TestCluster::with(options).await;
+    let addr = cluster.addr();
+    let mut ann = Client::connect(addr, "ann").await;
+    ann.join("chat:big").await;
+    let text = "b".repeat(16 * 1024 - 32);
+    for i in 0..400 {
+        ann.say("chat:big", &format!("m{i}"), &text).await;
+    }
+    let whole = |joined: &serde_json::Value| {
+        let history = joined["history"].as_array().unwrap();
+        history.len() == 400
+            && history
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m["seq"] == i as u64 + 1 && m["body"]["text"].as_str() == Some(&text))
+    };
+    // A join with `since: 0` asks for everything kept.
+    let join_all = json!({"t": "join", "room": "chat:big", "since": 0});
+    let mut late = Client::connect(addr, "late").await;
+    late.send(join_all.clone()).await;
+    assert!(
+        whole(&late.recv_type("joined").await),
+        "joined with all of it"
+    );
+    support::drain_owner(addr, "chat:big").await;
+    let mut after = Client::connect(addr, "after").await;
+    after.send(join_all).await;
+    assert!(
+        whole(&after.recv_type("joined").await),
+        "handed off with all of it"
+    );
+    assert_eq!(ann.say("chat:big", "next", "after the move").await, 401);
+    cluster.stop().await;
+}
