@@ -443,6 +443,11 @@ impl Handler {
                     return self.reply_error(&failure, id, Some(&room));
                 }
                 if let Ok(parsed) = RoomId::parse(&room) {
+                    // Most connections join one room: room for exactly one
+                    // first (a push would make room for four).
+                    if self.joined.capacity() == 0 {
+                        self.joined.reserve_exact(1);
+                    }
                     self.joined.push((parsed, None));
                 }
             }
