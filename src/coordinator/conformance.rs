@@ -1,5 +1,7 @@
 //! The one test suite every `Membership` backend passes. Backends call
-//! `run` with a fresh coordinator whose lease TTL is at most one second.
+//! `run` with a fresh coordinator whose lease TTL is at most one second, and
+//! the handle another process would hold on the same membership (the same
+//! one, for a backend that lives in one process).
 
 use std::time::Duration;
 
@@ -24,15 +26,16 @@ fn id(s: &str) -> NodeId {
     NodeId::parse(s).expect("valid id")
 }
 
-/// Runs every check of the suite against `m`.
-pub async fn run(m: &dyn Membership) {
+/// Runs every check of the suite against `m`; `other` is another
+/// process's handle on the same membership.
+pub async fn run(m: &dyn Membership, other: &dyn Membership) {
     assert!(
         m.lease_ttl() <= Duration::from_secs(1),
         "the suite needs a short lease"
     );
     join_and_state_bump_the_epoch(m).await;
     load_does_not_bump_the_epoch(m).await;
-    rejoin_is_a_new_generation(m).await;
+    rejoin_is_a_new_generation(m, other).await;
     unrenewed_leases_expire(m).await;
     unknown_members_are_reported(m).await;
 }
@@ -85,15 +88,15 @@ async fn load_does_not_bump_the_epoch(m: &dyn Membership) {
     m.leave(&a, lease).await.expect("leave");
 }
 
-async fn rejoin_is_a_new_generation(m: &dyn Membership) {
+async fn rejoin_is_a_new_generation(m: &dyn Membership, other: &dyn Membership) {
     let a = id("suite-rejoin");
     let first = m.join(Role::Node, &a, "127.0.0.1:4").await.expect("join");
     assert!(
         matches!(
-            m.join(Role::Node, &a, "127.0.0.1:5").await,
+            other.join(Role::Node, &a, "127.0.0.1:5").await,
             Err(CoordError::InUse(_))
         ),
-        "a live lease keeps its id from a second joiner"
+        "a live lease keeps its id from another process"
     );
     // Revoked (or lapsed), the id is free for a new generation.
     m.revoke(&a, first.generation).await.expect("revoke");
@@ -152,6 +155,6 @@ mod tests {
     #[tokio::test]
     async fn embedded_passes_the_suite() {
         let m = super::super::Embedded::new(std::time::Duration::from_millis(400));
-        super::run(&m).await;
+        super::run(&m, &m).await;
     }
 }

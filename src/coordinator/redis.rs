@@ -30,14 +30,17 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// How often watchers re-read the member list.
 pub const POLL: Duration = Duration::from_millis(300);
 
-/// Joins unless a live lease holds the id: two processes started with the
-/// same id at once both find it free before either joins, and only one of
-/// them may have it. Returns the new generation, or 0.
+/// Joins unless another process's live lease holds the id: two processes
+/// started with the same id at once both find it free before either
+/// joins, and only one of them may have it. A lease this process took
+/// itself (a join that timed out but landed) is taken over. Returns the new
+/// generation, or 0.
 const JOIN: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local holder = redis.call('HGET', KEYS[1], 'instance')
+if holder and holder ~= ARGV[5] then return 0 end
 local gen = redis.call('INCR', KEYS[3])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'role', ARGV[1], 'addr', ARGV[2], 'state', 'active', 'generation', gen, 'load', 0)
+redis.call('HSET', KEYS[1], 'role', ARGV[1], 'addr', ARGV[2], 'state', 'active', 'generation', gen, 'load', 0, 'instance', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
 local epoch = redis.call('INCR', KEYS[4])
@@ -126,6 +129,17 @@ struct Inner {
     ttl: Duration,
     /// Publishes views; receivers never block it.
     view_tx: watch::Sender<Arc<View>>,
+    /// Names this process in the member keys it writes (`JOIN`).
+    instance: String,
+}
+
+/// A random name for this process's coordinator connection.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without the OS random source every process is "0…": joins then
+    // simply take over each other's keys, as before the check.
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unreachable(e: redis::RedisError) -> CoordError {
@@ -147,6 +161,7 @@ impl Redis {
             prefix: prefix.to_string(),
             ttl,
             view_tx,
+            instance: instance_id(),
         });
         inner.refresh().await?;
         tokio::spawn(watch_loop(inner.conn.clone(), Arc::downgrade(&inner)));
@@ -288,6 +303,7 @@ impl Membership for Redis {
             .arg(addr)
             .arg(i.ttl.as_millis() as u64)
             .arg(id.as_str())
+            .arg(&i.instance)
             .invoke_async(&mut i.conn.clone())
             .await
             .map_err(unreachable)?;
