@@ -95,7 +95,7 @@ impl Membership for Embedded {
         let deadline = now + self.inner.ttl;
         let mut generation = 0;
         let joined = self.inner.change(|s| {
-            // A live lease on the id is another process's.
+            // A live lease on the id is another member's.
             if s.members.get(id).is_some_and(|(_, until)| *until > now) {
                 return false;
             }

@@ -308,17 +308,15 @@ async fn wait_for_room<'o>(
     let room = link.wait_room();
     tokio::pin!(room);
     loop {
-        match out.task() {
+        let blocked = match out.task() {
             Some(Task::Close(close)) => return Err(Some(close)),
-            Some(Task::Write) => tokio::select! {
-                () = room.as_mut() => return Ok(()),
-                written = out.write_blocked() => written.map_err(|_| None)?,
-                () = woken.as_mut() => woken.set(out.woken()),
-            },
-            None => tokio::select! {
-                () = room.as_mut() => return Ok(()),
-                () = woken.as_mut() => woken.set(out.woken()),
-            },
+            Some(Task::Write) => true,
+            None => false,
+        };
+        tokio::select! {
+            () = room.as_mut() => return Ok(()),
+            written = out.write_blocked(), if blocked => written.map_err(|_| None)?,
+            () = woken.as_mut() => woken.set(out.woken()),
         }
     }
 }
