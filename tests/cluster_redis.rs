@@ -161,8 +161,8 @@ fn rooms() -> Vec<String> {
 async fn owners(gw: SocketAddr) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for room in rooms() {
-        let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
-        out.insert(room, info["owner"].as_str().unwrap().to_string());
+        let owner = support::owner(gw, &room).await.unwrap();
+        out.insert(room, owner);
     }
     out
 }

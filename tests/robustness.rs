@@ -257,11 +257,6 @@ impl RawReader {
     }
 }
 
-async fn owner(gw: std::net::SocketAddr, room: &str) -> String {
-    let (_, info) = support::http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
-    info["owner"].as_str().unwrap_or_default().to_string()
-}
-
 async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
     let (_, text) = support::http(addr, "GET", "/metrics", None).await;
     text.as_str()
@@ -288,9 +283,9 @@ async fn a_connection_waiting_for_a_hung_nodes_link_still_gets_its_other_rooms_e
     let (mut on_hung, mut on_live) = (None, None);
     for i in 0..64 {
         let room = format!("chat:hol-{i}");
-        match owner(gw.addr, &room).await.as_str() {
-            "n1" => on_hung = on_hung.or(Some(room)),
-            "n2" => on_live = on_live.or(Some(room)),
+        match support::owner(gw.addr, &room).await.as_deref() {
+            Some("n1") => on_hung = on_hung.or(Some(room)),
+            Some("n2") => on_live = on_live.or(Some(room)),
             _ => {}
         }
     }

@@ -465,13 +465,15 @@ impl ChatLoad {
     }
 }
 
+/// The node that owns `room`, as a gateway's API says.
+pub async fn owner(gw: SocketAddr, room: &str) -> Option<String> {
+    let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
+    info["owner"].as_str().map(str::to_string)
+}
+
 /// Drains the node that owns `room` and waits until another node serves it.
 pub async fn drain_owner(gw: SocketAddr, room: &str) {
-    let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;
-    let owner = info["owner"]
-        .as_str()
-        .expect("the room has an owner")
-        .to_string();
+    let owner = owner(gw, room).await.expect("the room has an owner");
     let (status, _) = http(
         gw,
         "POST",
