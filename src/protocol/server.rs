@@ -190,6 +190,9 @@ fn push_id(out: &mut Vec<u8>, id: &str) {
     out.push(b'"');
 }
 
+/// Digits of the longest `u64`.
+const U64_DIGITS: usize = 20;
+
 fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
@@ -197,7 +200,11 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 /// A `msg` frame, written directly (the hot path): the same bytes as
 /// `ServerFrame::Msg` encodes, with `body` copied in as the client sent it.
 pub fn msg_frame(room: &str, seq: u64, from: &str, body: &[u8], ts: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + room.len() + from.len() + body.len());
+    // Sized for the longest numbers: the frame is kept in the room's
+    // history, so it is allocated once and never grown.
+    const FIXED: usize =
+        r#"{"t":"msg","room":"","seq":,"from":"","body":,"ts":}"#.len() + 2 * U64_DIGITS;
+    let mut out = Vec::with_capacity(FIXED + room.len() + from.len() + body.len());
     out.extend_from_slice(br#"{"t":"msg","room":"#);
     push_id(&mut out, room);
     out.extend_from_slice(br#","seq":"#);
@@ -226,7 +233,8 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 
 /// An `ack` frame, written directly: the same bytes as `ServerFrame::Ack`.
 pub fn ack_frame(id: &str, room: &str, seq: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + id.len() + room.len());
+    const FIXED: usize = r#"{"t":"ack","id":"","room":"","seq":}"#.len() + U64_DIGITS;
+    let mut out = Vec::with_capacity(FIXED + id.len() + room.len());
     out.extend_from_slice(br#"{"t":"ack","id":"#);
     push_json_str(&mut out, id);
     out.extend_from_slice(br#","room":"#);
@@ -273,6 +281,28 @@ mod tests {
             r#"{"t":"error","code":"bad_request","message":"nope","id":"1"}"#
         );
         assert_eq!(ServerFrame::Pong { id: None }.encode(), r#"{"t":"pong"}"#);
+    }
+
+    #[test]
+    fn msg_and_ack_frames_are_allocated_once_at_their_longest() {
+        let msg = msg_frame("chat:a", u64::MAX, "ann", br#"{"text":"hi"}"#, u64::MAX);
+        let body = RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap();
+        let expected = ServerFrame::Msg {
+            room: "chat:a",
+            seq: u64::MAX,
+            from: "ann",
+            body: &body,
+            ts: u64::MAX,
+        }
+        .encode();
+        assert_eq!(msg, expected.as_bytes());
+        assert_eq!(msg.capacity(), msg.len(), "grown, or sized too large");
+        let ack = ack_frame("m1", "chat:a", u64::MAX);
+        assert_eq!(
+            ack,
+            br#"{"t":"ack","id":"m1","room":"chat:a","seq":18446744073709551615}"#
+        );
+        assert_eq!(ack.capacity(), ack.len(), "grown, or sized too large");
     }
 
     #[test]
