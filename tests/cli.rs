@@ -32,12 +32,15 @@ fn bad_flags_exit_64_with_a_message() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("dev"));
 }
 
+/// A clean stop is quiet too: the gateway leaves with its links, and no
+/// node takes it for a gateway whose lease lapsed.
 #[tokio::test]
 async fn dev_prints_its_ready_line_and_stops_cleanly_on_sigterm() {
     let mut child = roomring()
         .args(["dev", "--listen", "127.0.0.1:0", "--nodes", "2"])
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -64,11 +67,16 @@ async fn dev_prints_its_ready_line_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(kill.success());
     assert_eq!(c.close_code().await, Some(1012));
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "a clean stop logged:\n{log}"
+    );
 }
 
 #[tokio::test]

@@ -605,6 +605,52 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     drop(ann);
 }
 
+/// A gateway that stops (SIGTERM) leaves with its links: the node that
+/// served it logs no lapsed lease. One paused past its lease (SIGSTOP) is
+/// taken for lapsed, and said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_stops_is_not_taken_for_one_whose_lease_lapsed() {
+    let redis = RedisServer::start();
+    let log = std::env::temp_dir().join(format!("roomring-left-{}.log", std::process::id()));
+    let _node = Proc::start_logged("node", "n1", &redis.url(), &[], &log);
+    let mut stopping = Proc::start("gateway", "g1", &redis.url());
+    let pausing = Proc::start("gateway", "g2", &redis.url());
+    for gw in [&stopping, &pausing] {
+        support::wait_for_nodes(gw.addr, 1).await;
+        let mut c = Client::connect(gw.addr, "ann").await;
+        c.join("chat:left").await;
+    }
+    let lapsed = |log: &std::path::Path| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("lease lapsed"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stopping.terminate().await, Some(0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        lapsed(&log),
+        Vec::<String>::new(),
+        "a clean stop taken for a lapse"
+    );
+    pausing.signal("STOP");
+    let said = tokio::time::timeout(Duration::from_secs(10), async {
+        while lapsed(&log).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    pausing.signal("CONT");
+    let said_so = lapsed(&log);
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        said.is_ok(),
+        "a gateway paused past its lease was not taken for lapsed"
+    );
+    assert!(said_so.iter().all(|l| l.contains("g2")), "{said_so:?}");
+}
+
 /// A relative board move whose link drops before its answer may have been
 /// applied: the gateway answers it `unavailable` rather than sending it
 /// again, so the widget moves once, not twice.

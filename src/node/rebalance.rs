@@ -52,7 +52,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         // What follows only a new view: who writes, and which gateways lapsed.
         if first || view.view.epoch != seen.view.epoch {
             node.fence();
-            super::serve::drop_lapsed_gateways(&node, &view.view);
+            super::serve::drop_lapsed_gateways_soon(&node, &view.view);
         }
         if first || view.ring_epoch != seen.ring_epoch {
             first = false;

@@ -289,29 +289,61 @@ fn entry(e: HandoffEntry<'_>) -> Entry {
     }
 }
 
+/// How long a gateway's links may outlive its membership before it is taken
+/// for lapsed: one that leaves (a stop, a rolling update) closes them as it
+/// goes, and is not worth a warning.
+const LEFT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// After a new view: when a gateway this node links with is no longer in
+/// it, checks again `LEFT_GRACE` later, against the view of then, and drops
+/// the links still open (`drop_lapsed_gateways`).
+pub(super) fn drop_lapsed_gateways_soon(node: &Arc<Node>, view: &crate::coordinator::View) {
+    if missing_gateways(&node.lock_links(), view).is_empty() {
+        return;
+    }
+    let node = node.clone();
+    tokio::spawn(
+        async move {
+            tokio::time::sleep(LEFT_GRACE).await;
+            let view = node.ring.borrow().view.clone();
+            drop_lapsed_gateways(&node, &view);
+        }
+        .in_current_span(),
+    );
+}
+
+/// The gateway links whose gateway was in a view and is not in this one;
+/// marks those whose gateway is in it.
+fn missing_gateways(links: &Map<u64, LinkEntry>, view: &crate::coordinator::View) -> Vec<u64> {
+    let mut missing = Vec::new();
+    for (id, entry) in links {
+        if entry.peer.role != Role::Gateway {
+            continue;
+        }
+        if view.member(&entry.peer.id).is_some() {
+            entry.listed.store(true, Ordering::Relaxed);
+        } else if entry.listed.load(Ordering::Relaxed) {
+            missing.push(*id);
+        }
+    }
+    missing
+}
+
 /// Drops the links of gateways whose lease lapsed (a host gone without a
 /// FIN, a process paused past its lease): their connections leave every
 /// room, so presence counts only live connections. A gateway that is alive
 /// after all links again and resumes its subscriptions.
-pub(super) fn drop_lapsed_gateways(node: &Node, view: &crate::coordinator::View) {
+fn drop_lapsed_gateways(node: &Node, view: &crate::coordinator::View) {
     let mut lapsed = Vec::new();
     {
         let mut links = node.lock_links();
-        for (id, entry) in links.iter() {
-            if entry.peer.role != Role::Gateway {
-                continue;
-            }
-            if view.member(&entry.peer.id).is_some() {
-                entry.listed.store(true, Ordering::Relaxed);
-            } else if entry.listed.load(Ordering::Relaxed) {
-                lapsed.push(*id);
+        for id in missing_gateways(&links, view) {
+            if let Some(entry) = links.remove(&id) {
+                tracing::warn!(peer = %entry.peer.id, "the gateway's lease lapsed; dropping its connections");
+                entry.sink.close();
+                lapsed.push(id);
             }
         }
-        lapsed.retain(|id| links.remove(id).is_some_and(|entry| {
-            tracing::warn!(peer = %entry.peer.id, "the gateway's lease lapsed; dropping its connections");
-            entry.sink.close();
-            true
-        }));
     }
     for id in lapsed {
         node.registry.drop_link(id);

@@ -14,6 +14,18 @@ pub struct Proc {
     child: Child,
 }
 
+/// The process logs to the test's stderr, warnings and errors only unless
+/// `ROOMRING_TEST_LOG` says otherwise.
+fn logs_to_the_test(mut command: Command) -> Command {
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("ROOMRING_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stderr(Stdio::inherit());
+    command
+}
+
 impl Proc {
     /// Starts `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL`
     /// with `--auth none` and a cluster secret, and waits for its ready line.
@@ -36,6 +48,25 @@ impl Proc {
             ])
             .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
             .args(extra);
+        Self::spawn(logs_to_the_test(command), role, id)
+    }
+
+    /// `start_with`, its log (warnings and errors) written to `log`.
+    pub fn start_logged(
+        role: &str,
+        id: &str,
+        redis_url: &str,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
+        command
+            .args([role, "--id", id, "--listen", "127.0.0.1:0"])
+            .args(["--coordinator", redis_url])
+            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(log).expect("log file"));
         Self::spawn(command, role, id)
     }
 
@@ -43,17 +74,12 @@ impl Proc {
     pub fn dev() -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
         command.args(["dev", "--listen", "127.0.0.1:0"]);
-        Self::spawn(command, "dev", "dev")
+        Self::spawn(logs_to_the_test(command), "dev", "dev")
     }
 
     fn spawn(mut command: Command, role: &str, id: &str) -> Self {
         let mut child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("ROOMRING_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("roomring starts");
         let mut line = String::new();
