@@ -605,6 +605,36 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     drop(ann);
 }
 
+/// The last node stops at once when told to (SIGTERM): with no other node
+/// to hand its rooms to, it does not wait out its drain grace (30 s). Its
+/// rooms' events are in Redis, and the next node serves them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_node_stops_without_waiting_for_a_node_to_take_its_rooms() {
+    let redis = RedisServer::start();
+    let mut last = Proc::start("node", "n1", &redis.url());
+    let gw = Proc::start("gateway", "g1", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    ann.join("chat:last").await;
+    let seq = ann.say("chat:last", "m1", "kept").await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), last.terminate()).await;
+    assert_eq!(
+        stopped.ok(),
+        Some(Some(0)),
+        "the last node waited for a taker"
+    );
+    let _next = Proc::start("node", "n2", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    eventually!({
+        let seqs = support::history_seqs(gw.addr, "chat:last").await;
+        if seqs == [seq] {
+            Ok(())
+        } else {
+            Err(seqs)
+        }
+    });
+}
+
 /// A gateway that stops (SIGTERM) leaves with its links: the node that
 /// served it logs no lapsed lease. One paused past its lease (SIGSTOP) is
 /// taken for lapsed, and said so.

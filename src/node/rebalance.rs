@@ -59,6 +59,21 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             let live = view.view.with_role(Role::Node).map(|m| m.id.clone());
             node.registry.expect_from(view.ring_epoch, live);
         }
+        let draining = view
+            .view
+            .member(&node.config.id)
+            .is_some_and(|m| m.state == MemberState::Draining);
+        if draining && view.ring.nodes().is_empty() {
+            // The last node: no one to hand rooms to, and no one comes by
+            // waiting. Their events are in storage (a node without one
+            // loses them, as it would in any stop).
+            tracing::info!(
+                rooms = node.registry.len(),
+                "no other node to hand rooms off to; stopping"
+            );
+            node.stop.fire();
+            return;
+        }
         let moving = node.registry.not_owned(&view.ring);
         tracing::trace!(epoch = %view.view.epoch, moving = moving.len(), "rebalance round");
         if !moving.is_empty() {
@@ -107,10 +122,6 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             tell_done(&node, &view).await;
         }
         seen = view.clone();
-        let draining = view
-            .view
-            .member(&node.config.id)
-            .is_some_and(|m| m.state == MemberState::Draining);
         if draining && node.registry.len() == 0 {
             tracing::info!("drained");
             node.stop.fire();
@@ -156,7 +167,12 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) -> bool {
             false
         }
         other => {
-            tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
+            if matches!(other, Ok(Status::Moved)) {
+                // The new owner has not seen this ring yet: it will soon.
+                tracing::debug!(room.id = %id, node.id = %to, "hand-off early; retrying");
+            } else {
+                tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
+            }
             // A room the peer surely does not have is thawed: the next round
             // freezes it again if it still belongs elsewhere, and the ring
             // may meanwhile have given it back (its new owner died before
