@@ -24,7 +24,7 @@ use super::outbox::{Dirty, Outbox};
 use super::sessions::Sessions;
 use super::subs::Subscriptions;
 use super::websocket;
-use crate::coordinator::{Coordinator, RingView, Role};
+use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::{ConnId, Map, NodeId, Rid, RoomId};
 use crate::link::{self, codec, FromNode, LinkError, LinkReader, LinkWriter, Secret, ToNode};
 use crate::protocol::client::RoomOp;
@@ -577,8 +577,19 @@ impl Upstream {
     /// of that generation is gone. Its lease is revoked at once, so
     /// that its rooms move now rather than when the lease would lapse; its
     /// appends are fenced if it was merely cut off.
+    /// A node that drained (or already left) stopped as planned: that is not
+    /// worth a warning, though its lease goes the same way.
     async fn suspect(&self, node: &NodeId, generation: u64) {
-        tracing::warn!(node.id = %node, generation, "link lost and the node refuses another: revoking its lease");
+        let planned = self
+            .view()
+            .view
+            .member(node)
+            .is_none_or(|m| m.generation != generation || m.state == MemberState::Draining);
+        if planned {
+            tracing::debug!(node.id = %node, generation, "a drained node stopped: revoking its lease");
+        } else {
+            tracing::warn!(node.id = %node, generation, "link lost and the node refuses another: revoking its lease");
+        }
         if let Err(e) = self.coordinator.revoke(node, generation).await {
             tracing::warn!(node.id = %node, error = %e, "revoking failed; the lease lapses instead");
         }
