@@ -605,6 +605,45 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     drop(ann);
 }
 
+/// A node that drains (SIGTERM) and stops is not reported as one that died:
+/// the gateway logs no revoke for it. One killed (SIGKILL) is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reports_a_killed_node_and_not_a_drained_one() {
+    let redis = RedisServer::start();
+    let log = std::env::temp_dir().join(format!("roomring-drained-{}.log", std::process::id()));
+    let mut drained = Proc::start("node", "n1", &redis.url());
+    let mut killed = Proc::start("node", "n2", &redis.url());
+    let _stays = Proc::start("node", "n3", &redis.url());
+    let gw = Proc::start_logged("gateway", "g1", &redis.url(), &[], &log);
+    support::wait_for_nodes(gw.addr, 3).await;
+    let revokes = |log: &std::path::Path| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("revoking its lease"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(drained.terminate().await, Some(0));
+    support::wait_for_nodes(gw.addr, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        revokes(&log),
+        Vec::<String>::new(),
+        "a drained node reported as dead"
+    );
+    killed.kill9();
+    let said = tokio::time::timeout(Duration::from_secs(10), async {
+        while revokes(&log).is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let said_so = revokes(&log);
+    let _ = std::fs::remove_file(&log);
+    assert!(said.is_ok(), "a killed node was not reported");
+    assert!(said_so.iter().all(|l| l.contains("n2")), "{said_so:?}");
+}
+
 /// The last node stops at once when told to (SIGTERM): with no other node
 /// to hand its rooms to, it does not wait out its drain grace (30 s). Its
 /// rooms' events are in Redis, and the next node serves them whole.
