@@ -605,6 +605,15 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     drop(ann);
 }
 
+/// The lines of a process's log that contain `needle`.
+fn lines_with(log: &std::path::Path, needle: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
 /// A node that drains (SIGTERM) and stops is not reported as one that died:
 /// the gateway logs no revoke for it. One killed (SIGKILL) is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,13 +625,7 @@ async fn a_gateway_reports_a_killed_node_and_not_a_drained_one() {
     let _stays = Proc::start("node", "n3", &redis.url());
     let gw = Proc::start_logged("gateway", "g1", &redis.url(), &[], &log);
     support::wait_for_nodes(gw.addr, 3).await;
-    let revokes = |log: &std::path::Path| {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains("revoking its lease"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let revokes = |log: &std::path::Path| lines_with(log, "revoking its lease");
     assert_eq!(drained.terminate().await, Some(0));
     support::wait_for_nodes(gw.addr, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -689,13 +692,7 @@ async fn a_gateway_that_stops_is_not_taken_for_one_whose_lease_lapsed() {
         let mut c = Client::connect(gw.addr, "ann").await;
         c.join("chat:left").await;
     }
-    let lapsed = |log: &std::path::Path| {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains("lease lapsed"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let lapsed = |log: &std::path::Path| lines_with(log, "lease lapsed");
     assert_eq!(stopping.terminate().await, Some(0));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
