@@ -623,7 +623,7 @@ async fn a_gateway_reports_a_killed_node_and_not_a_drained_one() {
     let mut drained = Proc::start("node", "n1", &redis.url());
     let mut killed = Proc::start("node", "n2", &redis.url());
     let _stays = Proc::start("node", "n3", &redis.url());
-    let gw = Proc::start_logged("gateway", "g1", &redis.url(), &[], &log);
+    let gw = Proc::start_logged("gateway", "g1", &redis.url(), &log);
     support::wait_for_nodes(gw.addr, 3).await;
     let revokes = |log: &std::path::Path| lines_with(log, "revoking its lease");
     assert_eq!(drained.terminate().await, Some(0));
@@ -684,7 +684,7 @@ async fn the_last_node_stops_without_waiting_for_a_node_to_take_its_rooms() {
 async fn a_gateway_that_stops_is_not_taken_for_one_whose_lease_lapsed() {
     let redis = RedisServer::start();
     let log = std::env::temp_dir().join(format!("roomring-left-{}.log", std::process::id()));
-    let _node = Proc::start_logged("node", "n1", &redis.url(), &[], &log);
+    let _node = Proc::start_logged("node", "n1", &redis.url(), &log);
     let mut stopping = Proc::start("gateway", "g1", &redis.url());
     let pausing = Proc::start("gateway", "g2", &redis.url());
     for gw in [&stopping, &pausing] {

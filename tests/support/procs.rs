@@ -26,6 +26,18 @@ fn logs_to_the_test(mut command: Command) -> Command {
     command
 }
 
+/// `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL` with
+/// `--auth none`, a cluster secret, and `extra`.
+fn member_command(role: &str, id: &str, redis_url: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
+    command
+        .args([role, "--id", id, "--listen", "127.0.0.1:0"])
+        .args(["--coordinator", redis_url])
+        .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
+        .args(extra);
+    command
+}
+
 impl Proc {
     /// Starts `roomring ROLE --id ID --listen 127.0.0.1:0 --coordinator URL`
     /// with `--auth none` and a cluster secret, and waits for its ready line.
@@ -35,36 +47,14 @@ impl Proc {
 
     /// `start` with more flags.
     pub fn start_with(role: &str, id: &str, redis_url: &str, extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
-        command
-            .args([
-                role,
-                "--id",
-                id,
-                "--listen",
-                "127.0.0.1:0",
-                "--coordinator",
-                redis_url,
-            ])
-            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
-            .args(extra);
+        let command = member_command(role, id, redis_url, extra);
         Self::spawn(logs_to_the_test(command), role, id)
     }
 
-    /// `start_with`, its log (warnings and errors) written to `log`.
-    pub fn start_logged(
-        role: &str,
-        id: &str,
-        redis_url: &str,
-        extra: &[&str],
-        log: &std::path::Path,
-    ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomring"));
+    /// `start`, its log (warnings and errors) written to `log`.
+    pub fn start_logged(role: &str, id: &str, redis_url: &str, log: &std::path::Path) -> Self {
+        let mut command = member_command(role, id, redis_url, &[]);
         command
-            .args([role, "--id", id, "--listen", "127.0.0.1:0"])
-            .args(["--coordinator", redis_url])
-            .args(["--auth", "none", "--cluster-secret", "test-cluster-secret"])
-            .args(extra)
             .env("RUST_LOG", "warn")
             .stderr(std::fs::File::create(log).expect("log file"));
         Self::spawn(command, role, id)
