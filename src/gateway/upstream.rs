@@ -577,6 +577,7 @@ impl Upstream {
     /// of that generation is gone. Its lease is revoked at once, so
     /// that its rooms move now rather than when the lease would lapse; its
     /// appends are fenced if it was merely cut off.
+    ///
     /// A node that drained (or already left) stopped as planned: that is not
     /// worth a warning, though its lease goes the same way.
     async fn suspect(&self, node: &NodeId, generation: u64) {
@@ -586,7 +587,7 @@ impl Upstream {
             .member(node)
             .is_none_or(|m| m.generation != generation || m.state == MemberState::Draining);
         if planned {
-            tracing::debug!(node.id = %node, generation, "a drained node stopped: revoking its lease");
+            tracing::debug!(node.id = %node, generation, "a drained or departed node stopped: revoking its lease");
         } else {
             tracing::warn!(node.id = %node, generation, "link lost and the node refuses another: revoking its lease");
         }
