@@ -118,6 +118,19 @@ struct RoomLimits {
     /// memory (its stored history stays).
     #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     room_idle: u64,
+    /// Online users of a room past which it sends `presence.count`
+    /// instead of a `presence` per user.
+    #[arg(long, env = "ROOMRING_PRESENCE_LIMIT", default_value_t = crate::rooms::presence::PRESENCE_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    presence_limit: u32,
+}
+
+impl RoomLimits {
+    fn limits(&self) -> crate::rooms::Limits {
+        crate::rooms::Limits {
+            keep: self.history as usize,
+            presence: self.presence_limit as usize,
+        }
+    }
 }
 
 /// The process's runtime (every serving role).
@@ -429,7 +442,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 nodes: a.nodes as usize,
                 gateways: 1,
                 auth,
-                history_keep: a.rooms.history as usize,
+                rooms: a.rooms.limits(),
                 room_idle: std::time::Duration::from_secs(a.rooms.room_idle),
                 rate_per_sec: a.rate.rate,
                 rate_burst: a.rate.burst,
@@ -444,7 +457,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 listen: a.listen,
                 advertise: a.advertise,
                 cluster_secret,
-                history_keep: a.rooms.history as usize,
+                rooms: a.rooms.limits(),
                 room_idle: std::time::Duration::from_secs(a.rooms.room_idle),
             };
             Ok(Command::Node {

@@ -36,8 +36,8 @@ pub struct DevOptions {
     pub gateways: usize,
     /// Client identification.
     pub auth: Auth,
-    /// Stored events kept per room.
-    pub history_keep: usize,
+    /// What each room keeps and how it shows presence.
+    pub rooms: crate::rooms::Limits,
     /// How long a room no connection has joined stays in memory.
     pub room_idle: Duration,
     /// Client frames per second per connection.
@@ -65,7 +65,7 @@ impl DevOptions {
             nodes,
             gateways,
             auth: Auth::None,
-            history_keep: 1000,
+            rooms: crate::rooms::Limits::default(),
             room_idle: node::ROOM_IDLE,
             rate_per_sec: 1000,
             rate_burst: 2000,
@@ -93,7 +93,7 @@ pub enum DevError {
 pub struct Nodes {
     coordinator: Coordinator,
     secret: String,
-    history_keep: usize,
+    rooms: crate::rooms::Limits,
     room_idle: Duration,
     store: Option<Arc<dyn RoomStore>>,
     next: AtomicUsize,
@@ -106,7 +106,7 @@ impl Nodes {
     pub async fn add(&self) -> Result<NodeId, node::NodeError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
-        config.history_keep = self.history_keep;
+        config.rooms = self.rooms;
         config.room_idle = self.room_idle;
         let handle = node::start(config, self.coordinator.clone(), self.store.clone()).await?;
         let id = handle.id.clone();
@@ -185,11 +185,11 @@ impl DevCluster {
         let nodes = Arc::new(Nodes {
             coordinator: coordinator.clone(),
             secret: secret.clone(),
-            history_keep: options.history_keep,
+            rooms: options.rooms,
             room_idle: options.room_idle,
             store: options
                 .memory_store
-                .then(|| MemoryStore::new(options.history_keep) as Arc<dyn RoomStore>),
+                .then(|| MemoryStore::new(options.rooms.keep) as Arc<dyn RoomStore>),
             next: AtomicUsize::new(0),
             running: Mutex::default(),
         });

@@ -77,7 +77,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
             let store =
-                RedisStore::connect(&endpoint, PREFIX, config.history_keep, wait_replicas).await?;
+                RedisStore::connect(&endpoint, PREFIX, config.rooms.keep, wait_replicas).await?;
             roomring::node::run(config, coordinator, Some(store)).await?
         }
         Command::Gateway {

@@ -240,7 +240,7 @@ $('login').addEventListener('submit', (ev) => {
     })
     .on('board.changed', apply)
     .on('presence', (p) => { p.online ? online.add(p.user) : online.delete(p.user); if (!p.online) { cursors.get(p.user)?.remove(); cursors.delete(p.user); } drawPeople(); })
-    .on('board.cursor', showCursor)
+    .on('board.cursors', (b) => { for (const c of b.cursors) if (c.user !== me) showCursor(c); })
     .on('error', (e) => { if (!e.id) showError(e); });
   $('login').hidden = true;
   $('app').hidden = false;

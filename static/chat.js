@@ -4,7 +4,8 @@ const $ = (id) => document.getElementById(id);
 let client = null;
 let room = null;
 let me = null;
-const online = new Set();
+const online = new Set();     // the names shown (at most 200 in a big room)
+let onlineCount = 0;          // every online user
 const reads = new Map();      // user -> seq
 const typing = new Map();     // user -> timeout
 let lastSeq = 0;
@@ -15,6 +16,10 @@ function render() {
     li.textContent = u === me ? `${u} (you)` : u;
     return li;
   }));
+  $('online-count').textContent = `· ${onlineCount}`;
+  const hidden = onlineCount - online.size;
+  $('online-more').hidden = hidden <= 0;
+  $('online-more').textContent = `and ${hidden} more`;
   $('typing').textContent = typing.size ? `${[...typing.keys()].join(', ')} typing…` : '';
   for (const el of $('messages').children) {
     const seq = Number(el.dataset.seq);
@@ -56,12 +61,18 @@ $('login').addEventListener('submit', (ev) => {
     .on('joined', (f) => {
       online.clear();
       f.online.forEach((u) => online.add(u));
+      onlineCount = f.online_count ?? online.size;
       for (const [u, s] of Object.entries(f.reads || {})) reads.set(u, s);
       f.history.forEach(addMessage);
       render();
     })
     .on('msg', (m) => { typing.delete(m.from); addMessage(m); render(); })
-    .on('presence', (p) => { p.online ? online.add(p.user) : online.delete(p.user); render(); })
+    .on('presence', (p) => {
+      if (p.online && !online.has(p.user)) { online.add(p.user); onlineCount++; }
+      if (!p.online && online.delete(p.user)) onlineCount--;
+      render();
+    })
+    .on('presence.count', (c) => { onlineCount = c.count; render(); })
     .on('typing', (t) => {
       clearTimeout(typing.get(t.user));
       typing.set(t.user, setTimeout(() => { typing.delete(t.user); render(); }, 3000));

@@ -70,6 +70,9 @@ export class RoomringClient {
       }
       if (f.seq <= last) return; // already seen (replayed after a reconnect)
       this.rooms.set(f.room, f.seq);
+    } else if (f.t === 'presence.page' && f.id && this.requests.has(f.id)) {
+      this.requests.get(f.id).resolve(f);
+      this.requests.delete(f.id);
     } else if (f.t === 'error' && f.id && this.requests.has(f.id)) {
       this.requests.get(f.id).reject(f);
       this.requests.delete(f.id);
@@ -135,6 +138,15 @@ export class RoomringClient {
   remove(room, ids) { return this.request({ t: 'board.delete', room, ids }); }
   grant(room, user, role) { return this.request({ t: 'board.role', room, user, role }); }
   cursor(room, x, y) { this.raw({ t: 'board.cursor', room, x, y }); }
+
+  // One page of a room's online users, in ascending order; pass the page's
+  // `next` as `after` for the following one.
+  presenceList(room, after, limit) {
+    const frame = { t: 'presence.list', room };
+    if (after !== undefined) frame.after = after;
+    if (limit !== undefined) frame.limit = limit;
+    return this.request(frame);
+  }
 
   leave(room) {
     this.rooms.delete(room);

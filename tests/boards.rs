@@ -112,7 +112,7 @@ async fn cursors_are_ephemeral_and_chat_works_on_boards() {
         .await;
     assert_eq!(
         bob.recv().await,
-        json!({"t": "board.cursor", "room": "board:c", "user": "ann", "x": 1.5, "y": 2.0})
+        json!({"t": "board.cursors", "room": "board:c", "cursors": [{"user": "ann", "x": 1.5, "y": 2.0}]})
     );
     ann.expect_silence(Duration::from_millis(200)).await;
     assert_eq!(ann.say("board:c", "m", "chat on a board").await, 1);

@@ -143,7 +143,7 @@ async fn history_replays_with_and_without_since() {
 #[tokio::test]
 async fn since_older_than_history_is_truncated() {
     let mut options = roomring::dev::DevOptions::for_test(1, 1);
-    options.history_keep = 1000;
+    options.rooms.keep = 1000;
     let cluster = TestCluster::with(options).await;
     let addr = cluster.addr();
     for i in 0..1005 {
@@ -286,9 +286,11 @@ async fn a_client_that_does_not_read_is_closed_and_the_room_goes_on() {
     let connections = |c: serde_json::Value| c["gateways"][0]["connections"].as_u64();
     let text = "x".repeat(15_000);
     // Each message is 15 KB: the slow client's socket buffers fill, then its
-    // queue of 1024 frames; the writer is acked all along.
+    // queue of 1024 frames; the writer is acked all along. The count of
+    // connections is the gateway's as of its last lease renewal (each
+    // second), so the writer goes on until it shows.
     let mut closed_after = None;
-    for i in 1..=4000u64 {
+    for i in 1..=20_000u64 {
         let seq = writer.say("chat:flood", &format!("f{i}"), &text).await;
         assert_eq!(seq, i);
         if i % 50 == 0 && connections(http(gw, "GET", "/api/cluster", None).await.1) == Some(1) {

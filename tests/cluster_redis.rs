@@ -579,7 +579,7 @@ async fn a_gateway_whose_lease_lapsed_leaves_presence_with_its_users() {
     let mut bob = Client::connect(g2, "bob").await;
     ann.join("chat:presence").await;
     let joined = bob.join("chat:presence").await;
-    assert_eq!(joined["online"], json!(["ann", "bob"]));
+    assert_eq!(joined["online"], json!(["bob", "ann"]), "the joiner first");
     c.gateways[0].signal("STOP");
     let gone = tokio::time::timeout(Duration::from_secs(8), async {
         loop {

@@ -367,9 +367,9 @@ async fn a_room_waiting_for_storage_holds_up_no_other_room_on_its_link() {
     ann.send(held).await;
     // Meanwhile the other room on the same link is served at once.
     for _ in 0..5 {
-        bob.send(serde_json::json!({"t": "typing", "room": "chat:quick"}))
+        bob.send(serde_json::json!({"t": "read", "room": "chat:quick", "seq": 0}))
             .await;
-        let f = cat.recv_type("typing").await;
+        let f = cat.recv_type("read").await;
         assert_eq!(f["user"], "bob");
     }
     let served = started.elapsed();

@@ -29,10 +29,17 @@ struct Subscriber {
     after: u64,
 }
 
+/// Subscribers a room looks through one by one; past it, it keeps an index
+/// by connection, so that a join or a leave costs the same in any room.
+const SCAN_UP_TO: usize = 32;
+
 /// One room's local subscribers.
 #[derive(Default)]
 struct RoomSubs {
     conns: Vec<Subscriber>,
+    /// Where each connection is in `conns`, once there are more than
+    /// `SCAN_UP_TO`.
+    index: Option<Map<ConnId, usize>>,
     /// The last seq passed on.
     last_seq: u64,
     /// The node that serves this gateway's subscription.
@@ -43,6 +50,36 @@ struct RoomSubs {
 }
 
 impl RoomSubs {
+    /// Where a connection is in `conns`.
+    fn find(&self, conn: ConnId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&conn).copied(),
+            None => self.conns.iter().position(|s| s.conn == conn),
+        }
+    }
+
+    fn add(&mut self, sub: Subscriber) {
+        if let Some(index) = &mut self.index {
+            index.insert(sub.conn, self.conns.len());
+        }
+        self.conns.push(sub);
+        if self.index.is_none() && self.conns.len() > SCAN_UP_TO {
+            let index = self.conns.iter().enumerate().map(|(i, s)| (s.conn, i));
+            self.index = Some(index.collect());
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some(at) = self.find(conn) else { return };
+        self.conns.swap_remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&conn);
+            if let Some(moved) = self.conns.get(at) {
+                index.insert(moved.conn, at);
+            }
+        }
+    }
+
     /// Passes an event on to every subscriber it is new to.
     fn deliver(
         &mut self,
@@ -76,8 +113,6 @@ impl RoomSubs {
 pub(super) struct Resume {
     /// The room.
     pub(super) room: RoomId,
-    /// Its local connections.
-    pub(super) conns: Vec<ConnId>,
     /// The last seq passed on.
     pub(super) since: u64,
 }
@@ -110,11 +145,11 @@ impl Subscriptions {
             // The first local subscriber starts the gateway's stream.
             subs.last_seq = seq;
         }
-        match subs.conns.iter_mut().find(|s| s.conn == conn) {
+        match subs.find(conn) {
             // Never lowered: a late reply (from an owner the room has left)
             // must not open the floor to events the connection already has.
-            Some(sub) => sub.after = sub.after.max(seq),
-            None => subs.conns.push(Subscriber {
+            Some(at) => subs.conns[at].after = subs.conns[at].after.max(seq),
+            None => subs.add(Subscriber {
                 conn,
                 out: out.clone(),
                 after: seq,
@@ -129,7 +164,7 @@ impl Subscriptions {
     pub(super) fn unsubscribe(&self, room: &str, conn: ConnId) {
         let mut rooms = self.lock();
         if let Some(subs) = rooms.get_mut(room) {
-            subs.conns.retain(|s| s.conn != conn);
+            subs.remove(conn);
             if subs.conns.is_empty() {
                 rooms.remove(room);
             }
@@ -147,11 +182,20 @@ impl Subscriptions {
         Some((subs.conns.first()?.conn, subs.last_seq))
     }
 
+    /// A room still held for a resume: the seq to resume from and every
+    /// connection subscribed to it (a resume of the whole room).
+    pub(super) fn held(&self, room: &str) -> Option<(u64, Vec<ConnId>)> {
+        let rooms = self.lock();
+        let subs = rooms.get(room)?;
+        subs.held.as_ref()?;
+        Some((subs.last_seq, subs.conns.iter().map(|s| s.conn).collect()))
+    }
+
     /// Whether a connection is still subscribed to a room.
     pub(super) fn is_subscribed(&self, room: &str, conn: ConnId) -> bool {
         self.lock()
             .get(room)
-            .is_some_and(|s| s.conns.iter().any(|c| c.conn == conn))
+            .is_some_and(|s| s.find(conn).is_some())
     }
 
     /// Fans a room event out to the local subscribers, except `skip`; the
@@ -200,7 +244,6 @@ impl Subscriptions {
                 subs.owner = None;
                 Resume {
                     room: room.clone(),
-                    conns: subs.conns.iter().map(|s| s.conn).collect(),
                     since: subs.last_seq,
                 }
             })

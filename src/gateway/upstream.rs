@@ -72,6 +72,18 @@ struct OpPending {
     born: u64,
     /// Parts of the answer so far.
     parts: Vec<(Option<u64>, Bytes)>,
+    /// The least link version that can carry it.
+    version: u16,
+}
+
+/// A whole room subscribed again at its owner (link version 2 on).
+struct ResumePending {
+    room: RoomId,
+    node: NodeId,
+    born: u64,
+    attempt: usize,
+    /// The missed events so far.
+    parts: Vec<(u64, Bytes)>,
 }
 
 enum Pending {
@@ -82,12 +94,35 @@ enum Pending {
         parts: BytesMut,
         born: u64,
     },
+    Resume(ResumePending),
+}
+
+impl Pending {
+    /// The node it was sent to.
+    fn node(&self) -> Option<&NodeId> {
+        match self {
+            Self::Op(op) => op.node.as_ref(),
+            Self::Query { node, .. } | Self::Resume(ResumePending { node, .. }) => Some(node),
+        }
+    }
+
+    /// The sweep round it was sent in.
+    fn born(&self) -> u64 {
+        match self {
+            Self::Op(OpPending { born, .. })
+            | Self::Query { born, .. }
+            | Self::Resume(ResumePending { born, .. }) => *born,
+        }
+    }
 }
 
 /// One node's link as the router sees it.
 struct NodeLink {
     /// The writer while the link is up.
     writer: Mutex<Option<LinkWriter>>,
+    /// The link protocol version of the link that is up (of the last one
+    /// while none is): a record of a later version is never sent on it.
+    version: std::sync::atomic::AtomicU16,
 }
 
 /// Routes room operations to their owners.
@@ -201,6 +236,14 @@ impl Upstream {
         self.routes.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The link protocol version spoken with `node`.
+    fn version_of(&self, node: &NodeId) -> u16 {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .get(node)
+            .map_or(1, |l| l.version.load(Ordering::Acquire))
+    }
+
     /// The owner of `key` and its link's writer, if the link is up.
     fn writer_to_owner(&self, key: &str) -> Option<(NodeId, LinkWriter)> {
         let owner = self.ring.borrow().ring.owner_of(key)?.clone();
@@ -234,6 +277,10 @@ impl Upstream {
             RoomOp::Send { .. } if req.id.is_none() => OpKind::Once,
             _ => OpKind::Other,
         };
+        let version = match req.op {
+            RoomOp::PresenceList { .. } => 2,
+            _ => 1,
+        };
         let record = ToNode::Op {
             rid,
             room: req.room,
@@ -261,6 +308,7 @@ impl Upstream {
             node: None,
             born: self.round(),
             parts: Vec::new(),
+            version,
         };
         self.send_op(rid, pending, req.room, req.route)
     }
@@ -277,6 +325,11 @@ impl Upstream {
             self.retry(rid, op);
             return None;
         };
+        if self.version_of(&owner) < op.version {
+            // Only during a rolling update: the owner's build is older.
+            self.unavailable(&op);
+            return None;
+        }
         op.node = Some(owner);
         let record = op.record.clone();
         self.lock_pending().insert(rid, Pending::Op(op));
@@ -447,6 +500,7 @@ impl Upstream {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let link = Arc::new(NodeLink {
                     writer: Mutex::new(None),
+                    version: std::sync::atomic::AtomicU16::new(1),
                 });
                 self.links
                     .lock()
@@ -499,7 +553,8 @@ impl Upstream {
                 Ok(up) if up.peer.id == node => {
                     backoff = Duration::from_millis(50);
                     let generation = self.view().view.member(&node).map(|m| m.generation);
-                    tracing::debug!(addr = %addr, "link up");
+                    tracing::debug!(addr = %addr, version = up.version, "link up");
+                    link.version.store(up.version, Ordering::Release);
                     *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(up.writer.clone());
                     self.routes_changed();
@@ -638,6 +693,11 @@ impl Upstream {
             FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
                 Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
                 Some(Pending::Query { parts, .. }) => parts.extend_from_slice(payload),
+                Some(Pending::Resume(resume)) => {
+                    if let Some(seq) = seq {
+                        resume.parts.push((seq, Bytes::copy_from_slice(payload)));
+                    }
+                }
                 None => {}
             },
             FromNode::Reply {
@@ -653,6 +713,15 @@ impl Upstream {
                 Some(Pending::Op(op)) => {
                     self.on_op_reply(node, rid, op, status, seq, payload, dirty)
                 }
+                Some(Pending::Resume(resume)) => match status {
+                    Status::Ok => {
+                        let room = resume.room.as_str();
+                        self.subs.resumed(room, node, &resume.parts, dirty);
+                    }
+                    Status::Moved | Status::Failed(_) => {
+                        self.retry_resume(resume.room, resume.attempt + 1)
+                    }
+                },
                 None => {}
             },
         }
@@ -729,10 +798,7 @@ impl Upstream {
             let mut pending = self.lock_pending();
             let rids: Vec<Rid> = pending
                 .iter()
-                .filter(|(_, p)| match p {
-                    Pending::Op(op) => op.node.as_ref() == Some(node),
-                    Pending::Query { node: n, .. } => n == node,
-                })
+                .filter(|(_, p)| p.node() == Some(node))
                 .map(|(rid, _)| *rid)
                 .collect();
             for rid in rids {
@@ -749,6 +815,7 @@ impl Upstream {
                     self.retry(rid, op)
                 }
                 Pending::Query { tx, .. } => drop(tx),
+                Pending::Resume(resume) => self.retry_resume(resume.room, resume.attempt + 1),
             }
         }
     }
@@ -777,10 +844,7 @@ impl Upstream {
                 let mut pending = self.lock_pending();
                 let rids: Vec<Rid> = pending
                     .iter()
-                    .filter(|(_, p)| match p {
-                        Pending::Op(op) => self.expired(op.born),
-                        Pending::Query { born, .. } => self.expired(*born),
-                    })
+                    .filter(|(_, p)| self.expired(p.born()))
                     .map(|(rid, _)| *rid)
                     .collect();
                 rids.into_iter()
@@ -805,22 +869,87 @@ impl Upstream {
                         );
                         let _ = tx.send((Status::Failed(failure), Bytes::new()));
                     }
+                    Pending::Resume(resume) => self.retry_resume(resume.room, resume.attempt + 1),
                 }
             }
         }
     }
 
     /// Subscribes again, at their owner on the current ring, the rooms that
-    /// moved or whose node's link went `down`: one resume per local
-    /// connection, so that presence stays right and the gap is filled.
+    /// moved or whose node's link went `down`, so that presence stays right
+    /// and the gap is filled: one resume per room.
     pub(super) fn resume_moved(self: &Arc<Self>, down: Option<&NodeId>) {
         let ring = self.ring.borrow().ring.clone();
         for resume in self.subs.to_resume(&ring, down) {
             tracing::debug!(room.id = %resume.room, since = resume.since, "resuming room");
-            for conn in resume.conns {
-                self.resume(resume.room.as_str(), conn, resume.since);
-            }
+            self.resume_room(resume.room, 0);
         }
+    }
+
+    /// Subscribes a held room's connections again at its owner: in one
+    /// record for them all, or, with a node of link version 1, one resume
+    /// per connection. Nothing once the room is not held any more.
+    fn resume_room(self: &Arc<Self>, room: RoomId, attempt: usize) {
+        let Some((since, conns)) = self.subs.held(room.as_str()) else {
+            return;
+        };
+        let Some((owner, writer)) = self.writer_to_owner(room.as_str()) else {
+            return self.retry_resume(room, attempt);
+        };
+        if self.version_of(&owner) < 2 {
+            for conn in conns {
+                self.resume(room.as_str(), conn, since);
+            }
+            return;
+        }
+        let users: Vec<(ConnId, crate::ids::UserId)> = conns
+            .into_iter()
+            .filter_map(|conn| Some((conn, self.sessions.get(conn)?.0)))
+            .collect();
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let record = ToNode::Resume {
+            rid,
+            room: room.as_str(),
+            since,
+            conns: users.iter().map(|(c, u)| (*c, u.as_str())).collect(),
+        };
+        let record = match codec::encode(&record) {
+            Ok(record) => record,
+            Err(e) => {
+                // More connections than one record holds: one each.
+                tracing::debug!(room.id = %room, error = %e, "resuming connection by connection");
+                for (conn, _) in users {
+                    self.resume(room.as_str(), conn, since);
+                }
+                return;
+            }
+        };
+        let resume = ResumePending {
+            room: room.clone(),
+            node: owner,
+            born: self.round(),
+            attempt,
+            parts: Vec::new(),
+        };
+        self.lock_pending().insert(rid, Pending::Resume(resume));
+        let sent = writer.send_with(|buf| {
+            buf.extend_from_slice(&record);
+            Ok(())
+        });
+        if sent.is_err() && self.lock_pending().remove(&rid).is_some() {
+            self.retry_resume(room, attempt);
+        }
+    }
+
+    /// Tries a room's resume again a little later.
+    fn retry_resume(self: &Arc<Self>, room: RoomId, attempt: usize) {
+        let last = RETRY_BACKOFF_MS.len() - 1;
+        let pause = RETRY_BACKOFF_MS[attempt.min(last)];
+        let up = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            up.resume_room(room, attempt + 1);
+        });
     }
 
     /// Subscribes one local connection again at the room's owner, from

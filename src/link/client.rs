@@ -3,7 +3,9 @@
 
 use tokio::net::TcpStream;
 
-use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
+use super::handshake::{
+    appended_version, nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, LATEST, VERSION,
+};
 use super::io::{tune, write_record, LinkReader};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::coordinator::Role;
@@ -34,12 +36,19 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
         id: me.as_str(),
         nonce: client_nonce,
     };
-    write_record(&mut write, &hello).await?;
+    write_record(&mut write, &(hello, LATEST)).await?;
     let record = reader.next().await?;
-    let challenge: Challenge<'_> = codec::decode(&record)?;
+    let (challenge, rest): (Challenge<'_>, _) = codec::decode_front(&record)?;
+    let version = appended_version(rest)?;
+    if version > LATEST {
+        return Err(LinkError::Handshake(format!(
+            "the node chose link version {version}, above {LATEST}"
+        )));
+    }
     let server = NodeId::parse(challenge.id)
         .map_err(|_| LinkError::Handshake("the node sent a bad id".into()))?;
     let transcript = Transcript {
+        version,
         role,
         client: me.as_str(),
         server: server.as_str(),
@@ -67,5 +76,6 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
         },
         reader,
         writer: LinkWriter::spawn(write, WRITE_LIMIT),
+        version,
     })
 }

@@ -78,6 +78,12 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, CodecError> {
     Ok(postcard::from_bytes(body)?)
 }
 
+/// Decodes the front of a record body, and returns what follows it: fields
+/// a newer peer appended, which an older reader ignores.
+pub fn decode_front<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(T, &'a [u8]), CodecError> {
+    Ok(postcard::take_from_bytes(body)?)
+}
+
 /// Splits the next complete record body off the front of `buf`; `None` when
 /// it has not fully arrived (room for it is then reserved).
 pub fn split_record(buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {

@@ -11,6 +11,13 @@
 //!   Proof { proof_c }                ───►
 //!                                    ◄───  Welcome | Refused { reason }
 //! ```
+//!
+//! Versions: `Hello` says version 1 and appends the highest version the
+//! client speaks; the server appends the version it chose to `Challenge`.
+//! A reader of version 1 ignores what is appended, so a link between an
+//! older and a newer build speaks the older's version. From version 2 the
+//! chosen version is part of both proofs, so it cannot be changed on the
+//! way.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -18,8 +25,11 @@ use sha2::Sha256;
 
 use crate::coordinator::Role;
 
-/// Version of the link protocol; both sides must speak the same.
+/// The version every `Hello` names; the one an older build insists on.
 pub(super) const VERSION: u16 = 1;
+/// The highest version of the link protocol this build speaks. Version 2
+/// adds `presence.list` operations and resumes of a whole room.
+pub const LATEST: u16 = 2;
 /// Bytes of a nonce and of a proof.
 const LEN: usize = 32;
 
@@ -53,8 +63,18 @@ pub(super) enum Verdict<'a> {
     Refused(&'a str),
 }
 
+/// A version appended to a handshake record, or 1 when there is none.
+pub(super) fn appended_version(rest: &[u8]) -> Result<u16, super::codec::CodecError> {
+    if rest.is_empty() {
+        return Ok(VERSION);
+    }
+    super::codec::decode::<u16>(rest)
+}
+
 /// What both proofs are computed over.
 pub(super) struct Transcript<'a> {
+    /// The version the link speaks.
+    pub(super) version: u16,
     pub(super) role: Role,
     pub(super) client: &'a str,
     pub(super) server: &'a str,
@@ -79,6 +99,10 @@ impl Transcript<'_> {
             Side::Server => b"roomring link server",
         });
         mac.update(&VERSION.to_be_bytes());
+        if self.version > VERSION {
+            mac.update(b"speaks");
+            mac.update(&self.version.to_be_bytes());
+        }
         mac.update(match self.role {
             Role::Gateway => b"gateway",
             Role::Node => b"node\0\0\0",
@@ -119,6 +143,7 @@ mod tests {
 
     fn transcript<'a>(c: &'a [u8; LEN], s: &'a [u8; LEN]) -> Transcript<'a> {
         Transcript {
+            version: LATEST,
             role: Role::Gateway,
             client: "gw-1",
             server: "node-1",
@@ -160,6 +185,14 @@ mod tests {
         assert!(
             !other_id.verify(b"secret", Side::Client, &proof),
             "another id"
+        );
+        let older = Transcript {
+            version: VERSION,
+            ..transcript(&c, &s)
+        };
+        assert!(
+            !older.verify(b"secret", Side::Client, &proof),
+            "another version"
         );
     }
 }

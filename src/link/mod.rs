@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use handshake::LATEST;
 pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
@@ -77,6 +78,8 @@ pub struct Link {
     pub reader: LinkReader,
     /// Records to the peer.
     pub writer: LinkWriter,
+    /// The link protocol version both sides speak (`LATEST` at most).
+    pub version: u16,
 }
 
 /// Why a link could not be opened or went down.
@@ -97,4 +100,79 @@ pub enum LinkError {
     /// The handshake did not finish in time.
     #[error("link handshake timed out")]
     Timeout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
+    use super::io::{write_record, LinkReader};
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_builds_of_this_version_speak_the_latest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let secret = Secret::new("a-secret");
+        let server = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            server::accept(stream, &id("n1"), &secret).await.unwrap()
+        };
+        let me = id("g1");
+        let client = client::connect(&addr, Role::Gateway, &me, &secret);
+        let (server, client) = tokio::join!(server, client);
+        assert_eq!((server.version, client.unwrap().version), (LATEST, LATEST));
+    }
+
+    /// A client of version 1 (it appends nothing to `Hello` and reads only
+    /// the front of `Challenge`) gets a link of version 1.
+    #[tokio::test]
+    async fn a_client_of_version_1_is_served_version_1() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let secret = Secret::new("a-secret");
+        let server = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            server::accept(stream, &id("n1"), &secret).await
+        };
+        let old_client = async {
+            let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+            let mut reader = LinkReader::new(read);
+            let client_nonce = nonce();
+            let hello = Hello {
+                version: VERSION,
+                role: Role::Gateway,
+                id: "g1",
+                nonce: client_nonce,
+            };
+            write_record(&mut write, &hello).await.unwrap();
+            let record = reader.next().await.unwrap();
+            let challenge: Challenge<'_> = codec::decode(&record).unwrap();
+            let transcript = Transcript {
+                version: VERSION,
+                role: Role::Gateway,
+                client: "g1",
+                server: challenge.id,
+                client_nonce: &client_nonce,
+                server_nonce: &challenge.nonce,
+            };
+            assert!(
+                transcript.verify(secret.bytes(), Side::Server, &challenge.proof),
+                "the server proves itself as version 1 does"
+            );
+            let proof = Proof {
+                proof: transcript.prove(secret.bytes(), Side::Client),
+            };
+            write_record(&mut write, &proof).await.unwrap();
+            let record = reader.next().await.unwrap();
+            matches!(codec::decode(&record).unwrap(), Verdict::Welcome)
+        };
+        let (server, welcomed) = tokio::join!(server, old_client);
+        assert!(welcomed);
+        assert_eq!(server.unwrap().version, VERSION);
+    }
 }

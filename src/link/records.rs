@@ -89,6 +89,20 @@ pub enum ToNode<'a> {
         /// As of this epoch.
         epoch: u64,
     },
+    /// Subscribes a gateway's connections to a room again, all at once,
+    /// after the room moved or the link dropped: the answer carries the
+    /// events after `since` once, as parts (gateways only; version 2 on).
+    Resume {
+        /// Request id.
+        rid: Rid,
+        /// The room.
+        room: &'a str,
+        /// The last seq the gateway passed on.
+        since: u64,
+        /// The gateway's subscribed connections and their users.
+        #[serde(borrow)]
+        conns: Vec<(ConnId, &'a str)>,
+    },
 }
 
 impl ToNode<'_> {
@@ -96,7 +110,11 @@ impl ToNode<'_> {
     pub fn from_gateway(&self) -> bool {
         matches!(
             self,
-            Self::Op { .. } | Self::Query { .. } | Self::Notify { .. } | Self::Broadcast { .. }
+            Self::Op { .. }
+                | Self::Query { .. }
+                | Self::Notify { .. }
+                | Self::Broadcast { .. }
+                | Self::Resume { .. }
         )
     }
 }

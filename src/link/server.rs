@@ -5,7 +5,9 @@
 
 use tokio::net::TcpStream;
 
-use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
+use super::handshake::{
+    appended_version, nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, LATEST, VERSION,
+};
 use super::io::{tune, write_record, LinkReader};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;
@@ -23,17 +25,19 @@ async fn handshake(stream: TcpStream, me: &NodeId, secret: &Secret) -> Result<Li
     let (read, mut write) = stream.into_split();
     let mut reader = LinkReader::new(read);
     let record = reader.next().await?;
-    let hello: Hello<'_> =
-        codec::decode(&record).map_err(|_| LinkError::Handshake("not a roomring link".into()))?;
-    if hello.version != super::handshake::VERSION {
+    let not_a_link = |_| LinkError::Handshake("not a roomring link".into());
+    let (hello, rest): (Hello<'_>, _) = codec::decode_front(&record).map_err(not_a_link)?;
+    if hello.version != VERSION {
         let reason = format!("link version {} is not {VERSION}", hello.version);
         write_record(&mut write, &Verdict::Refused(&reason)).await?;
         return Err(LinkError::Handshake(reason));
     }
+    let version = appended_version(rest).map_err(not_a_link)?.min(LATEST);
     let client = NodeId::parse(hello.id)
         .map_err(|_| LinkError::Handshake("the peer sent a bad id".into()))?;
     let server_nonce = nonce();
     let transcript = Transcript {
+        version,
         role: hello.role,
         client: client.as_str(),
         server: me.as_str(),
@@ -45,7 +49,7 @@ async fn handshake(stream: TcpStream, me: &NodeId, secret: &Secret) -> Result<Li
         nonce: server_nonce,
         proof: transcript.prove(secret.bytes(), Side::Server),
     };
-    write_record(&mut write, &challenge).await?;
+    write_record(&mut write, &(challenge, version)).await?;
     let record = reader.next().await?;
     let proof: Proof = codec::decode(&record)?;
     if !transcript.verify(secret.bytes(), Side::Client, &proof.proof) {
@@ -62,5 +66,6 @@ async fn handshake(stream: TcpStream, me: &NodeId, secret: &Secret) -> Result<Li
         },
         reader,
         writer: LinkWriter::spawn(write, WRITE_LIMIT),
+        version,
     })
 }

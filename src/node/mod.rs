@@ -49,8 +49,8 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Authenticates gateway and node links.
     pub cluster_secret: Secret,
-    /// Stored events kept per room.
-    pub history_keep: usize,
+    /// What each room keeps and how it shows presence.
+    pub rooms: crate::rooms::Limits,
     /// How long a room no connection has joined stays in memory.
     pub room_idle: Duration,
 }
@@ -66,7 +66,7 @@ impl NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             cluster_secret: Secret::new(cluster_secret),
-            history_keep: 1000,
+            rooms: crate::rooms::Limits::default(),
             room_idle: ROOM_IDLE,
         }
     }
@@ -209,7 +209,7 @@ pub async fn start(
     let lease = coordinator.join(Role::Node, &config.id, &advertise).await?;
     let ring = crate::coordinator::watch_ring(coordinator.as_ref());
     let id = config.id.clone();
-    let registry = Registry::new(id.clone(), config.history_keep, store.clone());
+    let registry = Registry::new(id.clone(), config.rooms, store.clone());
     let peers = Peers::new(id.clone(), config.cluster_secret.clone());
     let (stop, shutdown) = shutdown::channel();
     let node = Arc::new(Node {

@@ -16,7 +16,7 @@ use crate::ids::{Epoch, Map, NodeId, RoomId};
 use crate::ring::Ring;
 use crate::rooms::state::LinkId;
 use crate::rooms::store::RoomStore;
-use crate::rooms::{Arrival, Room};
+use crate::rooms::{Arrival, Limits, Room};
 
 /// How long rooms wait for their hand-off before starting without it.
 pub(super) const EXPECT_FOR: Duration = Duration::from_secs(5);
@@ -56,7 +56,7 @@ impl Held {
 /// The node's rooms by room id.
 pub(super) struct Registry {
     id: NodeId,
-    keep: usize,
+    limits: Limits,
     store: Option<Arc<dyn RoomStore>>,
     /// Held for map look-ups and inserts only, never across an await.
     rooms: Mutex<Map<RoomId, Held>>,
@@ -70,10 +70,10 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    pub(super) fn new(id: NodeId, keep: usize, store: Option<Arc<dyn RoomStore>>) -> Self {
+    pub(super) fn new(id: NodeId, limits: Limits, store: Option<Arc<dyn RoomStore>>) -> Self {
         Self {
             id,
-            keep,
+            limits,
             store,
             rooms: Mutex::default(),
             expect: Mutex::new(Expect {
@@ -116,7 +116,7 @@ impl Registry {
             Held::new(Room::new(
                 id,
                 self.id.clone(),
-                self.keep,
+                self.limits,
                 self.store.clone(),
             ))
         });
@@ -165,7 +165,12 @@ impl Registry {
         if rooms.contains_key(room) {
             return false;
         }
-        let live = Room::new(room.clone(), self.id.clone(), self.keep, self.store.clone());
+        let live = Room::new(
+            room.clone(),
+            self.id.clone(),
+            self.limits,
+            self.store.clone(),
+        );
         live.install(arrival);
         live.touch(self.tick());
         rooms.insert(room.clone(), Held::new(live));
@@ -291,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn frozen_rooms_the_ring_gives_back_are_thawed() {
         let (me, other) = (id("n1"), id("n2"));
-        let registry = Registry::new(me.clone(), 1000, None);
+        let registry = Registry::new(me.clone(), Limits::default(), None);
         registry.expect_from(Epoch(1), std::iter::empty());
         let alone = Ring::new([me.clone()]);
         let names: Vec<String> = (0..64).map(|i| format!("chat:t-{i}")).collect();

@@ -190,6 +190,15 @@ fn handle(
                 None => sink.reply(rid, Reply::moved()),
             }
         }
+        ToNode::Resume {
+            rid,
+            room,
+            since,
+            conns,
+        } => match routes.get(node, room) {
+            Some(live) => live.resume(sink, rid, since, &conns),
+            None => sink.reply(rid, Reply::moved()),
+        },
         ToNode::Notify { user, body } => notify(node, Some(user), body),
         ToNode::Broadcast { body } => notify(node, None, body),
         ToNode::HandoffPart {

@@ -26,6 +26,10 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 pub const MAX_TAG_BYTES: usize = 64;
 /// Widgets one board may hold.
 pub const MAX_WIDGETS: usize = 10_000;
+/// Most users in one `presence.page`.
+pub const MAX_PAGE: u16 = 1000;
+/// Users in a `presence.page` when the client names no `limit`.
+pub const DEFAULT_PAGE: u16 = 200;
 
 /// One validated client frame, borrowing from the text it was read from.
 #[derive(Debug)]
@@ -123,6 +127,13 @@ pub enum RoomOp<B> {
         /// Y coordinate.
         y: f64,
     },
+    /// A page of the room's online users (link version 2 on).
+    PresenceList {
+        /// The last user of the previous page.
+        after: Option<String>,
+        /// Users at most (1 to `MAX_PAGE`).
+        limit: u16,
+    },
 }
 
 impl<B> RoomOp<B> {
@@ -140,6 +151,7 @@ impl<B> RoomOp<B> {
             Self::BoardDelete { .. } => "board.delete",
             Self::BoardRole { .. } => "board.role",
             Self::BoardCursor { .. } => "board.cursor",
+            Self::PresenceList { .. } => "presence.list",
         }
     }
 
@@ -158,6 +170,7 @@ impl<B> RoomOp<B> {
             Self::BoardDelete { ids } => RoomOp::BoardDelete { ids },
             Self::BoardRole { user, role } => RoomOp::BoardRole { user, role },
             Self::BoardCursor { x, y } => RoomOp::BoardCursor { x, y },
+            Self::PresenceList { after, limit } => RoomOp::PresenceList { after, limit },
         }
     }
 }
@@ -293,6 +306,10 @@ struct Raw<'a> {
     user: Option<&'a RawValue>,
     #[serde(borrow)]
     role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    after: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
 }
 
 /// A field that should be a string: the string (borrowed when it has no
@@ -459,6 +476,7 @@ fn is_room_frame(t: &str) -> bool {
             | "board.delete"
             | "board.role"
             | "board.cursor"
+            | "presence.list"
     )
 }
 
@@ -546,6 +564,23 @@ fn room_op<'a>(
             x: finite(raw.x, "x")?,
             y: finite(raw.y, "y")?,
         },
+        "presence.list" => {
+            let after: Option<String> = optional(raw.after, "after")?;
+            if let Some(after) = &after {
+                crate::ids::UserId::parse(after)
+                    .map_err(|e| Failure::bad_request(format!("after: {e}")))?;
+            }
+            let limit = match optional::<u64>(raw.limit, "limit")? {
+                None => DEFAULT_PAGE,
+                Some(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => n as u16,
+                Some(n) => {
+                    return Err(Failure::bad_request(format!(
+                        "limit {n} is not between 1 and {MAX_PAGE}"
+                    )))
+                }
+            };
+            RoomOp::PresenceList { after, limit }
+        }
         other => {
             return Err(Failure::bad_request(format!(
                 "unknown frame type {other:?}"

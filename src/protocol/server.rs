@@ -80,6 +80,17 @@ impl<'de> serde::Deserialize<'de> for VersionedWidget {
     }
 }
 
+/// One user's cursor in a `board.cursors` batch.
+#[derive(Debug, Serialize)]
+pub struct Cursor<'a> {
+    /// Whose.
+    pub user: &'a str,
+    /// X position.
+    pub x: f64,
+    /// Y position.
+    pub y: f64,
+}
+
 /// A frame from server to client; `t` is the tag.
 #[derive(Debug, Serialize)]
 #[serde(tag = "t")]
@@ -93,6 +104,7 @@ pub enum ServerFrame<'a> {
         seq: u64,
         history: Vec<&'a RawValue>,
         online: Vec<&'a str>,
+        online_count: usize,
         truncated: bool,
         /// Latest read receipt per user (an addition to v1).
         reads: BTreeMap<&'a str, u64>,
@@ -145,13 +157,24 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         roles: Option<&'a std::collections::BTreeMap<String, super::client::BoardRole>>,
     },
-    /// Someone's cursor on a board.
-    #[serde(rename = "board.cursor")]
-    BoardCursor {
+    /// The cursors that moved on a board since the last batch.
+    #[serde(rename = "board.cursors")]
+    BoardCursors {
         room: &'a str,
-        user: &'a str,
-        x: f64,
-        y: f64,
+        cursors: Vec<Cursor<'a>>,
+    },
+    /// How many users are online, past the presence limit.
+    #[serde(rename = "presence.count")]
+    PresenceCount { room: &'a str, count: usize },
+    /// A page of a room's online users.
+    #[serde(rename = "presence.page")]
+    PresencePage {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        room: &'a str,
+        users: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
     },
     /// A notification for this user.
     #[serde(rename = "notify")]

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -19,7 +20,8 @@ use super::durable::{Batch, Durable};
 use super::sink::{Reply, Sink};
 use super::state::{Event, LinkId, Origin, RoomState, Sub};
 use super::store::{Append, Loaded, RoomStore, StoreError};
-use crate::ids::{Map, NodeId, Rid, RoomId, UserId};
+use super::Limits;
+use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
 use crate::protocol::client::RoomOp;
 use crate::protocol::{now_ms, ErrorCode, Failure, Query, Status};
 
@@ -90,6 +92,12 @@ enum Queued {
         rid: Rid,
         query: Query<Bytes>,
     },
+    Resume {
+        sink: Arc<dyn Sink>,
+        rid: Rid,
+        since: u64,
+        conns: Vec<(ConnId, String)>,
+    },
 }
 
 /// A live room.
@@ -117,25 +125,32 @@ struct Inner {
     frozen: bool,
     /// Waiting for everything stored to be durable before exporting.
     freezing: Vec<oneshot::Sender<Option<Frozen>>>,
+    /// When a paced event asked to be sent (ms since the Unix epoch), until
+    /// a timer is armed for it.
+    wake: Option<u64>,
+    /// When the armed timer fires, if one is.
+    timer: Option<u64>,
 }
 
 impl Room {
-    /// A room owned by `owner`, keeping `keep` stored events; with a store
-    /// it is rebuilt from storage on first use.
+    /// A room owned by `owner`, within `limits`; with a store it is
+    /// rebuilt from storage on first use.
     pub fn new(
         id: RoomId,
         owner: NodeId,
-        keep: usize,
+        limits: Limits,
         store: Option<Arc<dyn RoomStore>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
-                state: RoomState::new(id.clone(), keep),
+                state: RoomState::new(id.clone(), limits),
                 links: Map::default(),
                 durable: store.map(Durable::new),
                 loading: None,
                 frozen: false,
                 freezing: Vec::new(),
+                wake: None,
+                timer: None,
             }),
             id,
             owner,
@@ -211,6 +226,74 @@ impl Room {
             return self.queue(inner, queued);
         }
         let batch = inner.apply_op(sink, op);
+        self.arm(&mut inner);
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// Arms the room's timer for the paced event that asked for it, unless
+    /// one fires sooner.
+    fn arm(self: &Arc<Self>, inner: &mut Inner) {
+        let Some(at) = inner.wake.take() else { return };
+        if inner.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        inner.timer = Some(at);
+        let room = Arc::downgrade(self);
+        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(room) = room.upgrade() {
+                room.tick(at);
+            }
+        });
+    }
+
+    /// The timer armed for `at` fired: the paced events due go out.
+    fn tick(self: &Arc<Self>, at: u64) {
+        let mut inner = self.lock();
+        if inner.timer == Some(at) {
+            inner.timer = None;
+        }
+        if inner.frozen || self.is_retired() {
+            return;
+        }
+        let out = inner.state.due(now_ms().max(at));
+        inner.wake = out.wake;
+        let batch = inner.emit(Release {
+            events: out.events,
+            answer: None,
+        });
+        self.arm(&mut inner);
+        drop(inner);
+        self.submit(batch);
+    }
+
+    /// Subscribes a gateway's connections again, all at once, from
+    /// `since` (the room moved, or the link dropped); the answer, with the
+    /// events after `since`, goes to `sink` once.
+    pub fn resume(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        since: u64,
+        conns: &[(ConnId, &str)],
+    ) {
+        let mut inner = self.lock();
+        if inner.frozen {
+            return sink.reply(rid, Reply::moved());
+        }
+        if inner.needs_load() {
+            let queued = Queued::Resume {
+                sink: sink.clone(),
+                rid,
+                since,
+                conns: conns.iter().map(|(c, u)| (*c, u.to_string())).collect(),
+            };
+            return self.queue(inner, queued);
+        }
+        let batch = inner.apply_resume(sink, rid, since, conns.iter().copied());
+        self.arm(&mut inner);
         drop(inner);
         self.submit(batch);
     }
@@ -238,11 +321,13 @@ impl Room {
     pub fn drop_link(self: &Arc<Self>, link: LinkId) {
         let mut inner = self.lock();
         inner.links.remove(&link);
-        let out = inner.state.drop_link(link);
+        let out = inner.state.drop_link(link, now_ms());
+        inner.want(out.wake);
         let batch = inner.emit(Release {
             events: out.events,
             answer: None,
         });
+        self.arm(&mut inner);
         drop(inner);
         self.submit(batch);
     }
@@ -393,10 +478,20 @@ impl Room {
                 Queued::Query { sink, rid, query } => {
                     inner.apply_query(&sink, rid, query, &self.owner)
                 }
+                Queued::Resume {
+                    sink,
+                    rid,
+                    since,
+                    conns,
+                } => {
+                    let conns = conns.iter().map(|(c, u)| (*c, u.as_str()));
+                    inner.apply_resume(&sink, rid, since, conns)
+                }
             };
             batch = batch.or(next);
         }
         inner.export_if_settled();
+        self.arm(&mut inner);
         drop(inner);
         self.submit(batch);
     }
@@ -449,12 +544,21 @@ impl Room {
 impl Queued {
     fn requester(self) -> (Arc<dyn Sink>, Rid) {
         match self {
-            Self::Op { sink, rid, .. } | Self::Query { sink, rid, .. } => (sink, rid),
+            Self::Op { sink, rid, .. }
+            | Self::Query { sink, rid, .. }
+            | Self::Resume { sink, rid, .. } => (sink, rid),
         }
     }
 }
 
 impl Inner {
+    /// Notes that a paced event wants the room's timer at `at`.
+    fn want(&mut self, at: Option<u64>) {
+        if let Some(at) = at {
+            self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+        }
+    }
+
     /// A durable room that has not been rebuilt from storage yet (or is
     /// being rebuilt).
     fn needs_load(&self) -> bool {
@@ -473,6 +577,7 @@ impl Inner {
         };
         let origin = Origin { sub: op.sub, user };
         let out = self.state.apply(&origin, op.id, &op.op, now_ms());
+        self.want(out.wake);
         let link = sink.link();
         if self.state.has_link(link) {
             self.links.entry(link).or_insert_with(|| sink.clone());
@@ -489,6 +594,38 @@ impl Inner {
                 frame: out.reply,
                 missed: out.missed.unwrap_or_default(),
                 counts,
+            }),
+        })
+    }
+
+    fn apply_resume<'a>(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        since: u64,
+        conns: impl Iterator<Item = (ConnId, &'a str)>,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let link = sink.link();
+        let subs: Vec<(Sub, UserId)> = conns
+            .filter_map(|(conn, name)| {
+                let sub = Sub { link, conn };
+                Some((sub, self.state.user(sub, name)?))
+            })
+            .collect();
+        let out = self.state.resume_all(subs, since, now_ms());
+        self.want(out.wake);
+        if self.state.has_link(link) {
+            self.links.entry(link).or_insert_with(|| sink.clone());
+        }
+        self.emit(Release {
+            events: out.events,
+            answer: Some(Answer {
+                sink: sink.clone(),
+                rid,
+                seq: out.seq,
+                frame: None,
+                missed: out.missed.unwrap_or_default(),
+                counts: false,
             }),
         })
     }

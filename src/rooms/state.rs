@@ -9,7 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::board::{Board, RoleChanges};
+use super::ephemeral::Ephemeral;
+use super::presence::{Presence, Told, NAMES_SHOWN};
 use super::store::Entry;
+use super::Limits;
 use crate::ids::{ConnId, Map, RoomId, RoomKind, UserId};
 use crate::protocol::client::{BoardRole, RoomOp};
 use crate::protocol::server::{ack_frame, error_frame, msg_frame, ServerFrame, WidgetEntry};
@@ -58,6 +61,9 @@ pub struct Outcome {
     pub seq: Option<u64>,
     /// Frames for every subscriber, in order.
     pub events: Vec<Event>,
+    /// When the room wants `due` called (ms since the Unix epoch): a paced
+    /// event waits.
+    pub wake: Option<u64>,
 }
 
 /// A frame for the room's subscribers.
@@ -75,11 +81,16 @@ pub struct Event {
 
 impl Event {
     /// An event that is not stored, kept from the connection that caused it.
-    fn ephemeral(frame: &ServerFrame<'_>, skip: Sub) -> Self {
+    fn ephemeral(frame: &ServerFrame<'_>, skip: Option<Sub>) -> Self {
+        Self::unstored(frame.encode().into_bytes(), skip)
+    }
+
+    /// An encoded event that is not stored.
+    fn unstored(frame: Vec<u8>, skip: Option<Sub>) -> Self {
         Self {
-            frame: frame.encode().into(),
+            frame: frame.into(),
             seq: None,
-            skip: Some(skip),
+            skip,
             author: None,
         }
     }
@@ -120,7 +131,8 @@ pub struct RoomState {
     sent: Map<UserId, Map<ClientId, u64>>,
     conns: Map<Sub, UserId>,
     links: Map<LinkId, usize>,
-    online: BTreeMap<UserId, usize>,
+    presence: Presence,
+    ephemeral: Ephemeral,
     reads: BTreeMap<UserId, u64>,
     board: Option<Board>,
     /// Names this unbroken history of the room (`joined`'s `epoch`).
@@ -128,18 +140,19 @@ pub struct RoomState {
 }
 
 impl RoomState {
-    /// An empty room keeping the last `keep` stored events.
-    pub fn new(room: RoomId, keep: usize) -> Self {
+    /// An empty room within `limits`.
+    pub fn new(room: RoomId, limits: Limits) -> Self {
         let board = (room.kind() == RoomKind::Board).then(Board::default);
         Self {
             room,
             seq: 0,
-            keep: keep.max(1),
+            keep: limits.keep.max(1),
             log: VecDeque::new(),
             sent: Map::default(),
             conns: Map::default(),
             links: Map::default(),
-            online: BTreeMap::new(),
+            presence: Presence::new(limits.presence),
+            ephemeral: Ephemeral::default(),
             reads: BTreeMap::new(),
             board,
             epoch: new_epoch(),
@@ -159,7 +172,7 @@ impl RoomState {
                 return Some(user.clone());
             }
         }
-        if let Some((user, _)) = self.online.get_key_value(name) {
+        if let Some(user) = self.presence.get(name) {
             return Some(user.clone());
         }
         UserId::parse(name).ok()
@@ -187,7 +200,7 @@ impl RoomState {
 
     /// Users online, sorted.
     pub fn online(&self) -> impl Iterator<Item = &UserId> {
-        self.online.keys()
+        self.presence.users()
     }
 
     /// The board's widgets, for board rooms.
@@ -209,26 +222,41 @@ impl RoomState {
         // because a connection moving here with its room may send before its
         // re-join arrives.
         let result = match op {
-            RoomOp::Join { since, epoch } => Ok(self.join(origin, id, *since, epoch.as_deref())),
-            RoomOp::Resume { since } => Ok(self.resume(origin, *since)),
-            RoomOp::Leave => Ok(self.leave(origin.sub)),
+            RoomOp::Join { since, epoch } => {
+                Ok(self.join(origin, id, *since, epoch.as_deref(), now))
+            }
+            RoomOp::Resume { since } => Ok(self.resume(origin, *since, now)),
+            RoomOp::Leave => Ok(self.leave(origin.sub, now)),
             RoomOp::Send { body } => Ok(self.send(&origin.user, id, body, now)),
-            RoomOp::Typing => Ok(self.ephemeral(
+            RoomOp::Typing if self.ephemeral.typing(&origin.user, now) => Ok(self.ephemeral(
                 origin,
                 ServerFrame::Typing {
                     room: room.as_str(),
                     user: origin.user.as_str(),
                 },
             )),
+            RoomOp::Typing => Ok(Outcome::default()),
             RoomOp::Read { seq } => self.read(origin, *seq),
             RoomOp::BoardCursor { x, y } => {
-                let frame = ServerFrame::BoardCursor {
-                    room: room.as_str(),
-                    user: origin.user.as_str(),
-                    x: *x,
-                    y: *y,
-                };
-                Ok(self.ephemeral(origin, frame))
+                let moved =
+                    self.ephemeral
+                        .cursor(room.as_str(), origin.sub, &origin.user, (*x, *y), now);
+                Ok(match moved {
+                    Ok(batch) => Outcome {
+                        events: batch
+                            .map(|(frame, skip)| Event::unstored(frame, skip))
+                            .into_iter()
+                            .collect(),
+                        ..Outcome::default()
+                    },
+                    Err(at) => Outcome {
+                        wake: Some(at),
+                        ..Outcome::default()
+                    },
+                })
+            }
+            RoomOp::PresenceList { after, limit } => {
+                Ok(self.presence_page(id, after.as_deref(), usize::from(*limit)))
             }
             RoomOp::BoardPut { .. }
             | RoomOp::BoardMove { .. }
@@ -243,28 +271,77 @@ impl RoomState {
     }
 
     /// Subscribes a connection; its presence is announced to the others
-    /// when it is the user's first.
-    fn subscribe(&mut self, origin: &Origin, out: &mut Outcome) {
+    /// when it is the user's first (as a count past the presence limit).
+    fn subscribe(&mut self, origin: &Origin, now: u64, out: &mut Outcome) {
         if self.conns.insert(origin.sub, origin.user.clone()).is_some() {
             return;
         }
         *self.links.entry(origin.sub.link).or_default() += 1;
-        let count = self.online.entry(origin.user.clone()).or_default();
-        *count += 1;
-        if *count == 1 {
-            let frame = ServerFrame::Presence {
-                room: self.room.as_str(),
-                user: origin.user.as_str(),
-                online: true,
-            };
-            out.events.push(Event::ephemeral(&frame, origin.sub));
+        let told = self.presence.arrive(&origin.user, now);
+        self.tell(told, &origin.user, origin.sub, out);
+    }
+
+    /// Turns what presence says of a user's arrival or departure into
+    /// events (kept from the connection `sub`) or a wake-up.
+    fn tell(&self, told: Told, user: &UserId, sub: Sub, out: &mut Outcome) {
+        let room = self.room.as_str();
+        match told {
+            Told::Nothing => {}
+            Told::User(online) => {
+                let frame = ServerFrame::Presence {
+                    room,
+                    user: user.as_str(),
+                    online,
+                };
+                out.events.push(Event::ephemeral(&frame, Some(sub)));
+            }
+            Told::Count(count) => {
+                let frame = ServerFrame::PresenceCount { room, count };
+                out.events.push(Event::ephemeral(&frame, None));
+            }
+            Told::CountAt(at) => out.wake = Some(out.wake.map_or(at, |w| w.min(at))),
         }
     }
 
-    /// A resuming subscription: the kept events after `since`, with seqs.
-    fn resume(&mut self, origin: &Origin, since: u64) -> Outcome {
+    /// The paced events due at `now` (a `presence.count`, a cursor batch),
+    /// and when to ask again.
+    pub fn due(&mut self, now: u64) -> Outcome {
         let mut out = Outcome::default();
-        self.subscribe(origin, &mut out);
+        if let Some(count) = self.presence.due(now) {
+            let frame = ServerFrame::PresenceCount {
+                room: self.room.as_str(),
+                count,
+            };
+            out.events.push(Event::ephemeral(&frame, None));
+        }
+        if let Some((frame, skip)) = self.ephemeral.due(self.room.as_str(), now) {
+            out.events.push(Event::unstored(frame, skip));
+        }
+        out.wake = [self.presence.next(), self.ephemeral.next()]
+            .into_iter()
+            .flatten()
+            .min();
+        out
+    }
+
+    /// A resuming subscription: the kept events after `since`, with seqs.
+    fn resume(&mut self, origin: &Origin, since: u64, now: u64) -> Outcome {
+        self.resume_all([(origin.sub, origin.user.clone())], since, now)
+    }
+
+    /// Subscribes again connections of one gateway (after their room moved
+    /// or their link dropped), all at once: the kept events after `since`,
+    /// with seqs, come once for all of them.
+    pub fn resume_all(
+        &mut self,
+        conns: impl IntoIterator<Item = (Sub, UserId)>,
+        since: u64,
+        now: u64,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        for (sub, user) in conns {
+            self.subscribe(&Origin { sub, user }, now, &mut out);
+        }
         let missed = self
             .log
             .iter()
@@ -282,9 +359,10 @@ impl RoomState {
         id: Option<&str>,
         since: Option<u64>,
         epoch: Option<&str>,
+        now: u64,
     ) -> Outcome {
         let mut out = Outcome::default();
-        self.subscribe(origin, &mut out);
+        self.subscribe(origin, now, &mut out);
         // A `since` from another history means nothing here: the client
         // gets all that is kept, marked truncated, and reloads.
         let other_history = epoch.is_some_and(|e| e != &*self.epoch);
@@ -314,17 +392,27 @@ impl RoomState {
             }
         };
         let truncated = other_history || since.is_some_and(|s| s.saturating_add(1) < first_kept);
-        out.reply = Some(self.joined_frame(id, &history, truncated).into());
+        out.reply = Some(
+            self.joined_frame(id, &origin.user, &history, truncated)
+                .into(),
+        );
         out.seq = Some(self.seq);
         out
     }
 
     /// The `joined` frame; kept frames are spliced in as they are.
-    fn joined_frame(&self, id: Option<&str>, history: &[&[u8]], truncated: bool) -> Vec<u8> {
+    fn joined_frame(
+        &self,
+        id: Option<&str>,
+        joiner: &UserId,
+        history: &[&[u8]],
+        truncated: bool,
+    ) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Tail<'a> {
             epoch: &'a str,
             online: Vec<&'a str>,
+            online_count: usize,
             truncated: bool,
             /// Latest read receipt per user (an addition to v1).
             reads: BTreeMap<&'a str, u64>,
@@ -354,7 +442,8 @@ impl RoomState {
         out.extend_from_slice(b"],");
         let tail = Tail {
             epoch: &self.epoch,
-            online: self.online.keys().map(UserId::as_str).collect(),
+            online: self.presence.shown(Some(joiner), NAMES_SHOWN),
+            online_count: self.presence.count(),
             truncated,
             reads: self.reads.iter().map(|(u, s)| (u.as_str(), *s)).collect(),
             widgets: self.board.as_ref().map(|b| b.widgets().collect()),
@@ -366,7 +455,7 @@ impl RoomState {
         out
     }
 
-    fn leave(&mut self, sub: Sub) -> Outcome {
+    fn leave(&mut self, sub: Sub, now: u64) -> Outcome {
         let mut out = Outcome::default();
         let Some(user) = self.conns.remove(&sub) else {
             return out;
@@ -377,23 +466,16 @@ impl RoomState {
                 self.links.remove(&sub.link);
             }
         }
-        if let Some(n) = self.online.get_mut(&user) {
-            *n -= 1;
-            if *n == 0 {
-                self.online.remove(&user);
-                let frame = ServerFrame::Presence {
-                    room: self.room.as_str(),
-                    user: user.as_str(),
-                    online: false,
-                };
-                out.events.push(Event::ephemeral(&frame, sub));
-            }
+        let told = self.presence.depart(&user, now);
+        if self.presence.get(user.as_str()).is_none() {
+            self.ephemeral.left(&user);
         }
+        self.tell(told, &user, sub, &mut out);
         out
     }
 
     /// Drops every connection of a gateway link that went away.
-    pub fn drop_link(&mut self, link: LinkId) -> Outcome {
+    pub fn drop_link(&mut self, link: LinkId, now: u64) -> Outcome {
         let subs: Vec<Sub> = self
             .conns
             .keys()
@@ -402,9 +484,27 @@ impl RoomState {
             .collect();
         let mut out = Outcome::default();
         for sub in subs {
-            out.events.append(&mut self.leave(sub).events);
+            let left = self.leave(sub, now);
+            out.events.extend(left.events);
+            out.wake = out.wake.or(left.wake);
         }
         out
+    }
+
+    /// A `presence.page` of at most `limit` online users after `after`.
+    fn presence_page(&self, id: Option<&str>, after: Option<&str>, limit: usize) -> Outcome {
+        let (users, more) = self.presence.page(after, limit);
+        let next = if more { users.last().copied() } else { None };
+        let frame = ServerFrame::PresencePage {
+            id,
+            room: self.room.as_str(),
+            users,
+            next,
+        };
+        Outcome {
+            reply: Some(frame.encode().into()),
+            ..Outcome::default()
+        }
     }
 
     /// Stores a chat message, or returns the first ack of a retried one.
@@ -462,7 +562,7 @@ impl RoomState {
     }
 
     fn ephemeral(&self, origin: &Origin, frame: ServerFrame<'_>) -> Outcome {
-        let event = Event::ephemeral(&frame, origin.sub);
+        let event = Event::ephemeral(&frame, Some(origin.sub));
         Outcome {
             events: vec![event],
             ..Outcome::default()

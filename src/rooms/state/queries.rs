@@ -1,7 +1,7 @@
 //! Read-only answers for the HTTP API: a room's messages and its summary.
 
 use super::RoomState;
-use crate::ids::UserId;
+use crate::rooms::presence::NAMES_SHOWN;
 
 impl RoomState {
     /// `{"messages":[..]}`: up to `limit` kept messages after `since`.
@@ -22,13 +22,15 @@ impl RoomState {
         out
     }
 
-    /// `{"room","owner","seq","online"}`, plus `widgets` for boards.
+    /// `{"room","owner","seq","online","online_count"}` (at most
+    /// `NAMES_SHOWN` names), plus `widgets` for boards.
     pub fn info_json(&self, owner: &str) -> Vec<u8> {
         let mut info = serde_json::json!({
             "room": self.room.as_str(),
             "owner": owner,
             "seq": self.seq,
-            "online": self.online.keys().map(UserId::as_str).collect::<Vec<_>>(),
+            "online": self.presence.shown(None, NAMES_SHOWN),
+            "online_count": self.presence.count(),
         });
         if let Some(board) = &self.board {
             info["widgets"] = serde_json::json!(board.widgets().collect::<Vec<_>>());

@@ -4,7 +4,14 @@ use serde_json::Value;
 use super::*;
 
 fn room(kind: &str) -> RoomState {
-    RoomState::new(RoomId::parse(&format!("{kind}:r")).unwrap(), 5)
+    RoomState::new(RoomId::parse(&format!("{kind}:r")).unwrap(), keep(5))
+}
+
+fn keep(keep: usize) -> Limits {
+    Limits {
+        keep,
+        ..Limits::default()
+    }
 }
 
 fn who(user: &str, link: LinkId, conn: ConnId) -> Origin {
@@ -137,12 +144,17 @@ fn presence_counts_connections_per_user() {
         .events
         .is_empty());
     let joined = join(&mut r, &bob, None);
-    assert_eq!(joined["online"], serde_json::json!(["ann", "bob"]));
+    assert_eq!(
+        joined["online"],
+        serde_json::json!(["bob", "ann"]),
+        "the joiner first"
+    );
+    assert_eq!(joined["online_count"], 2);
     assert!(
         r.apply(&ann1, None, &RoomOp::Leave, 1).events.is_empty(),
         "ann is still online on link 2"
     );
-    let gone = r.drop_link(2);
+    let gone = r.drop_link(2, 1);
     assert_eq!(json(&gone.events[0].frame)["online"], false);
     assert!(!r.has_link(2) && r.has_link(1));
     assert_eq!(r.online().count(), 1);
@@ -266,7 +278,7 @@ fn operations_of_a_connection_not_yet_known_are_applied() {
 #[test]
 fn a_board_rebuilt_from_its_log_and_snapshot_has_the_same_widgets_and_roles() {
     use crate::protocol::client::{BoardRole, Widget};
-    let mut r = RoomState::new(RoomId::parse("board:r").unwrap(), 1000);
+    let mut r = RoomState::new(RoomId::parse("board:r").unwrap(), keep(1000));
     let ann = who("ann", 1, 1);
     let put = |id: &str| RoomOp::BoardPut {
         widget: Widget {
@@ -303,7 +315,7 @@ fn a_board_rebuilt_from_its_log_and_snapshot_has_the_same_widgets_and_roles() {
     r.apply(&ann, None, &transfer, 1);
     let mut loaded = r.export();
     loaded.snapshot = Some(snapshot);
-    let mut rebuilt = RoomState::new(RoomId::parse("board:r").unwrap(), 1000);
+    let mut rebuilt = RoomState::new(RoomId::parse("board:r").unwrap(), keep(1000));
     rebuilt.restore(loaded);
     assert_eq!(rebuilt.board(), r.board());
     let board = rebuilt.board().unwrap();

@@ -123,7 +123,7 @@ impl RoomState {
         for (sub, user) in conns {
             if self.conns.insert(sub, user.clone()).is_none() {
                 *self.links.entry(sub.link).or_default() += 1;
-                *self.online.entry(user).or_default() += 1;
+                self.presence.adopt(&user);
             }
         }
     }
