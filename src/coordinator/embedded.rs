@@ -2,8 +2,9 @@
 //! mutex, a reaper task that expires unrenewed leases, and a `watch` channel
 //! that publishes every change.
 //!
-//! Task tree: `Embedded::new` spawns one reaper; it holds a `Weak` to the
-//! state and ends when the last `Embedded` is dropped.
+//! Task tree: `Embedded::new` spawns one reaper where membership runs
+//! (`isolated`); it holds a `Weak` to the state and ends when the last
+//! `Embedded` is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -44,7 +45,7 @@ impl Embedded {
             view_tx,
             ttl,
         });
-        tokio::spawn(reap(Arc::downgrade(&inner)));
+        super::isolated::spawn(reap(Arc::downgrade(&inner)));
         Self { inner }
     }
 }

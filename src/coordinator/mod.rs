@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod embedded;
 pub mod endpoint;
+pub mod isolated;
 pub mod redis;
 
 use std::sync::Arc;

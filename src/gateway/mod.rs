@@ -8,7 +8,8 @@
 //!   one per client WebSocket once upgraded (`conn::Connection::run`);
 //! - `Upstream`'s supervisor, its sweeper, and one link task per node, which
 //!   reads the node's records and fans events out to the local sockets;
-//! - `keep_lease`: renews membership and reports the connection count.
+//! - `keep_lease`: renews membership and reports the connection count, on
+//!   the membership thread (`coordinator::isolated`).
 //!
 //! On shutdown it stops accepting, closes every socket with 1012, waits a
 //! short grace period for them to go, and leaves the cluster.
@@ -38,6 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::coordinator::isolated::{self, Liveness};
 use crate::coordinator::{CoordError, Coordinator, Lease, Role};
 use crate::ids::NodeId;
 use crate::link::Secret;
@@ -298,8 +300,10 @@ async fn serve(
     shutdown: Shutdown,
     advertise: String,
 ) {
-    let keeper =
-        tokio::spawn(keep_lease(gw.clone(), lease, advertise, shutdown.clone()).in_current_span());
+    let live = Liveness::start(shutdown.clone());
+    let keeper = isolated::spawn(
+        keep_lease(gw.clone(), lease, advertise, live, shutdown.clone()).in_current_span(),
+    );
     if matches!(gw.config.auth, Auth::Jwt(_)) {
         tokio::spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
     }
@@ -364,8 +368,15 @@ async fn heartbeat(gw: Arc<Gateway>, mut shutdown: Shutdown) {
 }
 
 /// Renews the gateway's membership (joining again if it lapsed) until
-/// shutdown, then leaves.
-async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut shutdown: Shutdown) {
+/// shutdown, then leaves; runs on the membership thread, and renews nothing
+/// while the serving runtime is stuck (`live`).
+async fn keep_lease(
+    gw: Arc<Gateway>,
+    mut lease: Lease,
+    advertise: String,
+    live: Liveness,
+    mut shutdown: Shutdown,
+) {
     let period = gw.coordinator.lease_ttl() / 3;
     let mut wait = period;
     loop {
@@ -374,6 +385,14 @@ async fn keep_lease(gw: Arc<Gateway>, mut lease: Lease, advertise: String, mut s
             _ = shutdown.wait() => break,
         }
         wait = crate::coordinator::RENEW_RETRY;
+        if live.is_hung() {
+            tracing::error!(
+                stalled_ms = live.stalled_for().as_millis() as u64,
+                "the gateway's runtime is stuck; letting the lease lapse"
+            );
+            wait = period;
+            continue;
+        }
         let load = gw.sessions.len() as u64;
         match gw.coordinator.renew(&gw.config.id, lease, load).await {
             Ok(()) => wait = period,

@@ -8,11 +8,18 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 use super::Node;
+use crate::coordinator::isolated::Liveness;
 use crate::coordinator::{CoordError, Lease, Role};
 use crate::shutdown::Shutdown;
 
-/// Renews until shutdown, then leaves the cluster.
-pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdown) {
+/// Renews until shutdown, then leaves the cluster; while the node's
+/// serving runtime is stuck (`live`), it renews nothing.
+pub(super) async fn keep(
+    node: Arc<Node>,
+    mut lease: Lease,
+    live: Liveness,
+    mut shutdown: Shutdown,
+) {
     let ttl = node.coordinator.lease_ttl();
     let period = ttl / 3;
     let id = node.config.id.clone();
@@ -26,6 +33,17 @@ pub(super) async fn keep(node: Arc<Node>, mut lease: Lease, mut shutdown: Shutdo
         // A failed renewal is tried again soon: Redis may be back (a
         // Sentinel failover) long before the next period.
         wait = crate::coordinator::RENEW_RETRY;
+        if live.is_hung() {
+            tracing::error!(
+                stalled_ms = live.stalled_for().as_millis() as u64,
+                "the node's runtime is stuck; letting the lease lapse"
+            );
+            wait = period;
+            if renewed.elapsed() > ttl / 2 {
+                node.registry.set_fenced(true);
+            }
+            continue;
+        }
         let load = node.registry.len() as u64;
         match timeout(period, node.coordinator.renew(&id, lease, load)).await {
             Ok(Ok(())) => {

@@ -5,7 +5,9 @@
 //! - `serve::Listener::run`: accepts links from gateways and nodes; one
 //!   `serve::serve` task each, which reads records and applies them to the
 //!   rooms in place (a writer task per link sends what rooms emit);
-//! - `lease::keep`: renews the membership lease and reports the room count;
+//! - `lease::keep`: renews the membership lease and reports the room count,
+//!   on the membership thread (`coordinator::isolated`), where room work
+//!   cannot delay it;
 //! - `rebalance::run`: hands rooms off when the ring moves them away, and
 //!   fires `stop` once a draining node has nothing left;
 //! - `Peers`: a reader and a writer task per link to another node;
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::coordinator::isolated::{self, Liveness};
 use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::{Map, NodeId};
 use crate::link::{Peer, Secret};
@@ -232,8 +235,9 @@ pub async fn start(
         let node = node.clone();
         tokio::spawn(
             async move {
-                let keeper = tokio::spawn(
-                    lease::keep(node.clone(), lease, shutdown.clone()).in_current_span(),
+                let live = Liveness::start(shutdown.clone());
+                let keeper = isolated::spawn(
+                    lease::keep(node.clone(), lease, live, shutdown.clone()).in_current_span(),
                 );
                 let mover =
                     tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
