@@ -116,5 +116,5 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<Coordinator> {
     let endpoint = endpoint.clone();
     let connect = async move { Redis::connect(&endpoint, PREFIX, LEASE_TTL).await };
     let redis = isolated::spawn(connect).await??;
-    Ok(Isolated::new(Arc::new(redis)))
+    Ok(Isolated::wrap(Arc::new(redis)))
 }

@@ -77,7 +77,7 @@ pub struct Isolated(Coordinator);
 
 impl Isolated {
     /// Wraps a coordinator that was made on the membership thread.
-    pub fn new(inner: Coordinator) -> Coordinator {
+    pub fn wrap(inner: Coordinator) -> Coordinator {
         Arc::new(Self(inner))
     }
 }
