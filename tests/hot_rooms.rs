@@ -37,7 +37,9 @@ async fn membership(addr: std::net::SocketAddr) -> (u64, Vec<String>) {
     (epoch, ids)
 }
 
-/// A member: joins, then counts presence frames until told to stop.
+/// A member: joins, then counts presence frames until told to stop; it
+/// stays connected until its caller drops it, so that no departure is
+/// counted.
 async fn member(
     addr: std::net::SocketAddr,
     i: usize,
@@ -45,7 +47,7 @@ async fn member(
     permits: Arc<Semaphore>,
     seen: Arc<Seen>,
     mut stop: watch::Receiver<bool>,
-) -> Value {
+) -> (Value, Client) {
     let permit = permits.acquire_owned().await.expect("permit");
     let mut c = Client::connect(addr, &format!("m{i:05}")).await;
     let joined = c.join(room).await;
@@ -64,7 +66,7 @@ async fn member(
     }
     seen.presence.fetch_add(presence, Ordering::Relaxed);
     seen.most.fetch_max(presence, Ordering::Relaxed);
-    joined
+    (joined, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,9 +171,11 @@ async fn a_join_storm_costs_each_member_bounded_presence_and_no_lease() {
     assert_eq!(late.recv_type("pong").await["id"], "still");
 
     stop_tx.send(true).unwrap();
+    let mut stayed = Vec::with_capacity(MEMBERS);
     for m in members {
-        let joined = m.await.unwrap();
+        let (joined, c) = m.await.unwrap();
         assert!(joined["online"].as_array().unwrap().len() <= 200);
+        stayed.push(c);
     }
     // Each member got at most the 200 named, then one count a second
     // while the storm lasted, and one after it.
@@ -191,6 +195,7 @@ async fn a_join_storm_costs_each_member_bounded_presence_and_no_lease() {
         before,
         "a lease changed during the storm"
     );
+    drop(stayed);
 }
 
 #[tokio::test]
