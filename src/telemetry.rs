@@ -59,6 +59,11 @@ pub struct Metrics {
     /// Times a client connection stopped reading until its link to a node,
     /// buffering past its limit, took more (a stalled or slow node).
     pub link_waits: Counter,
+    /// The longest the serving runtime went without running a 100 ms
+    /// beat, in seconds: how long a task there could have waited.
+    pub runtime_stall_max: Gauge,
+    /// The longest time between two successful lease renewals, in seconds.
+    pub lease_gap_max: Gauge,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -78,6 +83,8 @@ pub fn metrics() -> &'static Metrics {
             redis_failovers: metrics::counter!("roomring_redis_failovers_total"),
             storage_unreplicated: metrics::counter!("roomring_storage_unreplicated_total"),
             link_waits: metrics::counter!("roomring_link_waits_total"),
+            runtime_stall_max: metrics::gauge!("roomring_runtime_stall_max_seconds"),
+            lease_gap_max: metrics::gauge!("roomring_lease_gap_max_seconds"),
         }
     })
 }

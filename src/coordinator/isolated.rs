@@ -118,12 +118,31 @@ impl Membership for Isolated {
     }
 }
 
+/// Notes a successful renewal now after the one at `last`
+/// (`roomring_lease_gap_max_seconds`).
+pub fn renewed(last: &mut tokio::time::Instant, worst: &mut Duration) {
+    let now = tokio::time::Instant::now();
+    let gap = now - *last;
+    *last = now;
+    if gap > *worst {
+        *worst = gap;
+        crate::telemetry::metrics()
+            .lease_gap_max
+            .set(gap.as_secs_f64());
+    }
+}
+
 /// Whether the serving runtime runs: a task on it beats every `BEAT`, and
-/// renewals on the membership thread look at the last beat.
+/// renewals on the membership thread look at the last beat. The longest
+/// gap is `roomring_runtime_stall_max_seconds`: what a renewal on the
+/// serving runtime would have waited at worst.
+
 #[derive(Clone)]
 pub struct Liveness {
     /// Milliseconds since `origin` of the last beat.
     last: Arc<AtomicU64>,
+    /// The longest gap between two beats, in ms.
+    worst: Arc<AtomicU64>,
     origin: std::time::Instant,
 }
 
@@ -132,6 +151,7 @@ impl Liveness {
     pub fn start(mut shutdown: crate::shutdown::Shutdown) -> Self {
         let live = Self {
             last: Arc::new(AtomicU64::new(0)),
+            worst: Arc::new(AtomicU64::new(0)),
             origin: std::time::Instant::now(),
         };
         let beat = live.clone();
@@ -150,7 +170,12 @@ impl Liveness {
 
     fn beat(&self) {
         let now = self.origin.elapsed().as_millis() as u64;
-        self.last.store(now, Ordering::Relaxed);
+        let gap = now.saturating_sub(self.last.swap(now, Ordering::Relaxed));
+        if gap > self.worst.fetch_max(gap, Ordering::Relaxed) {
+            crate::telemetry::metrics()
+                .runtime_stall_max
+                .set(gap as f64 / 1000.0);
+        }
     }
 
     /// How long the serving runtime has not run.

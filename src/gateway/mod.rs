@@ -379,6 +379,7 @@ async fn keep_lease(
 ) {
     let period = gw.coordinator.lease_ttl() / 3;
     let mut wait = period;
+    let (mut renewed, mut worst) = (tokio::time::Instant::now(), Duration::ZERO);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -395,7 +396,10 @@ async fn keep_lease(
         }
         let load = gw.sessions.len() as u64;
         match gw.coordinator.renew(&gw.config.id, lease, load).await {
-            Ok(()) => wait = period,
+            Ok(()) => {
+                isolated::renewed(&mut renewed, &mut worst);
+                wait = period;
+            }
             Err(CoordError::LeaseLost) => match gw
                 .coordinator
                 .join(Role::Gateway, &gw.config.id, &advertise)

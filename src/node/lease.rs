@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 use super::Node;
-use crate::coordinator::isolated::Liveness;
+use crate::coordinator::isolated::{self, Liveness};
 use crate::coordinator::{CoordError, Lease, Role};
 use crate::shutdown::Shutdown;
 
@@ -24,6 +24,7 @@ pub(super) async fn keep(
     let period = ttl / 3;
     let id = node.config.id.clone();
     let mut renewed = Instant::now();
+    let mut worst = Duration::ZERO;
     let mut wait = period;
     loop {
         tokio::select! {
@@ -47,7 +48,7 @@ pub(super) async fn keep(
         let load = node.registry.len() as u64;
         match timeout(period, node.coordinator.renew(&id, lease, load)).await {
             Ok(Ok(())) => {
-                renewed = Instant::now();
+                isolated::renewed(&mut renewed, &mut worst);
                 wait = period;
                 node.registry.set_fenced(false);
             }
