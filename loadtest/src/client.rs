@@ -27,8 +27,6 @@ pub struct Frame<'a> {
     pub id: Option<&'a str>,
     /// Message body.
     pub body: Option<Body>,
-    /// Cursor position: `x` carries the send time.
-    pub x: Option<f64>,
 }
 
 /// Bodies the generator sends carry their send time (µs on the generator clock).

@@ -108,6 +108,8 @@ enum Scenario {
     Rpc(scenarios::rpc::RpcArgs),
     /// Boards: many cursors and bulk widget moves.
     Board(scenarios::board::BoardArgs),
+    /// One busy board: 300 editors moving cursors at 20 Hz.
+    BoardHot(scenarios::board::BoardHotArgs),
     /// Couples chat during a rolling update driven through the HTTP API.
     Rolling(scenarios::rolling::RollingArgs),
 }
@@ -120,6 +122,7 @@ impl Scenario {
             Self::Idle(_) => "idle",
             Self::Rpc(_) => "rpc",
             Self::Board(_) => "board",
+            Self::BoardHot(_) => "board-hot",
             Self::Rolling(_) => "rolling",
         }
     }
@@ -130,7 +133,8 @@ impl Scenario {
             Self::Fanout(args) => scenarios::chat::run(run, args.into(), "fanout").await,
             Self::Idle(args) => scenarios::idle::run(run, args).await,
             Self::Rpc(args) => scenarios::rpc::run(run, args).await,
-            Self::Board(args) => scenarios::board::run(run, args).await,
+            Self::Board(args) => scenarios::board::run(run, args, "board").await,
+            Self::BoardHot(args) => scenarios::board::run(run, args.into(), "board-hot").await,
             Self::Rolling(args) => scenarios::rolling::run(run, args).await,
         }
     }

@@ -52,6 +52,15 @@ pub struct Report {
     pub server_end: Option<Sample>,
     /// Throughput and latency per second, and membership events.
     pub timeline: Option<Arc<Timeline>>,
+    /// From the first connect to the last `joined`, seconds.
+    pub join_seconds: Option<f64>,
+    /// Conflated ephemeral frames (`board.cursors`) received.
+    pub batches: u64,
+    /// The highest pace of batches one connection got (at its median gap),
+    /// per second.
+    pub batch_rate_max: f64,
+    /// Latency of the newest position in each batch, µs.
+    pub batch_latency: Histogram<u64>,
 }
 
 impl Report {
@@ -84,6 +93,10 @@ impl Report {
             server_joined: None,
             server_end: None,
             timeline: None,
+            join_seconds: None,
+            batches: 0,
+            batch_rate_max: 0.0,
+            batch_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         })
     }
 
@@ -103,6 +116,8 @@ impl Report {
             "gaps": self.gaps, "disconnects": self.disconnects, "reconnects": self.reconnects,
             "latency": values(&self.latency), "ack_latency": values(&self.ack_latency),
             "resume": values(&self.resume),
+            "batches": self.batches, "batch_rate_max": self.batch_rate_max,
+            "batch_latency": values(&self.batch_latency),
             "timeline": self.timeline.as_ref().map(|t| t.raw()),
         })
     }
@@ -120,10 +135,14 @@ impl Report {
         self.gaps += n("gaps");
         self.disconnects += n("disconnects");
         self.reconnects += n("reconnects");
+        self.batches += n("batches");
+        let rate = wire["batch_rate_max"].as_f64().unwrap_or(0.0);
+        self.batch_rate_max = self.batch_rate_max.max(rate);
         for (key, hist) in [
             ("latency", &mut self.latency),
             ("ack_latency", &mut self.ack_latency),
             ("resume", &mut self.resume),
+            ("batch_latency", &mut self.batch_latency),
         ] {
             for pair in wire[key].as_array().into_iter().flatten() {
                 let (v, c) = (pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0));
@@ -163,11 +182,14 @@ impl Report {
     fn server(&self) -> Option<Value> {
         let (idle, joined, end) = (self.server_idle?, self.server_joined?, self.server_end?);
         let cpu = end.cpu_secs - joined.cpu_secs;
+        let joining = joined.cpu_secs - idle.cpu_secs;
         let per_conn =
             joined.rss_bytes.saturating_sub(idle.rss_bytes) as f64 / self.connections.max(1) as f64;
         Some(json!({
             "cpu_seconds": cpu,
             "cpu_seconds_per_million_deliveries": cpu / (self.delivered.max(1) as f64) * 1e6,
+            "cpu_seconds_joining": joining,
+            "cpu_ms_per_1k_joins": joining * 1e6 / self.connections.max(1) as f64,
             "rss_bytes_idle": idle.rss_bytes,
             "rss_bytes_joined": joined.rss_bytes,
             "rss_bytes_end": end.rss_bytes,
@@ -180,6 +202,8 @@ impl Report {
         let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
         let a = |p: f64| self.ack_latency.value_at_quantile(p) as f64 / 1000.0;
         let r = |p: f64| self.resume.value_at_quantile(p) as f64 / 1000.0;
+        let b = |p: f64| self.batch_latency.value_at_quantile(p) as f64 / 1000.0;
+        let connection_seconds = self.connections.max(1) as f64 * self.seconds;
         json!({
             "scenario": self.scenario,
             "params": self.params,
@@ -201,6 +225,11 @@ impl Report {
             "acks_per_second": self.acked as f64 / self.seconds,
             "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
             "ack_latency_ms": { "p50": a(0.5), "p99": a(0.99), "p999": a(0.999), "max": self.ack_latency.max() as f64 / 1000.0 },
+            "join_seconds": self.join_seconds,
+            "batches": self.batches,
+            "batches_per_connection_second": self.batches as f64 / connection_seconds,
+            "batch_rate_max": self.batch_rate_max,
+            "batch_latency_ms": { "p50": b(0.5), "p99": b(0.99), "max": self.batch_latency.max() as f64 / 1000.0 },
             "server": self.server(),
             "timeline": self.timeline.as_ref().map(|t| t.json(self.seconds + crate::run::DRAIN.as_secs_f64())),
         })
@@ -248,6 +277,17 @@ impl Report {
             a["p999"].as_f64().unwrap_or(0.0),
             a["max"].as_f64().unwrap_or(0.0)
         );
+        if self.batches > 0 {
+            let b = &j["batch_latency_ms"];
+            println!(
+                "batches       {} ({:.1} per connection per second; the fastest pace, at the median gap, {:.2}/s), latency p50 {:.2}  p99 {:.2} ms",
+                self.batches,
+                j["batches_per_connection_second"].as_f64().unwrap_or(0.0),
+                self.batch_rate_max,
+                b["p50"].as_f64().unwrap_or(0.0),
+                b["p99"].as_f64().unwrap_or(0.0)
+            );
+        }
         if self.reconnects > 0 {
             let r = &j["resume_ms"];
             println!(
@@ -261,6 +301,15 @@ impl Report {
         if let Some(t) = &self.timeline {
             for (at, event) in t.events() {
                 println!("event         {at:6.2}s {event}");
+            }
+        }
+        if let Some(took) = self.join_seconds {
+            let per_1k = j["server"]["cpu_ms_per_1k_joins"].as_f64();
+            match per_1k {
+                Some(ms) => {
+                    println!("joined        in {took:.2} s, server {ms:.1} CPU-ms per 1k joins")
+                }
+                None => println!("joined        in {took:.2} s"),
             }
         }
         if let Some(s) = j["server"].as_object() {

@@ -35,6 +35,7 @@ pub fn timeline_seconds(common: &Common) -> usize {
 pub struct Started {
     server_idle: Option<Sample>,
     server_joined: Option<Sample>,
+    join_seconds: f64,
     bar: Option<ProgressBar>,
 }
 
@@ -67,6 +68,11 @@ impl Run {
     /// Whether this process drives unit `i` (a room, or a connection).
     pub fn mine(&self, i: usize) -> bool {
         i % self.shard.1 == self.shard.0
+    }
+
+    /// Generator processes in all.
+    pub fn parts(&self) -> usize {
+        self.shard.1
     }
 
     /// Whether this process is one of several, started by a parent.
@@ -114,12 +120,14 @@ impl Run {
         go: &Barrier,
     ) -> Started {
         joined.wait().await;
+        let join_seconds = self.start.elapsed().as_secs_f64();
         let server_joined = self.sample();
         let bar = self.begin().await;
         go.wait().await;
         Started {
             server_idle,
             server_joined,
+            join_seconds,
             bar,
         }
     }
@@ -138,6 +146,7 @@ impl Run {
         let mut report = Report::new(scenario, params, connections, self.common.duration)?;
         report.server_idle = started.server_idle;
         report.server_joined = started.server_joined;
+        report.join_seconds = Some(started.join_seconds);
         report.timeline = Some(self.timeline.clone());
         let mut failures = 0;
         for task in tasks {

@@ -55,6 +55,7 @@ pub async fn run(common: &Common, scenario: &'static str) -> Result<Report> {
     let server_idle = sample();
     let exe = std::env::current_exe()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let begun = std::time::Instant::now();
     let mut parts = Vec::with_capacity(n);
     for i in 0..n {
         let mut child = Command::new(&exe)
@@ -75,6 +76,7 @@ pub async fn run(common: &Common, scenario: &'static str) -> Result<Report> {
     for part in &mut parts {
         part.expect("joined").await?;
     }
+    let join_seconds = begun.elapsed().as_secs_f64();
     let server_joined = sample();
     let timeline = Arc::new(Timeline::new(run::timeline_seconds(common)));
     go(&mut parts).await?;
@@ -111,6 +113,7 @@ pub async fn run(common: &Common, scenario: &'static str) -> Result<Report> {
     }
     report.server_idle = server_idle;
     report.server_joined = server_joined;
+    report.join_seconds = Some(join_seconds);
     report.server_end = sample();
     if server_held.is_some() {
         report.server_joined = server_held;

@@ -35,6 +35,13 @@ pub struct Tracker {
     pub latency: Histogram<u64>,
     /// Send-to-ack latency, µs.
     pub ack_latency: Histogram<u64>,
+    /// Conflated ephemeral frames received.
+    pub batches: u64,
+    /// Latency of the newest entry of each batch, µs.
+    pub batch_latency: Histogram<u64>,
+    /// When the last batch came, and the gaps between batches, µs.
+    batch_last: Option<u64>,
+    batch_gaps: Vec<u32>,
     last: u64,
     timeline: Arc<Timeline>,
 }
@@ -55,6 +62,10 @@ impl Tracker {
             resume: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            batches: 0,
+            batch_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            batch_last: None,
+            batch_gaps: Vec::new(),
             last: seq,
             timeline,
         })
@@ -103,6 +114,32 @@ impl Tracker {
         self.timeline.delivered(latency);
     }
 
+    /// A batch of ephemeral entries whose newest was sent at `at`, received
+    /// at `now` (µs on the generator clock).
+    pub fn batch(&mut self, at: Option<u64>, now: u64) {
+        self.batches += 1;
+        if let Some(last) = self.batch_last {
+            self.batch_gaps
+                .push(now.saturating_sub(last).min(u64::from(u32::MAX)) as u32);
+        }
+        self.batch_last = Some(now);
+        if let Some(at) = at.filter(|_| self.timeline.warm()) {
+            let _ = self.batch_latency.record(now.saturating_sub(at).max(1));
+        }
+    }
+
+    /// Batches per second at the median gap between two (the pace the
+    /// server kept: a delayed batch shortens one gap and lengthens the next,
+    /// and moves the median not at all).
+    pub fn batch_rate(&mut self) -> f64 {
+        if self.batch_gaps.is_empty() {
+            return 0.0;
+        }
+        let mid = self.batch_gaps.len() / 2;
+        let (_, median, _) = self.batch_gaps.select_nth_unstable(mid);
+        1e6 / f64::from((*median).max(1))
+    }
+
     /// An ack of a frame sent at `at`, received at `now`.
     pub fn acked(&mut self, at: Option<u64>, now: u64) {
         self.acked += 1;
@@ -112,7 +149,7 @@ impl Tracker {
     }
 
     /// Adds this connection into the report.
-    pub fn add_to(self, report: &mut Report) -> Result<()> {
+    pub fn add_to(mut self, report: &mut Report) -> Result<()> {
         report.sent += self.sent + self.sent_other;
         report.acked += self.acked;
         report.lost_acks += self.sent.saturating_sub(self.acked + self.errors);
@@ -122,7 +159,10 @@ impl Tracker {
         report.gaps += self.gaps;
         report.disconnects += u64::from(self.disconnected);
         report.reconnects += self.reconnects;
+        report.batch_rate_max = report.batch_rate_max.max(self.batch_rate());
         report.resume.add(self.resume)?;
+        report.batches += self.batches;
+        report.batch_latency.add(self.batch_latency)?;
         report.latency.add(self.latency)?;
         report.ack_latency.add(self.ack_latency)?;
         Ok(())

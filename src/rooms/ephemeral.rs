@@ -173,13 +173,13 @@ mod tests {
             .unwrap();
         assert_eq!(cursors(&frame), [("ann".into(), 1.0)]);
         assert_eq!(skip, Some(sub(1)), "ann's own connection needs no echo");
-        assert_eq!(e.cursor("board:b", sub(1), &ann, (2.0, 0.0), 10), Err(50));
-        assert_eq!(e.cursor("board:b", sub(2), &bob, (5.0, 0.0), 20), Err(50));
-        assert_eq!(e.cursor("board:b", sub(1), &ann, (3.0, 0.0), 30), Err(50));
-        assert_eq!(e.cursor("board:b", sub(3), &cat, (7.0, 0.0), 40), Err(50));
+        assert_eq!(e.cursor("board:b", sub(1), &ann, (2.0, 0.0), 10), Err(51));
+        assert_eq!(e.cursor("board:b", sub(2), &bob, (5.0, 0.0), 20), Err(51));
+        assert_eq!(e.cursor("board:b", sub(1), &ann, (3.0, 0.0), 30), Err(51));
+        assert_eq!(e.cursor("board:b", sub(3), &cat, (7.0, 0.0), 40), Err(51));
         e.left(&cat);
-        assert_eq!(e.due("board:b", 49), None);
-        let (frame, skip) = e.due("board:b", 50).unwrap();
+        assert_eq!(e.due("board:b", 50), None);
+        let (frame, skip) = e.due("board:b", 51).unwrap();
         assert_eq!(
             cursors(&frame),
             [("ann".into(), 3.0), ("bob".into(), 5.0)],

@@ -18,7 +18,8 @@ pub const NAMES_SHOWN: usize = 200;
 pub const COUNT_EVERY_MS: u64 = 1000;
 
 /// Sends at most once per `period` ms: what is offered in between is sent
-/// once, when the period is over (the last state always goes out).
+/// once, when the period is over (the last state always goes out). Times
+/// are whole ms, so a send waits until the clock has passed `sent + period`.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     period: u64,
@@ -47,12 +48,19 @@ impl Pacer {
         }
     }
 
+    /// The first time after `sent` at which a send may go out: whole
+    /// milliseconds, so one more than `sent + period`, for sends to be at
+    /// least `period` apart however far into its millisecond `sent` was.
+    fn after(&self, sent: u64) -> u64 {
+        sent + self.period + 1
+    }
+
     /// Something changed at `now`.
     pub fn offer(&mut self, now: u64) -> Pace {
         match self.sent {
-            Some(sent) if now < sent + self.period => {
+            Some(sent) if now < self.after(sent) => {
                 self.pending = true;
-                Pace::At(sent + self.period)
+                Pace::At(self.after(sent))
             }
             _ => {
                 self.sent = Some(now);
@@ -64,7 +72,7 @@ impl Pacer {
 
     /// Whether what waits may go out at `now` (it counts as sent).
     pub fn due(&mut self, now: u64) -> bool {
-        let due = self.pending && self.sent.is_none_or(|s| now >= s + self.period);
+        let due = self.pending && self.sent.is_none_or(|s| now >= self.after(s));
         if due {
             self.pending = false;
             self.sent = Some(now);
@@ -74,8 +82,7 @@ impl Pacer {
 
     /// When what waits is due, if anything waits.
     pub fn next(&self) -> Option<u64> {
-        self.pending
-            .then(|| self.sent.map_or(0, |s| s + self.period))
+        self.pending.then(|| self.sent.map_or(0, |s| self.after(s)))
     }
 
     /// Notes a send at `now` made whatever the pace; what waited is
@@ -241,12 +248,12 @@ mod tests {
     fn a_pacer_sends_at_once_then_at_most_once_a_period_and_always_the_last() {
         let mut p = Pacer::new(1000);
         assert_eq!(p.offer(10), Pace::Now);
-        assert_eq!(p.offer(20), Pace::At(1010));
-        assert_eq!(p.offer(500), Pace::At(1010));
-        assert!(!p.due(900), "not before the period is over");
-        assert_eq!(p.next(), Some(1010));
-        assert!(p.due(1010));
-        assert!(!p.due(1011), "once");
+        assert_eq!(p.offer(20), Pace::At(1011));
+        assert_eq!(p.offer(500), Pace::At(1011));
+        assert!(!p.due(1010), "not before the period is over");
+        assert_eq!(p.next(), Some(1011));
+        assert!(p.due(1011));
+        assert!(!p.due(1012), "once");
         assert_eq!(p.next(), None);
         assert_eq!(p.offer(3000), Pace::Now, "a quiet period: at once again");
     }
@@ -259,21 +266,21 @@ mod tests {
             assert_eq!(p.arrive(x, 0), Told::User(true));
         }
         assert_eq!(p.arrive(&u[3], 100), Told::Count(4), "the first past it");
-        assert_eq!(p.arrive(&u[4], 200), Told::CountAt(1100));
-        assert_eq!(p.arrive(&u[5], 300), Told::CountAt(1100));
-        assert_eq!(p.due(1099), None);
-        assert_eq!(p.due(1100), Some(6), "the last count always arrives");
+        assert_eq!(p.arrive(&u[4], 200), Told::CountAt(1101));
+        assert_eq!(p.arrive(&u[5], 300), Told::CountAt(1101));
+        assert_eq!(p.due(1100), None);
+        assert_eq!(p.due(1101), Some(6), "the last count always arrives");
         assert_eq!(p.due(5000), None, "and once");
         assert_eq!(p.arrive(&u[5], 5000), Told::Nothing, "a second connection");
         assert_eq!(p.depart(&u[5], 5000), Told::Nothing);
         assert_eq!(p.depart(&u[5], 5000), Told::Count(5));
-        assert_eq!(p.depart(&u[4], 5100), Told::CountAt(6000));
+        assert_eq!(p.depart(&u[4], 5100), Told::CountAt(6001));
         assert_eq!(
             p.depart(&u[3], 5200),
             Told::Count(3),
             "back at the limit: one count at once, the waiting one dropped"
         );
-        assert_eq!(p.due(6000), None);
+        assert_eq!(p.due(6001), None);
         assert_eq!(p.depart(&u[2], 5300), Told::User(false), "then names");
         assert_eq!(p.arrive(&u[2], 5400), Told::User(true));
     }
