@@ -429,5 +429,32 @@ async fn a_board_larger_than_a_link_record_is_joined_and_handed_off_whole() {
             break;
         }
     }
+
+    // Past 8 MiB of widgets a put is too large; the connection stays and
+    // the full board is still joined whole.
+    let mut held = 1501;
+    let refused = loop {
+        assert!(held < 2200, "8 MiB holds fewer than 2,200 notes of 4 KiB");
+        let mut widget = sticky(&format!("w{held}"), 0);
+        widget["text"] = json!(text);
+        ann.send(json!({"t": "board.put", "room": "board:huge", "id": "fill", "widget": widget}))
+            .await;
+        let f = loop {
+            let f = ann.recv().await;
+            if f["id"] == "fill" {
+                break f;
+            }
+        };
+        if f["t"] == "error" {
+            break f;
+        }
+        held += 1;
+    };
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    ann.send(json!({"t": "ping", "id": "still"})).await;
+    assert_eq!(ann.recv_type("pong").await["id"], "still");
+    let mut full = Client::connect(cluster.addr(), "full").await;
+    let joined = full.join("board:huge").await;
+    assert_eq!(joined["widgets"].as_array().unwrap().len(), held);
     cluster.stop().await;
 }

@@ -26,6 +26,8 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 pub const MAX_TAG_BYTES: usize = 64;
 /// Widgets one board may hold.
 pub const MAX_WIDGETS: usize = 10_000;
+/// Encoded bytes a board's widgets may take in all.
+pub const MAX_BOARD_BYTES: usize = 8 << 20;
 /// Most users in one `presence.page`.
 pub const MAX_PAGE: u16 = 1000;
 /// Users in a `presence.page` when the client names no `limit`.

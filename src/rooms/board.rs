@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::protocol::client::{BoardRole, Widget, WidgetMove, MAX_WIDGETS};
+use crate::protocol::client::{BoardRole, Widget, WidgetMove, MAX_BOARD_BYTES, MAX_WIDGETS};
 use crate::protocol::server::VersionedWidget;
 use crate::protocol::{ErrorCode, Failure};
 
@@ -23,6 +23,30 @@ pub struct Board {
     widgets: BTreeMap<String, VersionedWidget>,
     /// Named users' roles (the owner's included) and `*`'s.
     roles: BTreeMap<String, BoardRole>,
+    /// What the widgets take encoded, each counted by `size`.
+    bytes: usize,
+}
+
+/// Bytes a widget's numbers (`x`, `y`, `w`, `h`, `v`) may take encoded at
+/// their widest (within ±10⁹ and u64).
+const NUMBERS_AT_WIDEST: usize = 5 * 24;
+
+/// What a widget counts for against the board's byte limit: its encoded
+/// size with its numbers at their widest, so that no move can take the
+/// board past the limit, and the count is the same wherever the numbers
+/// are (a board rebuilt from its log counts what the live one did).
+fn size(w: &VersionedWidget) -> usize {
+    let zeroed = VersionedWidget {
+        widget: Widget {
+            x: 0.0,
+            y: 0.0,
+            w: w.widget.w.map(|_| 0.0),
+            h: w.widget.h.map(|_| 0.0),
+            ..w.widget.clone()
+        },
+        v: 0,
+    };
+    serde_json::to_vec(&zeroed).map_or(0, |v| v.len()) + NUMBERS_AT_WIDEST
 }
 
 /// Role changes of one operation, to announce in its `board.changed`.
@@ -129,8 +153,17 @@ impl Board {
         }
         let id = widget.id.clone();
         let v = current.unwrap_or(0) + 1;
-        self.widgets
-            .insert(id.clone(), VersionedWidget { widget, v });
+        let new = VersionedWidget { widget, v };
+        let old = self.widgets.get(&id).map_or(0, size);
+        let bytes = self.bytes - old + size(&new);
+        if bytes > MAX_BOARD_BYTES {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!("a board's widgets take at most {MAX_BOARD_BYTES} bytes encoded"),
+            ));
+        }
+        self.bytes = bytes;
+        self.widgets.insert(id.clone(), new);
         Ok(id)
     }
 
@@ -170,20 +203,31 @@ impl Board {
 
     /// Deletes the widgets that exist; returns the ids deleted.
     pub fn delete(&mut self, ids: &[String]) -> Vec<String> {
-        ids.iter()
-            .filter(|id| self.widgets.remove(*id).is_some())
-            .cloned()
-            .collect()
+        let mut deleted = Vec::new();
+        for id in ids {
+            if let Some(w) = self.widgets.remove(id) {
+                self.bytes -= size(&w);
+                deleted.push(id.clone());
+            }
+        }
+        deleted
+    }
+
+    /// What the widgets count for against the byte limit.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// A board holding these widgets and roles.
     pub fn from_parts(widgets: Vec<VersionedWidget>, roles: BTreeMap<String, BoardRole>) -> Self {
+        let bytes = widgets.iter().map(size).sum();
         Self {
             widgets: widgets
                 .into_iter()
                 .map(|w| (w.widget.id.clone(), w))
                 .collect(),
             roles,
+            bytes,
         }
     }
 
@@ -222,7 +266,10 @@ impl Board {
         for entry in changed.widgets {
             if entry.get("kind").is_some() {
                 if let Ok(w) = serde_json::from_value::<VersionedWidget>(entry) {
-                    self.widgets.insert(w.widget.id.clone(), w);
+                    self.bytes += size(&w);
+                    if let Some(old) = self.widgets.insert(w.widget.id.clone(), w) {
+                        self.bytes -= size(&old);
+                    }
                 }
             } else if let Ok(m) = serde_json::from_value::<Moved>(entry) {
                 if let Some(w) = self.widgets.get_mut(&m.id) {
@@ -233,7 +280,9 @@ impl Board {
             }
         }
         for id in changed.deleted {
-            self.widgets.remove(&id);
+            if let Some(old) = self.widgets.remove(&id) {
+                self.bytes -= size(&old);
+            }
         }
         for (user, role) in changed.roles {
             self.roles.insert(user, role);
@@ -276,6 +325,48 @@ mod tests {
             text: None,
             color: None,
         }
+    }
+
+    #[test]
+    fn widgets_past_the_byte_limit_are_too_large_and_change_nothing() {
+        let mut b = Board::default();
+        let note = |id: &str| Widget {
+            text: Some("n".repeat(4000)),
+            ..sticky(id, 0.0)
+        };
+        let mut n = 0;
+        while b.put(note(&format!("w{n}")), None).is_ok() {
+            n += 1;
+        }
+        assert!((1900..2100).contains(&n), "{n} notes of 4 KB in 8 MiB");
+        let before = b.clone();
+        let refused = b.put(note("one-more"), None).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TooLarge);
+        assert_eq!(b, before, "a refused put changes nothing");
+        b.put(sticky("w0", 1.0), Some(1)).expect("a smaller replacement fits");
+        b.put(note("one-more"), None).expect("and frees room");
+        let encoded: usize = b
+            .widgets()
+            .map(|w| serde_json::to_vec(w).unwrap().len())
+            .sum();
+        assert!(encoded <= MAX_BOARD_BYTES);
+        let moves: Vec<WidgetMove> = b
+            .widgets()
+            .map(|w| WidgetMove {
+                id: w.widget.id.clone(),
+                x: -999_999_999.123_456_7,
+                y: 999_999_999.987_654_3,
+            })
+            .collect();
+        b.apply_moves(&moves);
+        let encoded: usize = b
+            .widgets()
+            .map(|w| serde_json::to_vec(w).unwrap().len())
+            .sum();
+        assert!(encoded <= MAX_BOARD_BYTES, "moves cannot take it past");
+        b.delete(&["w1".to_string(), "w2".to_string()]);
+        let rebuilt = Board::from_widgets(b.widgets().cloned().collect());
+        assert_eq!(rebuilt.bytes(), b.bytes(), "counted the same when rebuilt");
     }
 
     #[test]
