@@ -251,12 +251,15 @@ impl Subscriptions {
     }
 
     /// A resumed room: passes on the `missed` events (seq, frame) first,
-    /// then the held ones, and delivers live again.
+    /// or, when more were missed than a replay holds, the room's `joined`
+    /// (seq, frame: marked truncated, with the latest events), then the
+    /// held ones, and delivers live again.
     pub(super) fn resumed(
         &self,
         room: &str,
         owner: &NodeId,
         missed: &[(u64, Bytes)],
+        joined: Option<(u64, Bytes)>,
         dirty: &mut Dirty,
     ) {
         let mut rooms = self.lock();
@@ -264,6 +267,15 @@ impl Subscriptions {
             return;
         };
         let mut sent = 0;
+        if let Some((seq, frame)) = joined {
+            let frame = websocket::text(&frame);
+            for sub in &mut subs.conns {
+                sub.after = sub.after.max(seq);
+                dirty.push(&sub.out, frame.clone());
+                sent += 1;
+            }
+            subs.last_seq = subs.last_seq.max(seq);
+        }
         for (seq, payload) in missed {
             if *seq > subs.last_seq {
                 sent += subs.deliver(Some(*seq), None, &websocket::text(payload), dirty);
@@ -345,12 +357,35 @@ mod tests {
         // not open b's floor to events it already had.
         subs.subscribe(&room, 2, &b, 6, &old);
         let missed: Vec<(u64, Bytes)> = (6..=9).map(|s| (s, Bytes::from(s.to_string()))).collect();
-        subs.resumed("chat:r", &new, &missed, &mut dirty);
+        subs.resumed("chat:r", &new, &missed, None, &mut dirty);
         subs.dispatch("chat:r", Some(10), None, b"10", &mut dirty);
         subs.dispatch("chat:r", Some(9), None, b"9", &mut dirty);
         dirty.flush();
         assert_eq!(received(&mut a_peer).await, ["6", "7", "8", "9", "10"]);
         assert_eq!(received(&mut b_peer).await, ["9", "10"]);
+    }
+
+    /// When more were missed than a replay holds, every live reader gets
+    /// the room's `joined` (marked truncated) in their place, then only
+    /// the events after its seq.
+    #[tokio::test]
+    async fn a_resume_past_the_replay_budget_gives_the_readers_a_joined() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
+        subs.subscribe(&room, 1, &a, 5, &old);
+        subs.subscribe(&room, 2, &b, 5, &old);
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        let mut dirty = Dirty::default();
+        subs.dispatch("chat:r", Some(2000), None, b"2000", &mut dirty);
+        subs.dispatch("chat:r", Some(2001), None, b"2001", &mut dirty);
+        let joined = (2000, Bytes::from_static(b"J"));
+        subs.resumed("chat:r", &new, &[], Some(joined), &mut dirty);
+        subs.dispatch("chat:r", Some(2002), None, b"2002", &mut dirty);
+        dirty.flush();
+        assert_eq!(received(&mut a_peer).await, ["J", "2001", "2002"]);
+        assert_eq!(received(&mut b_peer).await, ["J", "2001", "2002"]);
     }
 
     /// When the connections a resume was for have left, the room names one

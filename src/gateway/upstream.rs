@@ -84,6 +84,9 @@ struct ResumePending {
     attempt: usize,
     /// The missed events so far.
     parts: Vec<(u64, Bytes)>,
+    /// The start of a `joined` that replaces them (more were missed than
+    /// a replay holds).
+    joined: BytesMut,
 }
 
 enum Pending {
@@ -693,11 +696,10 @@ impl Upstream {
             FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
                 Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
                 Some(Pending::Query { parts, .. }) => parts.extend_from_slice(payload),
-                Some(Pending::Resume(resume)) => {
-                    if let Some(seq) = seq {
-                        resume.parts.push((seq, Bytes::copy_from_slice(payload)));
-                    }
-                }
+                Some(Pending::Resume(resume)) => match seq {
+                    Some(seq) => resume.parts.push((seq, Bytes::copy_from_slice(payload))),
+                    None => resume.joined.extend_from_slice(payload),
+                },
                 None => {}
             },
             FromNode::Reply {
@@ -713,10 +715,15 @@ impl Upstream {
                 Some(Pending::Op(op)) => {
                     self.on_op_reply(node, rid, op, status, seq, payload, dirty)
                 }
-                Some(Pending::Resume(resume)) => match status {
+                Some(Pending::Resume(mut resume)) => match status {
                     Status::Ok => {
                         let room = resume.room.as_str();
-                        self.subs.resumed(room, node, &resume.parts, dirty);
+                        resume.joined.extend_from_slice(payload);
+                        let joined = match (seq, resume.joined.is_empty()) {
+                            (Some(seq), false) => Some((seq, resume.joined.freeze())),
+                            _ => None,
+                        };
+                        self.subs.resumed(room, node, &resume.parts, joined, dirty);
                     }
                     Status::Moved | Status::Failed(_) => {
                         self.retry_resume(resume.room, resume.attempt + 1)
@@ -755,7 +762,8 @@ impl Upstream {
                     .into_iter()
                     .filter_map(|(seq, frame)| Some((seq?, frame)))
                     .collect();
-                self.subs.resumed(room.as_str(), owner, &missed, dirty);
+                self.subs
+                    .resumed(room.as_str(), owner, &missed, None, dirty);
             }
             (Status::Failed(f), _) => {
                 let (room, id) = record_room_and_id(&op.record);
@@ -930,6 +938,7 @@ impl Upstream {
             born: self.round(),
             attempt,
             parts: Vec::new(),
+            joined: BytesMut::new(),
         };
         self.lock_pending().insert(rid, Pending::Resume(resume));
         let sent = writer.send_with(|buf| {

@@ -343,7 +343,8 @@ mod tests {
         let refused = b.put(note("one-more"), None).unwrap_err();
         assert_eq!(refused.code, ErrorCode::TooLarge);
         assert_eq!(b, before, "a refused put changes nothing");
-        b.put(sticky("w0", 1.0), Some(1)).expect("a smaller replacement fits");
+        b.put(sticky("w0", 1.0), Some(1))
+            .expect("a smaller replacement fits");
         b.put(note("one-more"), None).expect("and frees room");
         let encoded: usize = b
             .widgets()

@@ -625,7 +625,7 @@ impl Inner {
                 sink: sink.clone(),
                 rid,
                 seq: out.seq,
-                frame: None,
+                frame: out.reply,
                 missed: out.missed.unwrap_or_default(),
                 counts: false,
             }),

@@ -28,6 +28,13 @@ pub type ClientId = std::sync::Arc<str>;
 /// Messages a `join` without `since` replays.
 pub const JOIN_HISTORY: usize = 50;
 
+/// Events a `join` with `since` (or a resume) replays at most: the last
+/// this many, in at most `REPLAY_BYTES` encoded; past either the client is
+/// told `truncated` and pages the rest with `history`.
+pub const REPLAY_EVENTS: usize = 1000;
+/// Encoded bytes a replay holds at most.
+pub const REPLAY_BYTES: usize = 8 << 20;
+
 /// Read receipts a room keeps (the latest per user): past it the oldest
 /// receipt goes, so that a room many users pass through stays bounded.
 pub const READS_KEPT: usize = 1024;
@@ -331,7 +338,8 @@ impl RoomState {
 
     /// Subscribes again connections of one gateway (after their room moved
     /// or their link dropped), all at once: the kept events after `since`,
-    /// with seqs, come once for all of them.
+    /// with seqs, come once for all of them; past the replay budget a
+    /// `joined` marked truncated (the reply) comes in their place.
     pub fn resume_all(
         &mut self,
         conns: impl IntoIterator<Item = (Sub, UserId)>,
@@ -342,15 +350,39 @@ impl RoomState {
         for (sub, user) in conns {
             self.subscribe(&Origin { sub, user }, now, &mut out);
         }
-        let missed = self
-            .log
-            .iter()
-            .filter(|e| e.seq > since)
-            .map(|e| (e.seq, e.frame.clone()))
-            .collect();
-        out.missed = Some(missed);
+        let (replay, cut) = self.replay(since);
+        if cut {
+            // More were missed than a replay holds: the live readers get a
+            // `joined` with the latest, marked truncated, in place of a gap.
+            let history: Vec<&[u8]> = replay.iter().map(|e| &e.frame[..]).collect();
+            out.reply = Some(self.joined_frame(None, None, &history, true).into());
+            out.missed = Some(Vec::new());
+        } else {
+            let missed = replay.iter().map(|e| (e.seq, e.frame.clone())).collect();
+            out.missed = Some(missed);
+        }
         out.seq = Some(self.seq);
         out
+    }
+
+    /// The kept events after `since` that the replay budget holds (the
+    /// latest), and whether any after `since` are missing from them.
+    fn replay(&self, since: u64) -> (Vec<&Kept>, bool) {
+        let mut bytes = 0;
+        let mut events: Vec<&Kept> = self
+            .log
+            .iter()
+            .rev()
+            .take_while(|e| e.seq > since)
+            .take(REPLAY_EVENTS)
+            .take_while(|e| {
+                bytes += e.frame.len();
+                bytes <= REPLAY_BYTES
+            })
+            .collect();
+        events.reverse();
+        let first = events.first().map_or(self.seq + 1, |e| e.seq);
+        (events, since.saturating_add(1) < first)
     }
 
     fn join(
@@ -367,16 +399,16 @@ impl RoomState {
         // gets all that is kept, marked truncated, and reloads.
         let other_history = epoch.is_some_and(|e| e != &*self.epoch);
         let since = if other_history { Some(0) } else { since };
-        let first_kept = self.log.front().map_or(self.seq + 1, |e| e.seq);
+        let mut cut = false;
         let history: Vec<&[u8]> = match since {
-            // Every kept event after `since`, board changes included, so
-            // that a resuming client misses nothing.
-            Some(since) => self
-                .log
-                .iter()
-                .filter(|e| e.seq > since)
-                .map(|e| &e.frame[..])
-                .collect(),
+            // The kept events after `since`, board changes included, up to
+            // the replay budget, so that a resuming client misses nothing
+            // or knows it did.
+            Some(since) => {
+                let (replay, missing) = self.replay(since);
+                cut = missing;
+                replay.iter().map(|e| &e.frame[..]).collect()
+            }
             // The latest messages; a board's state is its `widgets`.
             None => {
                 let mut last: Vec<&[u8]> = self
@@ -391,20 +423,22 @@ impl RoomState {
                 last
             }
         };
-        let truncated = other_history || since.is_some_and(|s| s.saturating_add(1) < first_kept);
+        let truncated = other_history || cut;
         out.reply = Some(
-            self.joined_frame(id, &origin.user, &history, truncated)
+            self.joined_frame(id, Some(&origin.user), &history, truncated)
                 .into(),
         );
         out.seq = Some(self.seq);
         out
     }
 
-    /// The `joined` frame; kept frames are spliced in as they are.
+    /// The `joined` frame, for `joiner` (named first) or, unasked, for
+    /// every live reader of a resumed room; kept frames are spliced in as
+    /// they are.
     fn joined_frame(
         &self,
         id: Option<&str>,
-        joiner: &UserId,
+        joiner: Option<&UserId>,
         history: &[&[u8]],
         truncated: bool,
     ) -> Vec<u8> {
@@ -442,7 +476,7 @@ impl RoomState {
         out.extend_from_slice(b"],");
         let tail = Tail {
             epoch: &self.epoch,
-            online: self.presence.shown(Some(joiner), NAMES_SHOWN),
+            online: self.presence.shown(joiner, NAMES_SHOWN),
             online_count: self.presence.count(),
             truncated,
             reads: self.reads.iter().map(|(u, s)| (u.as_str(), *s)).collect(),

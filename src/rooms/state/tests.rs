@@ -363,3 +363,81 @@ fn read_receipts_are_bounded_and_the_oldest_goes_first() {
     assert!(!reads.contains_key("early"));
     assert_eq!(reads["last"], 1);
 }
+
+#[test]
+fn a_replay_holds_the_last_thousand_events_in_at_most_8_mib() {
+    let mut r = RoomState::new(RoomId::parse("chat:replay").unwrap(), keep(1500));
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    for i in 0..1200 {
+        send(&mut r, &ann, &format!("m{i}"), "x");
+    }
+    let seqs = |joined: &Value| -> Vec<u64> {
+        joined["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let all = join(&mut r, &ann, Some(0));
+    assert_eq!(
+        seqs(&all),
+        (201..=1200).collect::<Vec<_>>(),
+        "the last 1000"
+    );
+    assert_eq!(all["truncated"], true, "the first 200 are missing");
+    let recent = join(&mut r, &ann, Some(300));
+    assert_eq!(seqs(&recent).len(), 900);
+    assert_eq!(recent["truncated"], false);
+
+    // Large events: the budget's bytes end the replay first.
+    let big = "b".repeat(60_000);
+    for i in 0..200 {
+        send(&mut r, &ann, &format!("big{i}"), &big);
+    }
+    let joined = join(&mut r, &ann, Some(1200));
+    let kept = seqs(&joined);
+    let bytes: usize = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string().len())
+        .sum();
+    assert!(bytes <= REPLAY_BYTES, "{bytes} bytes replayed");
+    assert!(
+        kept.len() > 100 && kept.len() < 200,
+        "{} replayed",
+        kept.len()
+    );
+    assert_eq!(*kept.last().unwrap(), 1400, "the latest");
+    assert_eq!(joined["truncated"], true);
+}
+
+#[test]
+fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
+    let mut r = RoomState::new(RoomId::parse("chat:resume").unwrap(), keep(1500));
+    let (ann, bob) = (who("ann", 1, 1), who("bob", 2, 1));
+    join(&mut r, &ann, None);
+    join(&mut r, &bob, None);
+    for i in 0..1200 {
+        send(&mut r, &ann, &format!("m{i}"), "x");
+    }
+    let near = r.resume_all([(bob.sub, bob.user.clone())], 1100, 5);
+    assert_eq!(near.missed.unwrap().len(), 100);
+    assert!(near.reply.is_none(), "within the budget: the missed events");
+    let far = r.resume_all([(bob.sub, bob.user.clone())], 10, 5);
+    assert_eq!(far.missed.unwrap().len(), 0);
+    let joined = json(&far.reply.expect("a joined in their place"));
+    assert_eq!(
+        (
+            joined["t"].as_str(),
+            joined["truncated"].as_bool(),
+            joined["seq"].as_u64()
+        ),
+        (Some("joined"), Some(true), Some(1200))
+    );
+    assert_eq!(joined["history"].as_array().unwrap().len(), 1000);
+    assert!(joined.get("id").is_none(), "unasked");
+    assert_eq!(joined["online_count"], 2);
+}
