@@ -9,8 +9,11 @@
 //!   speaks it; binary records over authenticated TCP links between
 //!   gateways and nodes and between nodes, one client and one server half.
 //! - `ring`: the consistent-hash ring and the pure diff of two rings.
-//! - `coordinator`: the `Membership` trait, its backends and their one suite.
-//! - `rooms`: pure chat and board state, the live room (single writer,
+//! - `coordinator`: the `Membership` trait, its backends and their one
+//!   suite, and the thread of its own that membership and leases run on,
+//!   out of reach of room work.
+//! - `rooms`: pure chat and board state (presence counted past its limit,
+//!   ephemeral events paced), the live room (single writer,
 //!   applied in place by whoever delivers an operation), its durability
 //!   pipeline, the `Sink` it emits plain values through, and the
 //!   durable-store trait with its in-memory twin.
