@@ -210,22 +210,35 @@ impl Room {
 
     /// Applies a client operation; the answer goes to `sink`.
     pub fn op(self: &Arc<Self>, sink: &Arc<dyn Sink>, op: Op<'_>) {
+        let queued = |op: Op<'_>| Queued::Op {
+            sink: sink.clone(),
+            rid: op.rid,
+            sub: op.sub,
+            user: op.user.to_string(),
+            id: op.id.map(str::to_string),
+            op: op.op,
+        };
+        self.serve(sink, op.rid, op, queued, |inner, op| inner.apply_op(sink, op));
+    }
+
+    /// Applies `what` with `apply` now, or, while the room loads, queues
+    /// what `queued` makes of it; a frozen room answers `moved`.
+    fn serve<T>(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        what: T,
+        queued: impl FnOnce(T) -> Queued,
+        apply: impl FnOnce(&mut Inner, T) -> Option<(Arc<dyn RoomStore>, Batch)>,
+    ) {
         let mut inner = self.lock();
         if inner.frozen {
-            return sink.reply(op.rid, Reply::moved());
+            return sink.reply(rid, Reply::moved());
         }
         if inner.needs_load() {
-            let queued = Queued::Op {
-                sink: sink.clone(),
-                rid: op.rid,
-                sub: op.sub,
-                user: op.user.to_string(),
-                id: op.id.map(str::to_string),
-                op: op.op,
-            };
-            return self.queue(inner, queued);
+            return self.queue(inner, queued(what));
         }
-        let batch = inner.apply_op(sink, op);
+        let batch = apply(&mut inner, what);
         self.arm(&mut inner);
         drop(inner);
         self.submit(batch);
@@ -281,42 +294,28 @@ impl Room {
         since: u64,
         conns: &[(ConnId, &str)],
     ) {
-        let mut inner = self.lock();
-        if inner.frozen {
-            return sink.reply(rid, Reply::moved());
-        }
-        if inner.needs_load() {
-            let queued = Queued::Resume {
-                sink: sink.clone(),
-                rid,
-                since,
-                conns: conns.iter().map(|(c, u)| (*c, u.to_string())).collect(),
-            };
-            return self.queue(inner, queued);
-        }
-        let batch = inner.apply_resume(sink, rid, since, conns.iter().copied());
-        self.arm(&mut inner);
-        drop(inner);
-        self.submit(batch);
+        let queued = |conns: &[(ConnId, &str)]| Queued::Resume {
+            sink: sink.clone(),
+            rid,
+            since,
+            conns: conns.iter().map(|(c, u)| (*c, u.to_string())).collect(),
+        };
+        self.serve(sink, rid, conns, queued, |inner, conns| {
+            inner.apply_resume(sink, rid, since, conns.iter().copied())
+        });
     }
 
     /// Answers an HTTP API query; the answer goes to `sink`.
     pub fn query(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, query: Query<Bytes>) {
-        let mut inner = self.lock();
-        if inner.frozen {
-            return sink.reply(rid, Reply::moved());
-        }
-        if inner.needs_load() {
-            let queued = Queued::Query {
-                sink: sink.clone(),
-                rid,
-                query,
-            };
-            return self.queue(inner, queued);
-        }
-        let batch = inner.apply_query(sink, rid, query, &self.owner);
-        drop(inner);
-        self.submit(batch);
+        let queued = |query| Queued::Query {
+            sink: sink.clone(),
+            rid,
+            query,
+        };
+        let owner = &self.owner;
+        self.serve(sink, rid, query, queued, |inner, query| {
+            inner.apply_query(sink, rid, query, owner)
+        });
     }
 
     /// A gateway link went away: its connections leave.
