@@ -64,6 +64,11 @@ pub struct Metrics {
     pub runtime_stall_max: Gauge,
     /// The longest time between two successful lease renewals, in seconds.
     pub lease_gap_max: Gauge,
+    /// Resume requests nodes answered: one per room and gateway link (one
+    /// per connection from a gateway of link version 1).
+    pub resumes: Counter,
+    /// Connections those requests subscribed again.
+    pub resumed_connections: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -85,6 +90,8 @@ pub fn metrics() -> &'static Metrics {
             link_waits: metrics::counter!("roomring_link_waits_total"),
             runtime_stall_max: metrics::gauge!("roomring_runtime_stall_max_seconds"),
             lease_gap_max: metrics::gauge!("roomring_lease_gap_max_seconds"),
+            resumes: metrics::counter!("roomring_resumes_total"),
+            resumed_connections: metrics::counter!("roomring_resumed_connections_total"),
         }
     })
 }

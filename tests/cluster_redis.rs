@@ -295,8 +295,10 @@ async fn ctl_lists_locates_and_drains() {
 }
 
 /// Redis loses its data (FLUSHALL): the cluster carries its membership epoch
-/// forward, so a node killed afterwards is still replaced, and a client
-/// resuming with its old epoch learns that the history is another one.
+/// forward, so a node killed afterwards is still replaced; a client
+/// resuming with its old epoch learns that the history is another one, and
+/// so does a reader connected all along, unasked, and then hears the new
+/// history's messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_loses_its_data_the_cluster_recovers_and_clients_see_a_new_epoch() {
     let mut cluster = cluster().await;
@@ -325,6 +327,20 @@ async fn after_redis_loses_its_data_the_cluster_recovers_and_clients_see_a_new_e
             Err(v)
         }
     });
+    // Ann, connected all along, is told that the history is another one.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let told = loop {
+        assert!(Instant::now() < give_up, "ann was never told");
+        let frames = ann.stay(Duration::from_millis(250)).await;
+        if let Some(f) = frames.into_iter().find(|f| f["t"] == "joined") {
+            break f;
+        }
+    };
+    assert_eq!(told["truncated"], true, "{told}");
+    assert_ne!(told["epoch"], old_epoch.as_str(), "{told}");
+    assert!(told.get("id").is_none(), "unasked: {told}");
+    let resynced_at = told["seq"].as_u64().unwrap();
+
     let mut bob = Client::connect(g1, "bob").await;
     let again = eventually!({
         bob.send(json!({"t": "join", "room": "chat:flush", "since": 3, "epoch": old_epoch}))
@@ -356,12 +372,16 @@ async fn after_redis_loses_its_data_the_cluster_recovers_and_clients_see_a_new_e
             Err(f)
         }
     });
-    assert!(seq >= 1);
+    assert!(seq > resynced_at);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );
+    // Bob, who joined the new history, hears it (ann's own copy may have
+    // been cut by the kill).
+    let heard = bob.msgs_until(seq).await;
+    assert_eq!(heard.last(), Some(&seq));
 }
 
 /// The longest gap between two acks after `since`, for each room the

@@ -249,3 +249,43 @@ async fn cursors_come_in_batches_and_typing_once_a_second() {
     let typing = frames.iter().filter(|f| f["t"] == "typing").count();
     assert_eq!(typing, 1);
 }
+
+/// A room that moves is subscribed again at its new owner with one request
+/// for all of a gateway's members, and none of them misses or repeats a
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_room_that_moves_is_resubscribed_once_for_all_its_members() {
+    const MEMBERS: usize = 300;
+    const ROOM: &str = "chat:moving";
+    let dev = Proc::dev();
+    let addr = dev.addr;
+    let mut members = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        let mut c = Client::connect(addr, &format!("r{i:03}")).await;
+        c.join(ROOM).await;
+        members.push(c);
+    }
+    let mut sender = Client::connect(addr, "sender").await;
+    sender.join(ROOM).await;
+    let first = sender.say(ROOM, "before", "before").await;
+    let resumes = support::metric(addr, "roomring_resumes_total").await;
+    let resumed = support::metric(addr, "roomring_resumed_connections_total").await;
+
+    support::drain_owner(addr, ROOM).await;
+    let last = sender.say(ROOM, "after", "after").await;
+    assert_eq!(last, first + 1);
+    for c in &mut members {
+        assert_eq!(c.msgs_until(last).await, [first, last], "{}", c.user);
+    }
+    eventually!({
+        let requests = support::metric(addr, "roomring_resumes_total").await - resumes;
+        let conns = support::metric(addr, "roomring_resumed_connections_total").await - resumed;
+        if (requests, conns) == (1, MEMBERS as u64 + 1) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{requests} resume requests for {conns} connections"
+            ))
+        }
+    });
+}

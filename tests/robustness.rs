@@ -257,15 +257,6 @@ impl RawReader {
     }
 }
 
-async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let (_, text) = support::http(addr, "GET", "/metrics", None).await;
-    text.as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
 /// A connection whose requests wait for a hung node's link still gets the
 /// events of its other rooms: its task writes its socket out while it
 /// waits, instead of leaving them queued until the hung node is replaced.
@@ -316,7 +307,7 @@ async fn a_connection_waiting_for_a_hung_nodes_link_still_gets_its_other_rooms_e
         }
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while metric(gw.addr, "roomring_link_waits_total").await == 0 {
+    while support::metric(gw.addr, "roomring_link_waits_total").await == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the link never filled up"

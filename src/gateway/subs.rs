@@ -42,6 +42,8 @@ struct RoomSubs {
     index: Option<Map<ConnId, usize>>,
     /// The last seq passed on.
     last_seq: u64,
+    /// The history (`epoch`) that `last_seq` counts in, once known.
+    epoch: Option<Arc<str>>,
     /// The node that serves this gateway's subscription.
     owner: Option<NodeId>,
     /// While the room resumes at a new owner: its events, held back until
@@ -138,12 +140,17 @@ impl Subscriptions {
         out: &Arc<Outbox>,
         seq: u64,
         owner: &NodeId,
+        epoch: impl FnOnce() -> Option<Arc<str>>,
     ) {
         let mut rooms = self.lock();
         let subs = rooms.entry(room.clone()).or_default();
         if subs.conns.is_empty() {
             // The first local subscriber starts the gateway's stream.
             subs.last_seq = seq;
+            subs.epoch = None;
+        }
+        if subs.epoch.is_none() {
+            subs.epoch = epoch();
         }
         match subs.find(conn) {
             // Never lowered: a late reply (from an owner the room has left)
@@ -182,13 +189,15 @@ impl Subscriptions {
         Some((subs.conns.first()?.conn, subs.last_seq))
     }
 
-    /// A room still held for a resume: the seq to resume from and every
-    /// connection subscribed to it (a resume of the whole room).
-    pub(super) fn held(&self, room: &str) -> Option<(u64, Vec<ConnId>)> {
+    /// A room still held for a resume: the seq to resume from, the history
+    /// it counts in, and every connection subscribed to it (a resume of the
+    /// whole room).
+    pub(super) fn held(&self, room: &str) -> Option<(u64, Option<Arc<str>>, Vec<ConnId>)> {
         let rooms = self.lock();
         let subs = rooms.get(room)?;
         subs.held.as_ref()?;
-        Some((subs.last_seq, subs.conns.iter().map(|s| s.conn).collect()))
+        let conns = subs.conns.iter().map(|s| s.conn).collect();
+        Some((subs.last_seq, subs.epoch.clone(), conns))
     }
 
     /// Whether a connection is still subscribed to a room.
@@ -251,15 +260,16 @@ impl Subscriptions {
     }
 
     /// A resumed room: passes on the `missed` events (seq, frame) first,
-    /// or, when more were missed than a replay holds, the room's `joined`
-    /// (seq, frame: marked truncated, with the latest events), then the
-    /// held ones, and delivers live again.
+    /// or, when more were missed than a replay holds or the room's history
+    /// was lost or rewound, the room's `joined` (seq, epoch, frame: marked
+    /// truncated, with the latest events; every count starts again from its
+    /// seq), then the held ones, and delivers live again.
     pub(super) fn resumed(
         &self,
         room: &str,
         owner: &NodeId,
         missed: &[(u64, Bytes)],
-        joined: Option<(u64, Bytes)>,
+        joined: Option<(u64, Option<Arc<str>>, Bytes)>,
         dirty: &mut Dirty,
     ) {
         let mut rooms = self.lock();
@@ -267,14 +277,15 @@ impl Subscriptions {
             return;
         };
         let mut sent = 0;
-        if let Some((seq, frame)) = joined {
+        if let Some((seq, epoch, frame)) = joined {
             let frame = websocket::text(&frame);
             for sub in &mut subs.conns {
-                sub.after = sub.after.max(seq);
+                sub.after = seq;
                 dirty.push(&sub.out, frame.clone());
                 sent += 1;
             }
-            subs.last_seq = subs.last_seq.max(seq);
+            subs.last_seq = seq;
+            subs.epoch = epoch;
         }
         for (seq, payload) in missed {
             if *seq > subs.last_seq {
@@ -345,17 +356,17 @@ mod tests {
         let room = RoomId::parse("chat:r").unwrap();
         let (old, new) = (node("n1"), node("n2"));
         let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
-        subs.subscribe(&room, 1, &a, 5, &old);
+        subs.subscribe(&room, 1, &a, 5, &old, || None);
         let resumes = subs.to_resume(&Ring::new([new.clone()]), None);
         assert_eq!(resumes.len(), 1);
         assert_eq!(resumes[0].since, 5);
         // b joins at the new owner, at seq 8: its `joined` held 6..=8.
-        subs.subscribe(&room, 2, &b, 8, &new);
+        subs.subscribe(&room, 2, &b, 8, &new, || None);
         let mut dirty = Dirty::default();
         subs.dispatch("chat:r", Some(9), None, b"9", &mut dirty);
         // A late join reply from the old owner, for b, at seq 6: it must
         // not open b's floor to events it already had.
-        subs.subscribe(&room, 2, &b, 6, &old);
+        subs.subscribe(&room, 2, &b, 6, &old, || None);
         let missed: Vec<(u64, Bytes)> = (6..=9).map(|s| (s, Bytes::from(s.to_string()))).collect();
         subs.resumed("chat:r", &new, &missed, None, &mut dirty);
         subs.dispatch("chat:r", Some(10), None, b"10", &mut dirty);
@@ -374,18 +385,45 @@ mod tests {
         let room = RoomId::parse("chat:r").unwrap();
         let (old, new) = (node("n1"), node("n2"));
         let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
-        subs.subscribe(&room, 1, &a, 5, &old);
-        subs.subscribe(&room, 2, &b, 5, &old);
+        subs.subscribe(&room, 1, &a, 5, &old, || None);
+        subs.subscribe(&room, 2, &b, 5, &old, || None);
         subs.to_resume(&Ring::new([new.clone()]), None);
         let mut dirty = Dirty::default();
         subs.dispatch("chat:r", Some(2000), None, b"2000", &mut dirty);
         subs.dispatch("chat:r", Some(2001), None, b"2001", &mut dirty);
-        let joined = (2000, Bytes::from_static(b"J"));
+        let joined = (2000, None, Bytes::from_static(b"J"));
         subs.resumed("chat:r", &new, &[], Some(joined), &mut dirty);
         subs.dispatch("chat:r", Some(2002), None, b"2002", &mut dirty);
         dirty.flush();
         assert_eq!(received(&mut a_peer).await, ["J", "2001", "2002"]);
         assert_eq!(received(&mut b_peer).await, ["J", "2001", "2002"]);
+    }
+
+    /// After the room's history was lost, its `joined` starts every count
+    /// again: the events of the new history reach the readers, though
+    /// their seqs are below those passed on before.
+    #[tokio::test]
+    async fn a_resume_into_a_new_history_counts_from_its_joined() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let (a, mut a_peer) = socket().await;
+        subs.subscribe(&room, 1, &a, 50, &old, || Some(Arc::from("e1")));
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        assert_eq!(subs.held("chat:r").unwrap().1.as_deref(), Some("e1"));
+        let mut dirty = Dirty::default();
+        let joined = (2, Some(Arc::from("e2")), Bytes::from_static(b"J"));
+        subs.resumed("chat:r", &new, &[], Some(joined), &mut dirty);
+        subs.dispatch("chat:r", Some(2), None, b"2", &mut dirty);
+        subs.dispatch("chat:r", Some(3), None, b"3", &mut dirty);
+        dirty.flush();
+        assert_eq!(received(&mut a_peer).await, ["J", "3"]);
+        subs.to_resume(&Ring::new([old.clone()]), None);
+        assert_eq!(
+            subs.held("chat:r").map(|(since, epoch, _)| (since, epoch)),
+            Some((3, Some(Arc::from("e2")))),
+            "the next resume counts in the new history"
+        );
     }
 
     /// When the connections a resume was for have left, the room names one
@@ -396,10 +434,10 @@ mod tests {
         let room = RoomId::parse("chat:r").unwrap();
         let (old, new) = (node("n1"), node("n2"));
         let ((a, _a_peer), (b, _b_peer)) = (socket().await, socket().await);
-        subs.subscribe(&room, 1, &a, 5, &old);
+        subs.subscribe(&room, 1, &a, 5, &old, || None);
         assert_eq!(subs.held_for("chat:r"), None, "not held");
         subs.to_resume(&Ring::new([new.clone()]), None);
-        subs.subscribe(&room, 2, &b, 8, &new);
+        subs.subscribe(&room, 2, &b, 8, &new, || None);
         subs.unsubscribe("chat:r", 1);
         assert_eq!(subs.held_for("chat:r"), Some((2, 5)));
         subs.unsubscribe("chat:r", 2);

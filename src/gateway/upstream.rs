@@ -720,7 +720,10 @@ impl Upstream {
                         let room = resume.room.as_str();
                         resume.joined.extend_from_slice(payload);
                         let joined = match (seq, resume.joined.is_empty()) {
-                            (Some(seq), false) => Some((seq, resume.joined.freeze())),
+                            (Some(seq), false) => {
+                                let frame = resume.joined.freeze();
+                                Some((seq, joined_epoch(&frame), frame))
+                            }
                             _ => None,
                         };
                         self.subs.resumed(room, node, &resume.parts, joined, dirty);
@@ -771,25 +774,30 @@ impl Upstream {
                 dirty.push(&op.out, websocket::text(frame.as_bytes()));
             }
             (Status::Ok, kind) => {
-                if op.parts.is_empty() {
-                    if !payload.is_empty() {
-                        dirty.push(&op.out, websocket::text(payload));
-                    }
+                let whole;
+                let frame = if op.parts.is_empty() {
+                    payload
                 } else {
-                    let mut whole = Vec::with_capacity(
+                    let mut all = Vec::with_capacity(
                         op.parts.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len(),
                     );
                     for (_, part) in &op.parts {
-                        whole.extend_from_slice(part);
+                        all.extend_from_slice(part);
                     }
-                    whole.extend_from_slice(payload);
-                    dirty.push(&op.out, websocket::text(&whole));
+                    all.extend_from_slice(payload);
+                    whole = all;
+                    &whole[..]
+                };
+                if !frame.is_empty() {
+                    dirty.push(&op.out, websocket::text(frame));
                 }
                 if let (OpKind::Join, Some(seq)) = (kind, seq) {
                     // After the `joined` frame is queued, so that the
                     // connection sees exactly the events after its seq.
                     if let Ok(room) = RoomId::parse(record_room(&op.record).as_str()) {
-                        self.subs.subscribe(&room, op.conn, &op.out, seq, owner);
+                        let epoch = || joined_epoch(frame);
+                        self.subs
+                            .subscribe(&room, op.conn, &op.out, seq, owner, epoch);
                     }
                 }
             }
@@ -898,7 +906,7 @@ impl Upstream {
     /// record for them all, or, with a node of link version 1, one resume
     /// per connection. Nothing once the room is not held any more.
     fn resume_room(self: &Arc<Self>, room: RoomId, attempt: usize) {
-        let Some((since, conns)) = self.subs.held(room.as_str()) else {
+        let Some((since, epoch, conns)) = self.subs.held(room.as_str()) else {
             return;
         };
         let Some((owner, writer)) = self.writer_to_owner(room.as_str()) else {
@@ -920,6 +928,7 @@ impl Upstream {
             room: room.as_str(),
             since,
             conns: users.iter().map(|(c, u)| (*c, u.as_str())).collect(),
+            epoch: epoch.as_deref(),
         };
         let record = match codec::encode(&record) {
             Ok(record) => record,
@@ -977,6 +986,17 @@ impl Upstream {
             route: None,
         });
     }
+}
+
+/// The `epoch` a `joined` frame names (its other fields skipped unread).
+fn joined_epoch(frame: &[u8]) -> Option<Arc<str>> {
+    #[derive(serde::Deserialize)]
+    struct Joined<'a> {
+        #[serde(borrow)]
+        epoch: Option<&'a str>,
+    }
+    let joined: Joined<'_> = serde_json::from_slice(frame).ok()?;
+    joined.epoch.map(Arc::from)
 }
 
 /// The room of an operation record this gateway encoded.

@@ -102,6 +102,9 @@ pub enum ToNode<'a> {
         /// The gateway's subscribed connections and their users.
         #[serde(borrow)]
         conns: Vec<(ConnId, &'a str)>,
+        /// The history (`epoch`) that `since` counts in, when the gateway
+        /// knows it: another one means the room lost or rewound it.
+        epoch: Option<&'a str>,
     },
 }
 

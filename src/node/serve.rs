@@ -20,6 +20,7 @@ use crate::coordinator::RingView;
 use crate::coordinator::Role;
 use crate::ids::{Epoch, Map, RoomId, UserId};
 use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
+use crate::protocol::client::RoomOp;
 use crate::protocol::server::ServerFrame;
 use crate::rooms::state::Sub;
 use crate::rooms::store::Entry;
@@ -166,6 +167,9 @@ fn handle(
             op,
         } => {
             let op = op.map_body(|body| record.slice_ref(body));
+            if matches!(op, RoomOp::Resume { .. }) {
+                counted_resume(1);
+            }
             match routes.get(node, room) {
                 Some(live) => live.op(
                     sink,
@@ -195,8 +199,12 @@ fn handle(
             room,
             since,
             conns,
+            epoch,
         } => match routes.get(node, room) {
-            Some(live) => live.resume(sink, rid, since, &conns),
+            Some(live) => {
+                counted_resume(conns.len());
+                live.resume(sink, rid, (since, epoch), &conns)
+            }
             None => sink.reply(rid, Reply::moved()),
         },
         ToNode::Notify { user, body } => notify(node, Some(user), body),
@@ -233,6 +241,13 @@ fn handle(
         }
     }
     true
+}
+
+/// Counts a resume request of `conns` connections.
+fn counted_resume(conns: usize) {
+    let metrics = crate::telemetry::metrics();
+    metrics.resumes.increment(1);
+    metrics.resumed_connections.increment(conns as u64);
 }
 
 /// One link's recent look-ups of rooms, good while the ring stays as it is

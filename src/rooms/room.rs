@@ -96,6 +96,7 @@ enum Queued {
         sink: Arc<dyn Sink>,
         rid: Rid,
         since: u64,
+        epoch: Option<String>,
         conns: Vec<(ConnId, String)>,
     },
 }
@@ -218,7 +219,9 @@ impl Room {
             id: op.id.map(str::to_string),
             op: op.op,
         };
-        self.serve(sink, op.rid, op, queued, |inner, op| inner.apply_op(sink, op));
+        self.serve(sink, op.rid, op, queued, |inner, op| {
+            inner.apply_op(sink, op)
+        });
     }
 
     /// Applies `what` with `apply` now, or, while the room loads, queues
@@ -284,24 +287,26 @@ impl Room {
         self.submit(batch);
     }
 
-    /// Subscribes a gateway's connections again, all at once, from
-    /// `since` (the room moved, or the link dropped); the answer, with the
-    /// events after `since`, goes to `sink` once.
+    /// Subscribes a gateway's connections again, all at once, from `since`
+    /// in the history `epoch` names, when the gateway knows it (the room
+    /// moved, or the link dropped); the answer, with the events after
+    /// `since`, goes to `sink` once.
     pub fn resume(
         self: &Arc<Self>,
         sink: &Arc<dyn Sink>,
         rid: Rid,
-        since: u64,
+        (since, epoch): (u64, Option<&str>),
         conns: &[(ConnId, &str)],
     ) {
         let queued = |conns: &[(ConnId, &str)]| Queued::Resume {
             sink: sink.clone(),
             rid,
             since,
+            epoch: epoch.map(str::to_string),
             conns: conns.iter().map(|(c, u)| (*c, u.to_string())).collect(),
         };
         self.serve(sink, rid, conns, queued, |inner, conns| {
-            inner.apply_resume(sink, rid, since, conns.iter().copied())
+            inner.apply_resume(sink, rid, (since, epoch), conns.iter().copied())
         });
     }
 
@@ -483,10 +488,11 @@ impl Room {
                     sink,
                     rid,
                     since,
+                    epoch,
                     conns,
                 } => {
                     let conns = conns.iter().map(|(c, u)| (*c, u.as_str()));
-                    inner.apply_resume(&sink, rid, since, conns)
+                    inner.apply_resume(&sink, rid, (since, epoch.as_deref()), conns)
                 }
             };
             batch = batch.or(next);
@@ -603,7 +609,7 @@ impl Inner {
         &mut self,
         sink: &Arc<dyn Sink>,
         rid: Rid,
-        since: u64,
+        (since, epoch): (u64, Option<&str>),
         conns: impl Iterator<Item = (ConnId, &'a str)>,
     ) -> Option<(Arc<dyn RoomStore>, Batch)> {
         let link = sink.link();
@@ -613,7 +619,7 @@ impl Inner {
                 Some((sub, self.state.user(sub, name)?))
             })
             .collect();
-        let out = self.state.resume_all(subs, since, now_ms());
+        let out = self.state.resume_all(subs, (since, epoch), now_ms());
         self.want(out.wake);
         if self.state.has_link(link) {
             self.links.entry(link).or_insert_with(|| sink.clone());

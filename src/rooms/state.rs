@@ -333,27 +333,31 @@ impl RoomState {
 
     /// A resuming subscription: the kept events after `since`, with seqs.
     fn resume(&mut self, origin: &Origin, since: u64, now: u64) -> Outcome {
-        self.resume_all([(origin.sub, origin.user.clone())], since, now)
+        self.resume_all([(origin.sub, origin.user.clone())], (since, None), now)
     }
 
     /// Subscribes again connections of one gateway (after their room moved
-    /// or their link dropped), all at once: the kept events after `since`,
-    /// with seqs, come once for all of them; past the replay budget a
+    /// or their link dropped), all at once: the kept events after `since`
+    /// (in the history `epoch` names, when known), with seqs, come once for
+    /// all of them. Past the replay budget, or when the room's history is
+    /// another (lost or rewound: another epoch, or `since` past its seq), a
     /// `joined` marked truncated (the reply) comes in their place.
     pub fn resume_all(
         &mut self,
         conns: impl IntoIterator<Item = (Sub, UserId)>,
-        since: u64,
+        (since, epoch): (u64, Option<&str>),
         now: u64,
     ) -> Outcome {
         let mut out = Outcome::default();
         for (sub, user) in conns {
             self.subscribe(&Origin { sub, user }, now, &mut out);
         }
-        let (replay, cut) = self.replay(since);
-        if cut {
-            // More were missed than a replay holds: the live readers get a
-            // `joined` with the latest, marked truncated, in place of a gap.
+        let other_history = since > self.seq || epoch.is_some_and(|e| e != &*self.epoch);
+        let (replay, cut) = self.replay(if other_history { 0 } else { since });
+        if cut || other_history {
+            // More were missed than a replay holds, or the history the
+            // readers knew is gone: they get a `joined` with the latest,
+            // marked truncated, in place of a gap or of silence.
             let history: Vec<&[u8]> = replay.iter().map(|e| &e.frame[..]).collect();
             out.reply = Some(self.joined_frame(None, None, &history, true).into());
             out.missed = Some(Vec::new());

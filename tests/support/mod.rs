@@ -471,6 +471,16 @@ pub async fn owner(gw: SocketAddr, room: &str) -> Option<String> {
     info["owner"].as_str().map(str::to_string)
 }
 
+/// A counter or gauge of the gateway's `/metrics` (0 while unset).
+pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", None).await;
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
 /// Drains the node that owns `room` and waits until another node serves it.
 pub async fn drain_owner(gw: SocketAddr, room: &str) {
     let owner = owner(gw, room).await.expect("the room has an owner");

@@ -423,10 +423,10 @@ fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
     for i in 0..1200 {
         send(&mut r, &ann, &format!("m{i}"), "x");
     }
-    let near = r.resume_all([(bob.sub, bob.user.clone())], 1100, 5);
+    let near = r.resume_all([(bob.sub, bob.user.clone())], (1100, None), 5);
     assert_eq!(near.missed.unwrap().len(), 100);
     assert!(near.reply.is_none(), "within the budget: the missed events");
-    let far = r.resume_all([(bob.sub, bob.user.clone())], 10, 5);
+    let far = r.resume_all([(bob.sub, bob.user.clone())], (10, None), 5);
     assert_eq!(far.missed.unwrap().len(), 0);
     let joined = json(&far.reply.expect("a joined in their place"));
     assert_eq!(
@@ -440,4 +440,41 @@ fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
     assert_eq!(joined["history"].as_array().unwrap().len(), 1000);
     assert!(joined.get("id").is_none(), "unasked");
     assert_eq!(joined["online_count"], 2);
+}
+
+#[test]
+fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
+    let mut r = RoomState::new(RoomId::parse("chat:lost").unwrap(), keep(1000));
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    for i in 0..3 {
+        send(&mut r, &ann, &format!("m{i}"), "x");
+    }
+    let epoch = json(&r.joined_frame(None, None, &[], false))["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let same = r.resume_all([(ann.sub, ann.user.clone())], (2, Some(&epoch)), 5);
+    assert_eq!(
+        same.missed.unwrap().len(),
+        1,
+        "the same history: what was missed"
+    );
+    assert!(same.reply.is_none());
+    for (since, known) in [(50, Some(epoch.as_str())), (1, Some("another")), (50, None)] {
+        let out = r.resume_all([(ann.sub, ann.user.clone())], (since, known), 5);
+        let joined = json(&out.reply.expect("a joined in place of silence"));
+        assert_eq!(
+            (joined["truncated"].as_bool(), joined["seq"].as_u64()),
+            (Some(true), Some(3)),
+            "since {since}, epoch {known:?}"
+        );
+        assert_eq!(joined["epoch"], epoch.as_str());
+        assert_eq!(
+            joined["history"].as_array().unwrap().len(),
+            3,
+            "all that is kept"
+        );
+        assert!(out.missed.unwrap().is_empty());
+    }
 }
