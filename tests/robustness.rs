@@ -8,23 +8,25 @@ use std::time::Duration;
 use support::procs::Proc;
 use support::Client;
 
-/// A process paused past its lease (GC, VM steal, SIGSTOP) comes back with
-/// its subscriptions live: every message sent after is delivered.
+/// A `dev` process paused past its lease (a laptop asleep, SIGSTOP) comes
+/// back with every room as it was (its history, its seq, its epoch) and its
+/// subscriptions live: every message sent after is delivered.
 #[tokio::test]
-async fn a_stall_longer_than_the_lease_leaves_no_subscription_deaf() {
+async fn a_stall_of_the_whole_process_loses_nothing_and_leaves_no_subscription_deaf() {
     let dev = Proc::dev();
     let rooms: Vec<String> = (0..12).map(|i| format!("chat:stall-{i}")).collect();
     let mut ann = Client::connect(dev.addr, "ann").await;
     let mut bob = Client::connect(dev.addr, "bob").await;
+    let mut epochs = Vec::new();
     for room in &rooms {
-        ann.join(room).await;
+        epochs.push(ann.join(room).await["epoch"].clone());
         bob.join(room).await;
+        assert_eq!(ann.say(room, &format!("{room}-before"), "before").await, 1);
     }
     dev.signal("STOP");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     dev.signal("CONT");
-    // Let the process notice its lapsed lease and come back.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut sent = Vec::new();
     for round in 0..3 {
         for room in &rooms {
@@ -46,6 +48,16 @@ async fn a_stall_longer_than_the_lease_leaves_no_subscription_deaf() {
     }
     let missing: Vec<_> = sent.iter().filter(|s| !got.contains(*s)).collect();
     assert!(missing.is_empty(), "bob never got {missing:?}");
+    assert!(
+        sent.iter().all(|(_, seq)| *seq > 1),
+        "every room went on from its seq: {sent:?}"
+    );
+    let mut carol = Client::connect(dev.addr, "carol").await;
+    for (room, epoch) in rooms.iter().zip(&epochs) {
+        let joined = carol.join(room).await;
+        assert_eq!(&joined["epoch"], epoch, "{room}: the same history");
+        assert_eq!(joined["history"][0]["body"]["text"], "before", "{room}");
+    }
 }
 
 async fn rooms_held(addr: std::net::SocketAddr) -> u64 {
