@@ -270,6 +270,47 @@ async fn field_and_count_limits_give_clear_errors_and_keep_the_connection() {
         .await;
     assert_eq!(ann.recv_type("board.changed").await["id"], "ok");
 
+    // Coordinates stay within ±1e9, also after a relative move; a refused
+    // move changes nothing.
+    for (id, frame) in [
+        (
+            "far",
+            json!({"t": "board.put", "room": "board:limits", "widget": sticky("far", 0), "id": "far"}),
+        ),
+        (
+            "huge",
+            json!({"t": "board.move", "room": "board:limits", "moves": [{"id": "a", "x": 1e10, "y": 0}]}),
+        ),
+        (
+            "inf",
+            json!({"t": "board.move", "room": "board:limits", "ids": ["a"], "dx": 1e308, "dy": 0}),
+        ),
+        (
+            "past",
+            json!({"t": "board.move", "room": "board:limits", "ids": ["a"], "dx": 1_000_000_001.0, "dy": 1}),
+        ),
+    ] {
+        let mut frame = frame;
+        frame["id"] = json!(id);
+        if id == "far" {
+            frame["widget"]["x"] = json!(1e308);
+        }
+        ann.send(frame).await;
+        let err = ann.recv_type("error").await;
+        assert_eq!(
+            (err["code"].as_str(), err["id"].as_str()),
+            (Some("bad_request"), Some(id)),
+            "{err}"
+        );
+    }
+    let (_, info) = http(cluster.addr(), "GET", "/api/rooms/board:limits", None).await;
+    let a = &info["widgets"].as_array().unwrap()[0];
+    assert_eq!(
+        (a["id"].as_str(), a["x"].as_f64()),
+        (Some("a"), Some(0.0)),
+        "{a}"
+    );
+
     fill(&mut ann, "board:limits", 9_999).await;
     ann.send(json!({"t": "board.put", "room": "board:limits", "id": "over", "widget": sticky("one-too-many", 0)}))
         .await;

@@ -26,6 +26,9 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 pub const MAX_TAG_BYTES: usize = 64;
 /// Widgets one board may hold.
 pub const MAX_WIDGETS: usize = 10_000;
+/// Widget coordinates and sizes lie within ±this, also after a relative
+/// move.
+pub const MAX_COORD: f64 = 1e9;
 /// Encoded bytes a board's widgets may take in all.
 pub const MAX_BOARD_BYTES: usize = 8 << 20;
 /// Most users in one `presence.page`.
@@ -606,13 +609,20 @@ fn optional<'de, T: Deserialize<'de>>(
     }
 }
 
+/// Whether a coordinate or size is one the contract allows.
+pub fn in_bounds(n: f64) -> bool {
+    n.is_finite() && n.abs() <= MAX_COORD
+}
+
+/// An offset: finite, and at most the whole span of coordinates.
 fn finite(v: Option<&RawValue>, name: &str) -> Result<f64, Failure> {
     let n: f64 = required(v, name)?;
-    if n.is_finite() {
+    if n.is_finite() && n.abs() <= 2.0 * MAX_COORD {
         Ok(n)
     } else {
         Err(Failure::bad_request(format!(
-            "{name} must be a finite number"
+            "{name} must be a finite number within ±{}",
+            2.0 * MAX_COORD
         )))
     }
 }
@@ -637,10 +647,10 @@ fn check_widget(w: &Widget) -> Result<(), Failure> {
         )));
     }
     let dims = [Some(w.x), Some(w.y), w.w, w.h];
-    if dims.iter().flatten().any(|n| !n.is_finite()) {
-        return Err(Failure::bad_request(
-            "widget coordinates must be finite numbers",
-        ));
+    if dims.iter().flatten().any(|n| !in_bounds(*n)) {
+        return Err(Failure::bad_request(format!(
+            "widget coordinates and sizes must be finite numbers within ±{MAX_COORD}"
+        )));
     }
     Ok(())
 }
@@ -653,8 +663,10 @@ fn moves(v: Option<&RawValue>) -> Result<Vec<WidgetMove>, Failure> {
             format!("at most {MAX_MOVES} moves per frame"),
         ));
     }
-    if moves.iter().any(|m| !m.x.is_finite() || !m.y.is_finite()) {
-        return Err(Failure::bad_request("moves must have finite coordinates"));
+    if moves.iter().any(|m| !in_bounds(m.x) || !in_bounds(m.y)) {
+        return Err(Failure::bad_request(format!(
+            "moves must have finite coordinates within ±{MAX_COORD}"
+        )));
     }
     Ok(moves)
 }

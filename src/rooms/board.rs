@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::protocol::client::{BoardRole, Widget, WidgetMove, MAX_BOARD_BYTES, MAX_WIDGETS};
+use crate::protocol::client::{
+    in_bounds, BoardRole, Widget, WidgetMove, MAX_BOARD_BYTES, MAX_COORD, MAX_WIDGETS,
+};
 use crate::protocol::server::VersionedWidget;
 use crate::protocol::{ErrorCode, Failure};
 
@@ -184,11 +186,22 @@ impl Board {
     }
 
     /// Moves the widgets that exist by one offset, each once; returns the
-    /// ids moved.
-    pub fn shift(&mut self, ids: &[String], dx: f64, dy: f64) -> Vec<String> {
+    /// ids moved. A widget the offset would take out of bounds refuses the
+    /// whole move, which then changes nothing.
+    pub fn shift(&mut self, ids: &[String], dx: f64, dy: f64) -> Result<Vec<String>, Failure> {
         let mut ids: Vec<&String> = ids.iter().collect();
         ids.sort();
         ids.dedup();
+        let out = ids
+            .iter()
+            .filter_map(|id| self.widgets.get(*id))
+            .find(|w| !in_bounds(w.widget.x + dx) || !in_bounds(w.widget.y + dy));
+        if let Some(w) = out {
+            return Err(Failure::bad_request(format!(
+                "the move takes widget {} past ±{MAX_COORD}",
+                w.widget.id
+            )));
+        }
         let mut moved = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(w) = self.widgets.get_mut(id) {
@@ -198,7 +211,7 @@ impl Board {
                 moved.push(id.clone());
             }
         }
-        moved
+        Ok(moved)
     }
 
     /// Deletes the widgets that exist; returns the ids deleted.
@@ -368,6 +381,20 @@ mod tests {
         b.delete(&["w1".to_string(), "w2".to_string()]);
         let rebuilt = Board::from_widgets(b.widgets().cloned().collect());
         assert_eq!(rebuilt.bytes(), b.bytes(), "counted the same when rebuilt");
+    }
+
+    #[test]
+    fn a_move_that_takes_a_widget_out_of_bounds_changes_nothing() {
+        let mut b = Board::default();
+        b.put(sticky("edge", MAX_COORD), None).unwrap();
+        b.put(sticky("mid", 0.0), None).unwrap();
+        let before = b.clone();
+        let ids = ["edge".to_string(), "mid".to_string()];
+        let refused = b.shift(&ids, 1.0, 0.0).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BadRequest);
+        assert_eq!(b, before, "not even the widget that would fit moved");
+        assert_eq!(b.shift(&ids, -1.0, 0.0).unwrap(), ids);
+        assert_eq!(b.get("edge").unwrap().widget.x, MAX_COORD - 1.0);
     }
 
     #[test]

@@ -638,7 +638,7 @@ impl RoomState {
             }
             RoomOp::BoardShift { ids, dx, dy } => {
                 moved_only = true;
-                (board.shift(ids, *dx, *dy), Vec::new())
+                (board.shift(ids, *dx, *dy)?, Vec::new())
             }
             RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids)),
             RoomOp::BoardRole { user, role } => {
