@@ -257,6 +257,12 @@ struct NodeArgs {
     /// (Redis `WAIT`); 0 acknowledges once the primary has it.
     #[arg(long, env = "ROOMRING_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     redis_wait_replicas: u32,
+    /// With `--redis-wait-replicas`: acknowledge a commit that every
+    /// connected replica holds although fewer are connected (degraded
+    /// writes, which a failover may lose), instead of answering
+    /// `unavailable`.
+    #[arg(long, env = "ROOMRING_REDIS_ALLOW_DEGRADED")]
+    redis_allow_degraded: bool,
     /// Accepted so that one command line serves every role; a node serves
     /// no clients, so they change nothing on it.
     #[command(flatten)]
@@ -353,8 +359,8 @@ pub enum Command {
         config: NodeConfig,
         /// Where Redis is.
         coordinator: Endpoint,
-        /// Replicas a group commit waits for.
-        wait_replicas: u32,
+        /// What an acknowledged commit promises of replicas.
+        replication: crate::node::storage::Replication,
     },
     /// `roomring gateway`.
     Gateway {
@@ -463,7 +469,10 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             Ok(Command::Node {
                 config,
                 coordinator,
-                wait_replicas: a.redis_wait_replicas,
+                replication: crate::node::storage::Replication {
+                    replicas: a.redis_wait_replicas,
+                    allow_degraded: a.redis_allow_degraded,
+                },
             })
         }
         Cmd::Gateway(a) => {

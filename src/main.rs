@@ -79,12 +79,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Node {
             config,
             coordinator: endpoint,
-            wait_replicas,
+            replication,
         } => {
             let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
             let store =
-                RedisStore::connect(&endpoint, PREFIX, config.rooms.keep, wait_replicas).await?;
+                RedisStore::connect(&endpoint, PREFIX, config.rooms.keep, replication).await?;
             roomring::node::run(config, coordinator, Some(store)).await?
         }
         Command::Gateway {

@@ -3,16 +3,18 @@
 //! replica that did not take a commit in time (the primary holds it). The
 //! room reloads and publishes what storage holds, so readers on another
 //! gateway see every seq exactly once and writers' retries are acked at the
-//! seq first given.
+//! seq first given. And with a replica required, a commit no replica
+//! holds is never acked.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde_json::json;
 use support::procs::Proc;
 use support::redis::RedisServer;
-use support::{wait_for_nodes, ChatLoad};
+use support::{wait_for_nodes, ChatLoad, Client};
 
 const ROOMS: usize = 6;
 
@@ -69,9 +71,8 @@ async fn a_redis_stalled_for_1_2_s_five_times_leaves_readers_no_gap() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_its_replica_missed_is_published_once_the_room_reloads() {
-    let primary = RedisServer::start();
+/// A replica of `primary`, once it has caught up.
+async fn replica_of(primary: &RedisServer) -> RedisServer {
     let replica = RedisServer::start_with(
         None,
         &[
@@ -88,6 +89,13 @@ async fn a_commit_its_replica_missed_is_published_once_the_room_reloads() {
             Err(info)
         }
     });
+    replica
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_its_replica_missed_is_published_once_the_room_reloads() {
+    let primary = RedisServer::start();
+    let replica = replica_of(&primary).await;
     let c = cluster(&primary.url(), &["--redis-wait-replicas", "1"]).await;
     let (g1, g2) = (c.gateways[0].addr, c.gateways[1].addr);
     under_load(g1, g2, "unreplicated", async {
@@ -100,4 +108,55 @@ async fn a_commit_its_replica_missed_is_published_once_the_room_reloads() {
         }
     })
     .await;
+}
+
+/// With `--redis-wait-replicas 1`, a primary left without its replica acks
+/// nothing: the send is `unavailable` (the client retries it with its id);
+/// once a replica is back, the retry is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_no_replica_holds_is_not_acked() {
+    let primary = RedisServer::start();
+    let mut replica = replica_of(&primary).await;
+    let _node = Proc::start_with(
+        "node",
+        "n1",
+        &primary.url(),
+        &["--redis-wait-replicas", "1"],
+    );
+    let gw = Proc::start("gateway", "g1", &primary.url());
+    wait_for_nodes(gw.addr, 1).await;
+    let room = "chat:replicated";
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    ann.join(room).await;
+    assert_eq!(ann.say(room, "held", "held by the replica").await, 1);
+
+    replica.kill();
+    eventually!({
+        let info = primary.query(&["INFO", "replication"]);
+        if info.contains("connected_slaves:0") {
+            Ok(())
+        } else {
+            Err(info)
+        }
+    });
+    let send = json!({"t": "send", "room": room, "id": "alone", "body": {"text": "no replica"}});
+    ann.send(send.clone()).await;
+    let refused = ann.recv_either("ack", Some("alone")).await;
+    assert_eq!(
+        (refused["t"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{refused}"
+    );
+
+    let _back = replica_of(&primary).await;
+    let acked = eventually!({
+        ann.send(send.clone()).await;
+        let f = ann.recv_either("ack", Some("alone")).await;
+        if f["t"] == "ack" {
+            Ok(f)
+        } else {
+            Err(f)
+        }
+    });
+    assert_eq!(acked["seq"], 2, "{acked}");
 }

@@ -2,7 +2,9 @@
 //! Sentinels; 3 nodes and 2 gateways on `redis+sentinel://`, group commits
 //! waiting for the replica. The primary is killed (SIGKILL) under chat load:
 //! every acked message is in history afterwards, readers see every seq once,
-//! rooms serve again within a bounded time, and no process exits.
+//! rooms serve again within a bounded time, and no process exits. With one
+//! replica, the promoted one is alone: the nodes accept degraded writes
+//! (`--redis-allow-degraded`) to serve on.
 
 mod support;
 
@@ -25,7 +27,7 @@ async fn the_primary_killed_under_load_loses_no_acked_message() {
                 "node",
                 &format!("n{i}"),
                 &url,
-                &["--redis-wait-replicas", "1"],
+                &["--redis-wait-replicas", "1", "--redis-allow-degraded"],
             )
         })
         .collect();

@@ -109,7 +109,7 @@ impl RedisStore {
         endpoint: &Endpoint,
         prefix: &str,
         keep: usize,
-        replicas: u32,
+        replication: Replication,
     ) -> Result<Arc<Self>, StoreError> {
         let conn = endpoint.connect().await.map_err(failed)?;
         let (journal, rx) = mpsc::unbounded_channel();
@@ -118,7 +118,7 @@ impl RedisStore {
             conn: conn.clone(),
             prefix: prefix.to_string(),
             keep,
-            replicas,
+            replication,
             rx,
             writer: fence.clone(),
         };
@@ -224,13 +224,23 @@ impl RoomStore for RedisStore {
     }
 }
 
+/// What an acknowledged commit promises of Redis replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas that must hold a commit (`WAIT`) before it is acknowledged.
+    pub replicas: u32,
+    /// Acknowledge a commit that every connected replica holds although
+    /// fewer than `replicas` are connected (a write that a failover may
+    /// lose), rather than fail it.
+    pub allow_degraded: bool,
+}
+
 /// The group-commit writer.
 struct Committer {
     conn: Conn,
     prefix: String,
     keep: usize,
-    /// Replicas that must hold a commit before it is acknowledged.
-    replicas: u32,
+    replication: Replication,
     rx: mpsc::UnboundedReceiver<Append>,
     writer: Arc<Mutex<Option<FenceWriter>>>,
 }
@@ -304,26 +314,38 @@ impl Committer {
                     .arg(e.cid.as_deref().unwrap_or(""));
             }
         }
-        if self.replicas > 0 {
-            pipe.cmd("WAIT").arg(self.replicas).arg(WAIT_TIMEOUT_MS);
+        if self.replication.replicas > 0 {
+            pipe.cmd("WAIT")
+                .arg(self.replication.replicas)
+                .arg(WAIT_TIMEOUT_MS);
         }
         pipe
     }
 
     /// Runs the pipeline and answers one code per room. With replicas
-    /// asked for, a commit is acknowledged once that many hold it, or, when
-    /// the primary has fewer connected (one was lost, or a failover left it
-    /// alone), once every connected one does; anything less fails the
-    /// commit as a whole (its rooms reload, and what it wrote is in their
-    /// history if it survives).
+    /// asked for, a commit is acknowledged once that many hold it; anything
+    /// less fails the commit as a whole (its rooms reload, and what it wrote
+    /// is in their history if it survives; a retried send is then acked at
+    /// its first seq). With `allow_degraded`, a primary with fewer replicas
+    /// connected (one was lost, or a failover left it alone) acknowledges
+    /// once every connected one holds the commit.
     async fn commit(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, StoreError> {
         let mut codes = self.send(pipe).await?;
-        if self.replicas == 0 {
+        let Replication {
+            replicas,
+            allow_degraded,
+        } = self.replication;
+        if replicas == 0 {
             return Ok(codes);
         }
         let took = codes.pop().unwrap_or(0);
-        if took >= i64::from(self.replicas) {
+        if took >= i64::from(replicas) {
             return Ok(codes);
+        }
+        if !allow_degraded {
+            return Err(StoreError(format!(
+                "{took} of {replicas} replicas took the commit within {WAIT_TIMEOUT_MS} ms"
+            )));
         }
         let connected = self.connected_replicas().await?;
         if took >= connected {
@@ -332,7 +354,7 @@ impl Committer {
                 .increment(1);
             tracing::debug!(
                 took,
-                wanted = self.replicas,
+                wanted = replicas,
                 "commit held by every connected replica"
             );
             return Ok(codes);
