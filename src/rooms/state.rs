@@ -34,6 +34,11 @@ pub const JOIN_HISTORY: usize = 50;
 pub const REPLAY_EVENTS: usize = 1000;
 /// Encoded bytes a replay holds at most.
 pub const REPLAY_BYTES: usize = 8 << 20;
+/// Encoded bytes of events a room keeps in memory at most: past them the
+/// oldest go, however few are kept, so that a room of huge board changes
+/// stays as small to hand off as one of chat lines (its widgets travel
+/// whole, not as the changes that made them).
+pub const KEEP_BYTES: usize = 16 << 20;
 
 /// Read receipts a room keeps (the latest per user): past it the oldest
 /// receipt goes, so that a room many users pass through stays bounded.
@@ -134,6 +139,8 @@ pub struct RoomState {
     seq: u64,
     keep: usize,
     log: VecDeque<Kept>,
+    /// Encoded bytes of `log`.
+    log_bytes: usize,
     /// Client ids of kept messages, per author, to their seq.
     sent: Map<UserId, Map<ClientId, u64>>,
     conns: Map<Sub, UserId>,
@@ -155,6 +162,7 @@ impl RoomState {
             seq: 0,
             keep: limits.keep.max(1),
             log: VecDeque::new(),
+            log_bytes: 0,
             sent: Map::default(),
             conns: Map::default(),
             links: Map::default(),
@@ -704,12 +712,17 @@ impl RoomState {
                 .or_default()
                 .insert(id.clone(), kept.seq);
         }
+        self.log_bytes += kept.frame.len();
         self.log.push_back(kept);
-        while self.log.len() > self.keep {
-            if let Some(Kept {
+        while self.log.len() > self.keep || (self.log_bytes > KEEP_BYTES && self.log.len() > 1) {
+            let Some(gone) = self.log.pop_front() else {
+                break;
+            };
+            self.log_bytes -= gone.frame.len();
+            if let Kept {
                 msg: Some((user, Some(id))),
                 ..
-            }) = self.log.pop_front()
+            } = gone
             {
                 if let Some(ids) = self.sent.get_mut(user.as_str()) {
                     ids.remove(&id);

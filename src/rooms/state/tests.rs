@@ -478,3 +478,36 @@ fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
         assert!(out.missed.unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_room_of_huge_events_keeps_at_most_its_bytes() {
+    let mut r = RoomState::new(RoomId::parse("chat:heavy").unwrap(), keep(1000));
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    let big = "h".repeat(60_000);
+    for i in 0..400 {
+        send(&mut r, &ann, &format!("h{i}"), &big);
+    }
+    let per = KEEP_BYTES / 60_000;
+    assert_eq!(r.seq(), 400);
+    let history = |r: &mut RoomState| {
+        json(&r.messages_json(0, 1000))["messages"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let kept = history(&mut r);
+    assert!(
+        (per - 5..=per).contains(&kept),
+        "{kept} kept of 400 (about {per} fit)"
+    );
+    for i in 0..10 {
+        send(&mut r, &ann, &format!("s{i}"), "small");
+    }
+    assert!(
+        history(&mut r) <= per + 10,
+        "small events take the place of big ones"
+    );
+    let joined = join(&mut r, &ann, Some(395));
+    assert_eq!(joined["history"].as_array().unwrap().len(), 15);
+}

@@ -24,6 +24,7 @@ impl RoomState {
         let snapshot = snapshot.unwrap_or_default();
         self.seq = snapshot.seq;
         self.log.clear();
+        self.log_bytes = 0;
         self.sent.clear();
         self.reads = snapshot
             .reads
