@@ -52,12 +52,23 @@ end
 
 /// Appends one room's entries if the writer may: 1 when written, 0 when the
 /// writer's lease lapsed, -1 when another writer holds the room with an
-/// epoch at least as new.
+/// epoch at least as new, -2 when the log already holds the first entry's
+/// seq (a copy of the room that fell behind storage: a seq is never written
+/// twice, whoever tries).
 /// KEYS: owner, member, log, snapshot. ARGV: id, generation, epoch, keep,
 /// snapshot ("" for none), n, then n × (seq, frame, author, client id).
 const APPEND: &str = concat!(
     fence!(),
     r#"
+if tonumber(ARGV[6]) > 0 then
+  local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  if top then
+    local f = top[2]
+    for j = 1, #f, 2 do
+      if f[j] == 's' and tonumber(f[j + 1]) >= tonumber(ARGV[7]) then return -2 end
+    end
+  end
+end
 local i = 7
 for _ = 1, tonumber(ARGV[6]) do
   local f = {'s', ARGV[i], 'f', ARGV[i + 1]}
@@ -82,6 +93,9 @@ fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {
         1 => Ok(()),
         0 => Err(StoreError(format!(
             "fenced: this node's lease lapsed; {room} is not written"
+        ))),
+        -2 => Err(StoreError(format!(
+            "{room}'s log already holds that seq: this copy fell behind storage"
         ))),
         _ => Err(StoreError(format!("fenced: another node owns {room} now"))),
     }

@@ -1,0 +1,61 @@
+//! Room storage in Redis, through its own API: a seq already in a room's
+//! log is refused, whoever writes it (a copy of the room that fell behind
+//! storage can never write a seq twice).
+
+mod support;
+
+use bytes::Bytes;
+use roomring::ids::RoomId;
+use roomring::node::storage::{RedisStore, Replication};
+use roomring::rooms::store::{Append, Entry, RoomStore, Writer};
+use support::redis::RedisServer;
+
+/// Appends entries of these seqs and waits for the answer.
+async fn append(store: &RedisStore, room: &RoomId, seqs: &[u64]) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.append(Append {
+        room: room.clone(),
+        entries: seqs
+            .iter()
+            .map(|&seq| Entry {
+                seq,
+                frame: Bytes::from(format!(r#"{{"t":"msg","seq":{seq}}}"#)),
+                author: None,
+                cid: None,
+            })
+            .collect(),
+        snapshot: None,
+        done: Box::new(move |result| {
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        }),
+    });
+    rx.await.expect("an answer")
+}
+
+#[tokio::test]
+async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
+    let redis = RedisServer::start();
+    redis.cli(&["HSET", "t:member:n1", "generation", "1"]);
+    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default())
+        .await
+        .expect("store");
+    store.fence(Writer {
+        member: "n1".into(),
+        generation: 1,
+        epoch: 1,
+    });
+    let room = RoomId::parse("chat:twice").unwrap();
+    store.load(&room).await.expect("claimed and loaded");
+
+    append(&store, &room, &[1, 2, 3]).await.expect("new seqs");
+    let again = append(&store, &room, &[3]).await.expect_err("3 is stored");
+    assert!(again.contains("already holds"), "{again}");
+    append(&store, &room, &[2, 3, 4])
+        .await
+        .expect_err("a tail that overlaps the log");
+    append(&store, &room, &[4, 5]).await.expect("what follows");
+
+    let loaded = store.load(&room).await.expect("loaded");
+    let seqs: Vec<u64> = loaded.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "each seq once");
+}
