@@ -390,3 +390,67 @@ async fn a_room_waiting_for_storage_holds_up_no_other_room_on_its_link() {
         "the other room was served in {served:?}, the held send answered in {waited:?} ({answer})"
     );
 }
+
+/// A board of large changes keeps a bounded log, in memory and in Redis:
+/// snapshots come by bytes too, so the log can shrink to what follows the
+/// last one, and a node that loads the board after a kill has all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_of_large_changes_keeps_a_bounded_log_and_reloads_whole() {
+    const WIDGETS: usize = 2000;
+    const DRAGS: usize = 200;
+    let redis = support::redis::RedisServer::start();
+    let mut n1 = Proc::start("node", "n1", &redis.url());
+    let gw = Proc::start("gateway", "g1", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    let room = "board:heavy";
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    ann.join(room).await;
+    for i in 0..WIDGETS {
+        let mut frame = serde_json::json!({"t": "board.put", "room": room,
+            "widget": {"id": format!("w{i:04}"), "kind": "sticky", "x": 0, "y": i}});
+        if i + 1 == WIDGETS {
+            frame["id"] = serde_json::json!("laid");
+        }
+        ann.send(frame).await;
+    }
+    while ann.recv_type("board.changed").await["id"] != "laid" {}
+    let ids: Vec<String> = (0..WIDGETS).map(|i| format!("w{i:04}")).collect();
+    for d in 0..DRAGS {
+        let id = format!("d{d}");
+        ann.send(
+            serde_json::json!({"t": "board.move", "room": room, "id": id,
+            "ids": ids, "dx": 1, "dy": 0}),
+        )
+        .await;
+        while ann.recv_type("board.changed").await["id"] != id.as_str() {}
+    }
+    // Each drag's change is about 90 KB: 16 MiB hold some 180 of them,
+    // and Redis trims by whole nodes of 100 entries.
+    let key = format!("{}:room:{room}:log", roomring::coordinator::redis::PREFIX);
+    let stored: usize = redis.query(&["XLEN", &key]).trim().parse().unwrap();
+    assert!(
+        stored < 600,
+        "{stored} of {} events stored",
+        WIDGETS + DRAGS
+    );
+
+    n1.kill9();
+    let _n2 = Proc::start("node", "n2", &redis.url());
+    let mut bob = Client::connect(gw.addr, "bob").await;
+    let joined = eventually!({
+        bob.send(serde_json::json!({"t": "join", "room": room, "id": "j"}))
+            .await;
+        let f = bob.recv_either("joined", Some("j")).await;
+        if f["t"] == "joined" {
+            Ok(f)
+        } else {
+            Err(f)
+        }
+    });
+    let widgets = joined["widgets"].as_array().unwrap();
+    assert_eq!(widgets.len(), WIDGETS);
+    assert!(
+        widgets.iter().all(|w| w["x"] == DRAGS as f64),
+        "every widget where the last drag left it"
+    );
+}

@@ -25,6 +25,7 @@ async fn append(store: &RedisStore, room: &RoomId, seqs: &[u64]) -> Result<(), S
             })
             .collect(),
         snapshot: None,
+        keep: usize::MAX,
         done: Box::new(move |result| {
             let _ = tx.send(result.map_err(|e| e.to_string()));
         }),

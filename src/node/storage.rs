@@ -314,7 +314,7 @@ impl Committer {
                 .arg(&writer.member)
                 .arg(writer.generation)
                 .arg(writer.epoch)
-                .arg(self.keep);
+                .arg(append.keep.clamp(1, self.keep));
             let snapshot = append
                 .snapshot
                 .as_ref()

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::state::Event;
-use super::store::{Entry, RoomStore, Snapshot, SNAPSHOT_EVERY};
+use super::store::{Entry, RoomStore, Snapshot, SNAPSHOT_BYTES, SNAPSHOT_EVERY};
 
 /// The durability state of one room.
 pub(super) struct Durable<R> {
@@ -25,13 +25,21 @@ pub(super) struct Durable<R> {
     in_flight: Option<u64>,
     /// Seq of the last snapshot written.
     snapshot_at: u64,
+    /// Whether this room wrote that snapshot itself (since it was loaded or
+    /// handed off): only then does it know every event after it, and may
+    /// let storage trim the log down to them.
+    own_snapshot: bool,
+    /// Encoded bytes of the events staged since that snapshot.
+    bytes_since: usize,
 }
 
-/// An append to hand to the journal: up to which seq, what, and a snapshot.
+/// An append to hand to the journal: up to which seq, what, a snapshot,
+/// and how many entries of the log storage keeps at least.
 pub(super) struct Batch {
     pub(super) upto: u64,
     pub(super) entries: Vec<Entry>,
     pub(super) snapshot: Option<Snapshot>,
+    pub(super) keep: usize,
 }
 
 impl<R> Durable<R> {
@@ -44,6 +52,8 @@ impl<R> Durable<R> {
             held: VecDeque::new(),
             in_flight: None,
             snapshot_at: 0,
+            own_snapshot: false,
+            bytes_since: 0,
         }
     }
 
@@ -52,6 +62,8 @@ impl<R> Durable<R> {
         self.loaded = true;
         self.committed = seq;
         self.snapshot_at = seq;
+        self.own_snapshot = false;
+        self.bytes_since = 0;
     }
 
     /// The last seq known to be committed (everything up to it was shown).
@@ -61,7 +73,11 @@ impl<R> Durable<R> {
 
     /// Queues the stored events among `events` for the next append.
     pub(super) fn stage(&mut self, events: &[Event]) {
-        self.unsent.extend(events.iter().filter_map(Event::entry));
+        let entries = events.iter().filter_map(Event::entry);
+        for entry in entries {
+            self.bytes_since += entry.frame.len();
+            self.unsent.push(entry);
+        }
     }
 
     /// Holds an outcome produced when the room was at `upto`; returns what
@@ -95,21 +111,36 @@ impl<R> Durable<R> {
     }
 
     /// The next append, unless one is in flight or nothing is unsent;
-    /// `snapshot` is taken when one is due.
-    pub(super) fn next_batch(&mut self, snapshot: impl FnOnce() -> Snapshot) -> Option<Batch> {
+    /// `snapshot` is taken when one is due (every `SNAPSHOT_EVERY` events
+    /// or `SNAPSHOT_BYTES`); the room keeps `kept` events in memory.
+    pub(super) fn next_batch(
+        &mut self,
+        snapshot: impl FnOnce() -> Snapshot,
+        kept: usize,
+    ) -> Option<Batch> {
         if self.in_flight.is_some() {
             return None;
         }
         let upto = self.unsent.last()?.seq;
-        let snapshot = (upto >= self.snapshot_at + SNAPSHOT_EVERY).then(snapshot);
+        let due = upto >= self.snapshot_at + SNAPSHOT_EVERY || self.bytes_since >= SNAPSHOT_BYTES;
+        let snapshot = due.then(snapshot);
         if snapshot.is_some() {
             self.snapshot_at = upto;
+            self.own_snapshot = true;
+            self.bytes_since = 0;
         }
+        let since_snapshot = usize::try_from(upto - self.snapshot_at).unwrap_or(usize::MAX);
+        let keep = if self.own_snapshot {
+            kept.max(since_snapshot)
+        } else {
+            usize::MAX
+        };
         self.in_flight = Some(upto);
         Some(Batch {
             upto,
             entries: std::mem::take(&mut self.unsent),
             snapshot,
+            keep,
         })
     }
 
@@ -163,18 +194,20 @@ mod tests {
         d.loaded_at(0);
         d.stage(&[event(1)]);
         assert!(d.hold(1, "ack 1").is_empty(), "not yet durable");
-        let first = d.next_batch(Snapshot::default).expect("an append");
+        let first = d.next_batch(Snapshot::default, 1000).expect("an append");
         assert_eq!((first.upto, first.entries.len()), (1, 1));
         d.stage(&[event(2)]);
         assert!(d.hold(2, "ack 2").is_empty());
         assert!(
-            d.next_batch(Snapshot::default).is_none(),
+            d.next_batch(Snapshot::default, 1000).is_none(),
             "one in flight at a time"
         );
         // An ephemeral outcome behind a stored one waits its turn.
         assert!(d.hold(2, "typing").is_empty());
         assert_eq!(d.committed(1), vec!["ack 1"]);
-        let second = d.next_batch(Snapshot::default).expect("the next append");
+        let second = d
+            .next_batch(Snapshot::default, 1000)
+            .expect("the next append");
         assert_eq!(second.entries[0].seq, 2);
         assert!(!d.settled());
         assert_eq!(d.committed(2), vec!["ack 2", "typing"]);
@@ -188,7 +221,7 @@ mod tests {
         assert_eq!(d.hold(5, "nothing stored"), vec!["nothing stored"]);
         d.stage(&[event(6)]);
         d.hold(6, "ack 6");
-        let batch = d.next_batch(Snapshot::default).expect("append");
+        let batch = d.next_batch(Snapshot::default, 1000).expect("append");
         d.stage(&[event(7)]);
         d.hold(7, "ack 7");
         assert_eq!(d.failed(batch.upto), vec!["ack 6", "ack 7"]);
@@ -201,7 +234,7 @@ mod tests {
         d.loaded_at(5);
         d.stage(&[event(6)]);
         d.hold(6, "ack 6");
-        let batch = d.next_batch(Snapshot::default).expect("append");
+        let batch = d.next_batch(Snapshot::default, 1000).expect("append");
         assert_eq!(d.failed(batch.upto), vec!["ack 6"]);
         // A gateway link drops before the reload: its connections leave
         // while the room's memory still says seq 6.
@@ -218,14 +251,57 @@ mod tests {
             d.stage(&[event(seq)]);
             d.hold(seq, ());
             let batch = d
-                .next_batch(|| Snapshot {
-                    seq,
-                    ..Snapshot::default()
-                })
+                .next_batch(
+                    || Snapshot {
+                        seq,
+                        ..Snapshot::default()
+                    },
+                    1000,
+                )
                 .expect("append");
             snapshots += usize::from(batch.snapshot.is_some());
             d.committed(batch.upto);
         }
         assert_eq!(snapshots, 2);
+    }
+
+    #[tokio::test]
+    async fn large_events_bring_the_snapshot_sooner_and_let_the_log_shrink_to_what_follows_it() {
+        let mut d: Durable<()> = Durable::new(MemoryStore::new(1000));
+        d.loaded_at(10);
+        let big = |seq: u64| Event {
+            frame: vec![b'x'; 1 << 20].into(),
+            ..event(seq)
+        };
+        d.stage(&[big(11)]);
+        let first = d.next_batch(Snapshot::default, 3).expect("append");
+        assert!(first.snapshot.is_none());
+        assert_eq!(
+            first.keep,
+            usize::MAX,
+            "loaded: the stored snapshot's seq is unknown, storage keeps what it keeps"
+        );
+        d.committed(first.upto);
+        for seq in 12..=18 {
+            d.stage(&[big(seq)]);
+        }
+        let second = d.next_batch(Snapshot::default, 3).expect("append");
+        assert!(
+            second.snapshot.is_some(),
+            "8 MiB since the last: a snapshot"
+        );
+        assert_eq!(second.keep, 3, "then what the room keeps in memory");
+        d.committed(second.upto);
+        for seq in 19..=23 {
+            d.stage(&[event(seq)]);
+            let batch = d.next_batch(Snapshot::default, 3).expect("append");
+            assert!(batch.snapshot.is_none());
+            assert_eq!(
+                batch.keep,
+                3.max((seq - 18) as usize),
+                "and every event since the snapshot"
+            );
+            d.committed(batch.upto);
+        }
     }
 }

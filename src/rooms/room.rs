@@ -513,6 +513,7 @@ impl Room {
             room: self.id.clone(),
             entries: batch.entries,
             snapshot: batch.snapshot,
+            keep: batch.keep,
             done: Box::new(move |result| {
                 if let Some(room) = room.upgrade() {
                     room.committed(upto, result);
@@ -691,7 +692,7 @@ impl Inner {
     fn next_batch(&mut self) -> Option<(Arc<dyn RoomStore>, Batch)> {
         let d = self.durable.as_mut()?;
         let state = &self.state;
-        let batch = d.next_batch(|| state.snapshot())?;
+        let batch = d.next_batch(|| state.snapshot(), state.kept())?;
         Some((d.store.clone(), batch))
     }
 

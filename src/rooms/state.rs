@@ -34,10 +34,11 @@ pub const JOIN_HISTORY: usize = 50;
 pub const REPLAY_EVENTS: usize = 1000;
 /// Encoded bytes a replay holds at most.
 pub const REPLAY_BYTES: usize = 8 << 20;
-/// Encoded bytes of events a room keeps in memory at most: past them the
-/// oldest go, however few are kept, so that a room of huge board changes
-/// stays as small to hand off as one of chat lines (its widgets travel
-/// whole, not as the changes that made them).
+/// Encoded bytes of events a room keeps at most, in memory and, with the
+/// events since its last snapshot, in its stored log: past them the oldest
+/// go, however few are kept, so that a room of huge board changes hands
+/// off and reloads as fast as one of chat lines (its widgets travel whole,
+/// not as the changes that made them).
 pub const KEEP_BYTES: usize = 16 << 20;
 
 /// Read receipts a room keeps (the latest per user): past it the oldest
@@ -201,6 +202,11 @@ impl RoomState {
     /// The room's history epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// Events the room keeps now (at most `keep`, in at most `KEEP_BYTES`).
+    pub fn kept(&self) -> usize {
+        self.log.len()
     }
 
     /// The room's last seq.

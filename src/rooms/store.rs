@@ -16,6 +16,10 @@ use crate::protocol::server::VersionedWidget;
 
 /// Stored events between snapshots of board widgets and read receipts.
 pub const SNAPSHOT_EVERY: u64 = 200;
+/// Encoded bytes of stored events between snapshots, at most (one batch
+/// more): with few large events the snapshot comes sooner, so that a log
+/// trimmed to its bytes still holds every event since the last one.
+pub const SNAPSHOT_BYTES: usize = 8 << 20;
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +75,10 @@ pub struct Append {
     pub entries: Vec<Entry>,
     /// A snapshot to write with them.
     pub snapshot: Option<Snapshot>,
+    /// Entries of the room's log to keep at least: the newest, as many as
+    /// the room keeps in memory and every one since its last snapshot
+    /// (`usize::MAX`: as many as the store keeps of any room).
+    pub keep: usize,
     /// Called once the entries are durable (or not).
     pub done: Done,
 }
@@ -111,8 +119,9 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store keeping about `keep` entries per room; starts its writer task,
-    /// which ends when the store is dropped.
+    /// A store keeping at most `keep` entries per room (fewer when an
+    /// append says so); starts its writer task, which ends when the store is
+    /// dropped.
     pub fn new(keep: usize) -> Arc<Self> {
         let (journal, mut rx) = mpsc::unbounded_channel::<Append>();
         let store = Arc::new(Self {
@@ -129,6 +138,7 @@ impl MemoryStore {
                     let mut rooms = store.rooms.lock().unwrap_or_else(|e| e.into_inner());
                     let room = rooms.entry(append.room.clone()).or_default();
                     room.entries.extend(append.entries);
+                    let keep = append.keep.clamp(1, keep);
                     let excess = room.entries.len().saturating_sub(keep);
                     room.entries.drain(..excess);
                     if append.snapshot.is_some() {
