@@ -620,7 +620,7 @@ impl Inner {
                 Some((sub, self.state.user(sub, name)?))
             })
             .collect();
-        let out = self.state.resume_all(subs, (since, epoch), now_ms());
+        let out = self.state.resume_all(link, subs, (since, epoch), now_ms());
         self.want(out.wake);
         if self.state.has_link(link) {
             self.links.entry(link).or_insert_with(|| sink.clone());

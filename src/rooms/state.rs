@@ -145,6 +145,10 @@ pub struct RoomState {
     /// Client ids of kept messages, per author, to their seq.
     sent: Map<UserId, Map<ClientId, u64>>,
     conns: Map<Sub, UserId>,
+    /// Connections that came with the room from its previous owner and have
+    /// not been subscribed here since: their gateway's resume says which
+    /// are still there (one closed during the move is not).
+    adopted: std::collections::HashSet<Sub>,
     links: Map<LinkId, usize>,
     presence: Presence,
     ephemeral: Ephemeral,
@@ -166,6 +170,7 @@ impl RoomState {
             log_bytes: 0,
             sent: Map::default(),
             conns: Map::default(),
+            adopted: Default::default(),
             links: Map::default(),
             presence: Presence::new(limits.presence),
             ephemeral: Ephemeral::default(),
@@ -294,6 +299,7 @@ impl RoomState {
     /// Subscribes a connection; its presence is announced to the others
     /// when it is the user's first (as a count past the presence limit).
     fn subscribe(&mut self, origin: &Origin, now: u64, out: &mut Outcome) {
+        self.adopted.remove(&origin.sub);
         if self.conns.insert(origin.sub, origin.user.clone()).is_some() {
             return;
         }
@@ -347,22 +353,51 @@ impl RoomState {
 
     /// A resuming subscription: the kept events after `since`, with seqs.
     fn resume(&mut self, origin: &Origin, since: u64, now: u64) -> Outcome {
-        self.resume_all([(origin.sub, origin.user.clone())], (since, None), now)
+        let conns = [(origin.sub, origin.user.clone())];
+        self.resubscribe(conns, (since, None), now, Outcome::default())
     }
 
-    /// Subscribes again connections of one gateway (after their room moved
-    /// or their link dropped), all at once: the kept events after `since`
-    /// (in the history `epoch` names, when known), with seqs, come once for
-    /// all of them. Past the replay budget, or when the room's history is
-    /// another (lost or rewound: another epoch, or `since` past its seq), a
-    /// `joined` marked truncated (the reply) comes in their place.
+    /// Subscribes again every connection of one gateway link (after their
+    /// room moved or their link dropped), all at once: the kept events after
+    /// `since` (in the history `epoch` names, when known), with seqs, come
+    /// once for all of them. Past the replay budget, or when the room's
+    /// history is another (lost or rewound: another epoch, or `since` past
+    /// its seq), a `joined` marked truncated (the reply) comes in their
+    /// place. Connections of the link that came with the room and are not
+    /// among `conns` closed while it moved: they leave.
     pub fn resume_all(
+        &mut self,
+        link: LinkId,
+        conns: impl IntoIterator<Item = (Sub, UserId)>,
+        from: (u64, Option<&str>),
+        now: u64,
+    ) -> Outcome {
+        let conns: Vec<(Sub, UserId)> = conns.into_iter().collect();
+        let listed: std::collections::HashSet<Sub> = conns.iter().map(|(s, _)| *s).collect();
+        let gone: Vec<Sub> = self
+            .adopted
+            .iter()
+            .filter(|s| s.link == link && !listed.contains(s))
+            .copied()
+            .collect();
+        let mut out = Outcome::default();
+        for sub in gone {
+            let left = self.leave(sub, now);
+            out.events.extend(left.events);
+            out.wake = [out.wake, left.wake].into_iter().flatten().min();
+        }
+        self.resubscribe(conns, from, now, out)
+    }
+
+    /// Subscribes connections again from `since` (see `resume_all`), adding
+    /// to `out`.
+    fn resubscribe(
         &mut self,
         conns: impl IntoIterator<Item = (Sub, UserId)>,
         (since, epoch): (u64, Option<&str>),
         now: u64,
+        mut out: Outcome,
     ) -> Outcome {
-        let mut out = Outcome::default();
         for (sub, user) in conns {
             self.subscribe(&Origin { sub, user }, now, &mut out);
         }
@@ -509,6 +544,7 @@ impl RoomState {
 
     fn leave(&mut self, sub: Sub, now: u64) -> Outcome {
         let mut out = Outcome::default();
+        self.adopted.remove(&sub);
         let Some(user) = self.conns.remove(&sub) else {
             return out;
         };

@@ -423,10 +423,10 @@ fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
     for i in 0..1200 {
         send(&mut r, &ann, &format!("m{i}"), "x");
     }
-    let near = r.resume_all([(bob.sub, bob.user.clone())], (1100, None), 5);
+    let near = r.resume_all(bob.sub.link, [(bob.sub, bob.user.clone())], (1100, None), 5);
     assert_eq!(near.missed.unwrap().len(), 100);
     assert!(near.reply.is_none(), "within the budget: the missed events");
-    let far = r.resume_all([(bob.sub, bob.user.clone())], (10, None), 5);
+    let far = r.resume_all(bob.sub.link, [(bob.sub, bob.user.clone())], (10, None), 5);
     assert_eq!(far.missed.unwrap().len(), 0);
     let joined = json(&far.reply.expect("a joined in their place"));
     assert_eq!(
@@ -454,7 +454,12 @@ fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
         .as_str()
         .unwrap()
         .to_string();
-    let same = r.resume_all([(ann.sub, ann.user.clone())], (2, Some(&epoch)), 5);
+    let same = r.resume_all(
+        ann.sub.link,
+        [(ann.sub, ann.user.clone())],
+        (2, Some(&epoch)),
+        5,
+    );
     assert_eq!(
         same.missed.unwrap().len(),
         1,
@@ -462,7 +467,12 @@ fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
     );
     assert!(same.reply.is_none());
     for (since, known) in [(50, Some(epoch.as_str())), (1, Some("another")), (50, None)] {
-        let out = r.resume_all([(ann.sub, ann.user.clone())], (since, known), 5);
+        let out = r.resume_all(
+            ann.sub.link,
+            [(ann.sub, ann.user.clone())],
+            (since, known),
+            5,
+        );
         let joined = json(&out.reply.expect("a joined in place of silence"));
         assert_eq!(
             (joined["truncated"].as_bool(), joined["seq"].as_u64()),
@@ -510,4 +520,43 @@ fn a_room_of_huge_events_keeps_at_most_its_bytes() {
     );
     let joined = join(&mut r, &ann, Some(395));
     assert_eq!(joined["history"].as_array().unwrap().len(), 15);
+}
+
+#[test]
+fn a_connection_that_closed_while_its_room_moved_leaves_when_its_gateway_resumes() {
+    let mut r = room("chat");
+    let (ann, bob, cat) = (who("ann", 1, 1), who("bob", 1, 2), who("cat", 1, 3));
+    let dan = who("dan", 2, 1);
+    r.adopt(vec![
+        (ann.sub, ann.user.clone()),
+        (bob.sub, bob.user.clone()),
+        (dan.sub, dan.user.clone()),
+    ]);
+    join(&mut r, &cat, None);
+    // Gateway 1 resumes the room: bob closed during the move.
+    let out = r.resume_all(1, [(ann.sub, ann.user.clone())], (0, None), 5);
+    let told: Vec<Value> = out.events.iter().map(|e| json(&e.frame)).collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (
+            told[0]["t"].as_str(),
+            told[0]["user"].as_str(),
+            told[0]["online"].as_bool()
+        ),
+        (Some("presence"), Some("bob"), Some(false))
+    );
+    let online: Vec<String> = json(&r.info_json("n1"))["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        online,
+        ["ann", "cat", "dan"],
+        "cat joined here; dan's gateway did not resume yet"
+    );
+    // A second resume leaves the ones it confirmed alone.
+    let again = r.resume_all(1, [(ann.sub, ann.user.clone())], (0, None), 6);
+    assert!(again.events.is_empty());
 }

@@ -125,6 +125,7 @@ impl RoomState {
             if self.conns.insert(sub, user.clone()).is_none() {
                 *self.links.entry(sub.link).or_default() += 1;
                 self.presence.adopt(&user);
+                self.adopted.insert(sub);
             }
         }
     }
