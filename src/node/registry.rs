@@ -162,8 +162,15 @@ impl Registry {
     /// already serves it.
     pub(super) fn install(&self, room: &RoomId, arrival: Arrival) -> bool {
         let mut rooms = self.lock();
-        if rooms.contains_key(room) {
-            return false;
+        if let Some(held) = rooms.get(room) {
+            if !held.room.is_frozen() {
+                return false;
+            }
+            // A copy left frozen by a move that got no answer: the room
+            // comes back with everything that happened since, and replaces
+            // it.
+            held.room.retire();
+            rooms.remove(room);
         }
         let live = Room::new(
             room.clone(),
@@ -323,5 +330,30 @@ mod tests {
             // Thawed rooms are not frozen any more; the others still are.
             assert_eq!(room.thaw_if_frozen(), !ours, "{}", room.id());
         }
+    }
+
+    /// A room left frozen by a move that got no answer is replaced by the
+    /// copy that comes back; one that serves refuses an arrival.
+    #[tokio::test]
+    async fn an_arriving_copy_replaces_a_frozen_leftover() {
+        let me = id("n1");
+        let registry = Registry::new(me.clone(), Limits::default(), None);
+        registry.expect_from(Epoch(1), std::iter::empty());
+        let alone = Ring::new([me.clone()]);
+        let room = registry.route("chat:back", &alone, Epoch(1)).expect("ours");
+        let arrival = || Arrival {
+            state: None,
+            conns: Vec::new(),
+            links: Vec::new(),
+        };
+        assert!(!registry.install(room.id(), arrival()), "it serves here");
+        drop(room.freeze());
+        assert!(
+            registry.install(room.id(), arrival()),
+            "the copy that came back"
+        );
+        assert!(room.is_retired(), "the leftover goes");
+        let now = registry.route("chat:back", &alone, Epoch(1)).expect("ours");
+        assert!(!Arc::ptr_eq(&now, &room) && !now.is_frozen());
     }
 }

@@ -164,6 +164,12 @@ impl<R> Durable<R> {
         self.held.drain(..).map(|(_, r)| r).collect()
     }
 
+    /// Storage may hold more than the room does: it reloads before it
+    /// serves again (nothing of its own waits: a frozen room is settled).
+    pub(super) fn reload(&mut self) {
+        self.loaded = false;
+    }
+
     /// Nothing waits for storage.
     pub(super) fn settled(&self) -> bool {
         self.unsent.is_empty() && self.held.is_empty() && self.in_flight.is_none()
