@@ -454,3 +454,52 @@ async fn a_board_of_large_changes_keeps_a_bounded_log_and_reloads_whole() {
         "every widget where the last drag left it"
     );
 }
+
+/// Rooms only joined and left leave nothing in Redis once released; a room
+/// with history keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_without_data_leave_no_keys_behind() {
+    let redis = support::redis::RedisServer::start();
+    let _n1 = Proc::start_with("node", "n1", &redis.url(), &["--room-idle", "1"]);
+    let gw = Proc::start("gateway", "g1", &redis.url());
+    support::wait_for_nodes(gw.addr, 1).await;
+    let room_keys = |redis: &support::redis::RedisServer| -> Vec<String> {
+        let pattern = format!("{}:room:*", roomring::coordinator::redis::PREFIX);
+        let mut keys: Vec<String> = redis
+            .query(&["KEYS", &pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut ann = Client::connect(gw.addr, "ann").await;
+    for i in 0..30 {
+        let room = format!("chat:passing-{i}");
+        ann.join(&room).await;
+        ann.send(serde_json::json!({"t": "leave", "room": room}))
+            .await;
+    }
+    ann.join("chat:kept").await;
+    ann.say("chat:kept", "m", "kept").await;
+    ann.send(serde_json::json!({"t": "leave", "room": "chat:kept"}))
+        .await;
+    assert!(
+        room_keys(&redis).len() > 30,
+        "every room touched has its keys"
+    );
+    eventually!({
+        let keys = room_keys(&redis);
+        if keys.iter().all(|k| k.contains("chat:kept")) {
+            Ok(())
+        } else {
+            Err(keys)
+        }
+    });
+    let kept = room_keys(&redis);
+    assert!(kept.iter().any(|k| k.ends_with(":log")), "{kept:?}");
+    let mut bob = Client::connect(gw.addr, "bob").await;
+    let joined = bob.join("chat:kept").await;
+    assert_eq!(joined["history"][0]["body"]["text"], "kept");
+}

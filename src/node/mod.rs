@@ -291,7 +291,8 @@ pub async fn run(
 }
 
 /// Releases rooms that no connection has joined for `room_idle`; their
-/// stored history stays, and the next use loads it again.
+/// stored history stays, and the next use loads it again. Of a room that
+/// never stored an event, storage keeps nothing.
 async fn release_idle(node: Arc<Node>, mut shutdown: Shutdown) {
     let idle = node.config.room_idle;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
@@ -302,8 +303,13 @@ async fn release_idle(node: Arc<Node>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let released = node.registry.release_idle(idle);
-        if released > 0 {
-            tracing::debug!(released, "idle rooms released");
+        if !released.is_empty() {
+            tracing::debug!(released = released.len(), "idle rooms released");
+        }
+        if let Some(store) = node.registry.store() {
+            for room in released.iter().filter(|r| r.stored_nothing()) {
+                store.forget(room.id()).await;
+            }
         }
     }
 }

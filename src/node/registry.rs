@@ -218,8 +218,8 @@ impl Registry {
     }
 
     /// Releases the rooms that no operation has reached for `idle` and that
-    /// no connection has joined; returns how many went.
-    pub(super) fn release_idle(&self, idle: Duration) -> usize {
+    /// no connection has joined; returns those that went.
+    pub(super) fn release_idle(&self, idle: Duration) -> Vec<Arc<Room>> {
         let now = Instant::now();
         let candidates: Vec<Arc<Room>> = {
             let mut rooms = self.lock();
@@ -251,7 +251,12 @@ impl Registry {
                 rooms.remove(room.id());
             }
         }
-        released.len()
+        released
+    }
+
+    /// The store rooms are kept in, if any.
+    pub(super) fn store(&self) -> Option<&Arc<dyn RoomStore>> {
+        self.store.as_ref()
     }
 
     /// How many rooms are held.

@@ -87,6 +87,17 @@ return 1
 /// KEYS: owner, member. ARGV: id, generation, epoch.
 const CLAIM: &str = concat!(fence!(), "return 1\n");
 
+/// Deletes the owner record and the epoch of a room that holds no event
+/// and no snapshot, if the writer still owns it: 1 when deleted, else 0.
+/// KEYS: owner, log, snapshot, epoch. ARGV: id, generation.
+const FORGET: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'id', 'gen')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[4])
+return 1
+"#;
+
 /// Why a fenced script refused.
 fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {
     match code {
@@ -154,6 +165,10 @@ fn snap_key(prefix: &str, room: &RoomId) -> String {
     format!("{prefix}:room:{room}:snap")
 }
 
+fn epoch_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:epoch")
+}
+
 fn owner_key(prefix: &str, room: &RoomId) -> String {
     format!("{prefix}:room:{room}:owner")
 }
@@ -184,7 +199,7 @@ impl RoomStore for RedisStore {
         type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
         // The epoch is set once, by whoever loads the room first; a history
         // lost with Redis's data gets a new one.
-        let epoch_key = format!("{}:room:{room}:epoch", self.prefix);
+        let epoch_key = epoch_key(&self.prefix, room);
         let (log, snap, epoch): (StreamEntries, Option<String>, String) = redis::pipe()
             .cmd("XRANGE")
             .arg(log_key(&self.prefix, room))
@@ -225,6 +240,24 @@ impl RoomStore for RedisStore {
             snapshot,
             epoch: Some(epoch),
         })
+    }
+
+    async fn forget(&self, room: &RoomId) {
+        let Some(writer) = current(&self.writer) else {
+            return;
+        };
+        let forgot: Result<i64, _> = redis::Script::new(FORGET)
+            .key(owner_key(&self.prefix, room))
+            .key(log_key(&self.prefix, room))
+            .key(snap_key(&self.prefix, room))
+            .key(epoch_key(&self.prefix, room))
+            .arg(&writer.member)
+            .arg(writer.generation)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = forgot {
+            tracing::debug!(room.id = %room, error = %e, "could not forget an empty room");
+        }
     }
 
     fn append(&self, append: Append) {

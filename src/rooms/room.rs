@@ -373,6 +373,11 @@ impl Room {
         was
     }
 
+    /// Whether the room never stored an event (its seq is 0).
+    pub fn stored_nothing(&self) -> bool {
+        self.lock().state.seq() == 0
+    }
+
     /// Whether the room is frozen (for a move, or left so by one that got
     /// no answer).
     pub fn is_frozen(&self) -> bool {

@@ -96,6 +96,11 @@ pub trait RoomStore: Send + Sync + 'static {
     /// fences refuses loads and appends whose writer is no longer the
     /// room's owner of record or whose lease lapsed.
     fn fence(&self, _writer: Writer) {}
+    /// A room that never stored an event was let go: what storage keeps of
+    /// it (its owner record, its epoch) goes too, unless it holds events
+    /// after all or another writer owns it now, so that rooms only joined
+    /// and left leave nothing behind.
+    async fn forget(&self, _room: &RoomId) {}
 }
 
 /// The writer a fencing store checks appends against.
