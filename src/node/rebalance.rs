@@ -124,6 +124,10 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         seen = view.clone();
         if draining && node.registry.len() == 0 {
             tracing::info!("drained");
+            // Every gateway sees the node draining before its links close
+            // (views are re-read every `POLL` at worst), so none takes the
+            // planned stop for a crash.
+            tokio::time::sleep(crate::coordinator::redis::POLL).await;
             node.stop.fire();
             return;
         }
