@@ -66,6 +66,13 @@ impl<R> Durable<R> {
         self.bytes_since = 0;
     }
 
+    /// Whether the next append must carry a snapshot: the one storage
+    /// holds may be far older than the state the room was loaded or handed
+    /// off with, and the log is trimmed by what follows the last one.
+    fn snapshot_owed(&self) -> bool {
+        !self.own_snapshot
+    }
+
     /// The last seq known to be committed (everything up to it was shown).
     pub(super) fn shown(&self) -> u64 {
         self.committed
@@ -122,7 +129,9 @@ impl<R> Durable<R> {
             return None;
         }
         let upto = self.unsent.last()?.seq;
-        let due = upto >= self.snapshot_at + SNAPSHOT_EVERY || self.bytes_since >= SNAPSHOT_BYTES;
+        let due = self.snapshot_owed()
+            || upto >= self.snapshot_at + SNAPSHOT_EVERY
+            || self.bytes_since >= SNAPSHOT_BYTES;
         let snapshot = due.then(snapshot);
         if snapshot.is_some() {
             self.snapshot_at = upto;
@@ -130,11 +139,7 @@ impl<R> Durable<R> {
             self.bytes_since = 0;
         }
         let since_snapshot = usize::try_from(upto - self.snapshot_at).unwrap_or(usize::MAX);
-        let keep = if self.own_snapshot {
-            kept.max(since_snapshot)
-        } else {
-            usize::MAX
-        };
+        let keep = kept.max(since_snapshot);
         self.in_flight = Some(upto);
         Some(Batch {
             upto,
@@ -279,34 +284,31 @@ mod tests {
             frame: vec![b'x'; 1 << 20].into(),
             ..event(seq)
         };
-        d.stage(&[big(11)]);
+        d.stage(&[event(11)]);
         let first = d.next_batch(Snapshot::default, 3).expect("append");
-        assert!(first.snapshot.is_none());
-        assert_eq!(
-            first.keep,
-            usize::MAX,
-            "loaded: the stored snapshot's seq is unknown, storage keeps what it keeps"
+        assert!(
+            first.snapshot.is_some(),
+            "loaded: the stored snapshot may be far older, so the first append carries one"
         );
+        assert_eq!(first.keep, 3);
         d.committed(first.upto);
         for seq in 12..=18 {
             d.stage(&[big(seq)]);
         }
         let second = d.next_batch(Snapshot::default, 3).expect("append");
-        assert!(
-            second.snapshot.is_some(),
-            "8 MiB since the last: a snapshot"
-        );
-        assert_eq!(second.keep, 3, "then what the room keeps in memory");
+        assert!(second.snapshot.is_none(), "7 MiB since the last");
+        assert_eq!(second.keep, 7, "every event since the snapshot");
         d.committed(second.upto);
-        for seq in 19..=23 {
+        d.stage(&[big(19)]);
+        let third = d.next_batch(Snapshot::default, 3).expect("append");
+        assert!(third.snapshot.is_some(), "8 MiB since the last: a snapshot");
+        assert_eq!(third.keep, 3, "then what the room keeps in memory");
+        d.committed(third.upto);
+        for seq in 20..=23 {
             d.stage(&[event(seq)]);
             let batch = d.next_batch(Snapshot::default, 3).expect("append");
             assert!(batch.snapshot.is_none());
-            assert_eq!(
-                batch.keep,
-                3.max((seq - 18) as usize),
-                "and every event since the snapshot"
-            );
+            assert_eq!(batch.keep, 3.max((seq - 19) as usize));
             d.committed(batch.upto);
         }
     }
