@@ -906,9 +906,16 @@ impl Upstream {
     /// record for them all, or, with a node of link version 1, one resume
     /// per connection. Nothing once the room is not held any more.
     fn resume_room(self: &Arc<Self>, room: RoomId, attempt: usize) {
-        let Some((since, epoch, conns)) = self.subs.held(room.as_str()) else {
+        let Some((since, epoch, mut conns)) = self.subs.held(room.as_str()) else {
             return;
         };
+        // A join the old owner applied but has not answered yet came with
+        // the room too: named here, it is not taken for one that closed.
+        for conn in self.joining(room.as_str()) {
+            if !conns.contains(&conn) {
+                conns.push(conn);
+            }
+        }
         let Some((owner, writer)) = self.writer_to_owner(room.as_str()) else {
             return self.retry_resume(room, attempt);
         };
@@ -957,6 +964,19 @@ impl Upstream {
         if sent.is_err() && self.lock_pending().remove(&rid).is_some() {
             self.retry_resume(room, attempt);
         }
+    }
+
+    /// Connections whose join of `room` waits for its answer.
+    fn joining(&self, room: &str) -> Vec<ConnId> {
+        self.lock_pending()
+            .values()
+            .filter_map(|p| match p {
+                Pending::Op(op) if op.kind == OpKind::Join && record_room(&op.record) == room => {
+                    Some(op.conn)
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Tries a room's resume again a little later.
