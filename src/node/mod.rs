@@ -308,7 +308,11 @@ async fn release_idle(node: Arc<Node>, mut shutdown: Shutdown) {
         }
         if let Some(store) = node.registry.store() {
             for room in released.iter().filter(|r| r.stored_nothing()) {
-                store.forget(room.id()).await;
+                // Not if a join brought the room back meanwhile: its new
+                // copy holds the record and the epoch now.
+                if !node.registry.holds(room.id()) {
+                    store.forget(room.id()).await;
+                }
             }
         }
     }

@@ -162,12 +162,12 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) -> bool {
     };
     match node.peers.request(&to, &addr, write).await {
         Ok(Status::Ok) => {
-            node.registry.remove(&id);
+            node.registry.remove_copy(&room);
             false
         }
         Ok(Status::Failed(f)) if f.code == ErrorCode::Conflict => {
             // The new owner already serves it (it started it from storage).
-            node.registry.remove(&id);
+            node.registry.remove_copy(&room);
             false
         }
         other => {
@@ -185,8 +185,13 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) -> bool {
             // unanswered request the peer may have installed it: it stays
             // frozen unless the ring has given it back.
             let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
-            if not_there || node.ring.borrow().ring.owner(&id) == Some(&node.config.id) {
+            if not_there {
                 room.thaw();
+                false
+            } else if node.ring.borrow().ring.owner(&id) == Some(&node.config.id) {
+                // The peer may have installed it and written to it: with a
+                // store, the room reloads what storage holds.
+                room.thaw_if_frozen();
                 false
             } else {
                 true

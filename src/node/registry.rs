@@ -217,6 +217,24 @@ impl Registry {
         }
     }
 
+    /// Forgets this copy of a room that moved on, if it is still the one
+    /// held (a copy handed back meanwhile replaced it, and stays).
+    pub(super) fn remove_copy(&self, room: &Arc<Room>) {
+        let mut rooms = self.lock();
+        if rooms
+            .get(room.id())
+            .is_some_and(|held| Arc::ptr_eq(&held.room, room))
+        {
+            rooms.remove(room.id());
+        }
+        room.retire();
+    }
+
+    /// Whether a room of this id is held now.
+    pub(super) fn holds(&self, room: &RoomId) -> bool {
+        self.lock().contains_key(room)
+    }
+
     /// Releases the rooms that no operation has reached for `idle` and that
     /// no connection has joined; returns those that went.
     pub(super) fn release_idle(&self, idle: Duration) -> Vec<Arc<Room>> {

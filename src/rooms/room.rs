@@ -366,7 +366,9 @@ impl Room {
         let mut inner = self.lock();
         let was = std::mem::replace(&mut inner.frozen, false);
         if was {
-            if let Some(d) = &mut inner.durable {
+            // A freeze still waiting on storage never went out: nothing of
+            // it can be elsewhere, and its append settles as usual.
+            if let Some(d) = inner.durable.as_mut().filter(|d| d.settled()) {
                 d.reload();
             }
         }
