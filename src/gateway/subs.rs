@@ -52,6 +52,19 @@ struct RoomSubs {
 }
 
 impl RoomSubs {
+    /// Delivers what was held while the room resumed (after `last_seq`),
+    /// and delivers live again from `owner`; returns the frames queued.
+    fn live_again(&mut self, owner: &NodeId, dirty: &mut Dirty) -> u64 {
+        let mut sent = 0;
+        for (seq, skip, frame) in self.held.take().unwrap_or_default() {
+            if seq.is_none_or(|s| s > self.last_seq) {
+                sent += self.deliver(seq, skip, &frame, dirty);
+            }
+        }
+        self.owner = Some(owner.clone());
+        sent
+    }
+
     /// Where a connection is in `conns`.
     fn find(&self, conn: ConnId) -> Option<usize> {
         match &self.index {
@@ -259,6 +272,35 @@ impl Subscriptions {
             .collect()
     }
 
+    /// One connection, resumed on its own, gets the room's `joined` (past
+    /// the replay budget, or another history) and counts from its seq; so
+    /// does the room, whose other connections' answers follow.
+    pub(super) fn resynced(
+        &self,
+        room: &str,
+        owner: &NodeId,
+        conn: ConnId,
+        (seq, epoch): (u64, Option<Arc<str>>),
+        frame: Bytes,
+        dirty: &mut Dirty,
+    ) {
+        let mut rooms = self.lock();
+        let Some(subs) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut sent = 0;
+        if let Some(at) = subs.find(conn) {
+            let sub = &mut subs.conns[at];
+            sub.after = seq;
+            dirty.push(&sub.out, frame);
+            sent += 1;
+        }
+        subs.last_seq = seq;
+        subs.epoch = epoch;
+        sent += subs.live_again(owner, dirty);
+        dirty.delivered(sent);
+    }
+
     /// A resumed room: passes on the `missed` events (seq, frame) first,
     /// or, when more were missed than a replay holds or the room's history
     /// was lost or rewound, the room's `joined` (seq, epoch, frame: marked
@@ -292,12 +334,7 @@ impl Subscriptions {
                 sent += subs.deliver(Some(*seq), None, &websocket::text(payload), dirty);
             }
         }
-        for (seq, skip, frame) in subs.held.take().unwrap_or_default() {
-            if seq.is_none_or(|s| s > subs.last_seq) {
-                sent += subs.deliver(seq, skip, &frame, dirty);
-            }
-        }
-        subs.owner = Some(owner.clone());
+        sent += subs.live_again(owner, dirty);
         dirty.delivered(sent);
     }
 }
@@ -424,6 +461,43 @@ mod tests {
             Some((3, Some(Arc::from("e2")))),
             "the next resume counts in the new history"
         );
+    }
+
+    /// Resumed one by one (a node of link version 1, or a room too big for
+    /// one record), each connection gets the room's `joined` of a new
+    /// history in its own answer, and from then on that history's events.
+    #[tokio::test]
+    async fn connections_resumed_one_by_one_into_a_new_history_each_count_from_their_joined() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
+        subs.subscribe(&room, 1, &a, 50, &old, || None);
+        subs.subscribe(&room, 2, &b, 50, &old, || None);
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        let mut dirty = Dirty::default();
+        subs.dispatch("chat:r", Some(3), None, b"3", &mut dirty);
+        let joined = |seq| (seq, Some(Arc::from("e2")));
+        subs.resynced(
+            "chat:r",
+            &new,
+            1,
+            joined(2),
+            websocket::text(b"Ja"),
+            &mut dirty,
+        );
+        subs.resynced(
+            "chat:r",
+            &new,
+            2,
+            joined(3),
+            websocket::text(b"Jb"),
+            &mut dirty,
+        );
+        subs.dispatch("chat:r", Some(4), None, b"4", &mut dirty);
+        dirty.flush();
+        assert_eq!(received(&mut a_peer).await, ["Ja", "3", "4"]);
+        assert_eq!(received(&mut b_peer).await, ["Jb", "4"]);
     }
 
     /// When the connections a resume was for have left, the room names one

@@ -760,13 +760,29 @@ impl Upstream {
             }
             (Status::Ok, OpKind::Resume) => {
                 let room = record_room(&op.record);
-                let missed: Vec<(u64, Bytes)> = op
-                    .parts
-                    .into_iter()
-                    .filter_map(|(seq, frame)| Some((seq?, frame)))
-                    .collect();
-                self.subs
-                    .resumed(room.as_str(), owner, &missed, None, dirty);
+                let mut missed = Vec::new();
+                let mut joined = Vec::new();
+                for (seq, frame) in op.parts {
+                    match seq {
+                        Some(seq) => missed.push((seq, frame)),
+                        None => joined.extend_from_slice(&frame),
+                    }
+                }
+                joined.extend_from_slice(payload);
+                match seq.filter(|_| !joined.is_empty()) {
+                    // Past the replay budget, or another history: this
+                    // connection gets the room's `joined` in their place.
+                    Some(seq) => {
+                        let epoch = joined_epoch(&joined);
+                        let frame = websocket::text(&joined);
+                        let at = (seq, epoch);
+                        self.subs
+                            .resynced(room.as_str(), owner, op.conn, at, frame, dirty);
+                    }
+                    None => self
+                        .subs
+                        .resumed(room.as_str(), owner, &missed, None, dirty),
+                }
             }
             (Status::Failed(f), _) => {
                 let (room, id) = record_room_and_id(&op.record);
