@@ -185,9 +185,20 @@ impl Subscriptions {
         let mut rooms = self.lock();
         if let Some(subs) = rooms.get_mut(room) {
             subs.remove(conn);
-            if subs.conns.is_empty() {
+            // A room held for a resume stays until the resume is answered:
+            // the resume tells the new owner that nobody is left here.
+            if subs.conns.is_empty() && subs.held.is_none() {
                 rooms.remove(room);
             }
+        }
+    }
+
+    /// Forgets a room held for a resume that nobody here waits for any
+    /// more and that no resume will tell of.
+    pub(super) fn forget_if_empty(&self, room: &str) {
+        let mut rooms = self.lock();
+        if rooms.get(room).is_some_and(|subs| subs.conns.is_empty()) {
+            rooms.remove(room);
         }
     }
 
@@ -336,6 +347,9 @@ impl Subscriptions {
         }
         sent += subs.live_again(owner, dirty);
         dirty.delivered(sent);
+        if subs.conns.is_empty() {
+            rooms.remove(room);
+        }
     }
 }
 
@@ -498,6 +512,27 @@ mod tests {
         dirty.flush();
         assert_eq!(received(&mut a_peer).await, ["Ja", "3", "4"]);
         assert_eq!(received(&mut b_peer).await, ["Jb", "4"]);
+    }
+
+    /// A room whose last connection here closed while it moved is still
+    /// resumed (with nobody), so that its new owner learns nobody is left;
+    /// then it is forgotten.
+    #[tokio::test]
+    async fn a_room_whose_last_connection_closed_while_it_moved_is_resumed_with_nobody() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let (a, _a_peer) = socket().await;
+        subs.subscribe(&room, 1, &a, 5, &old, || None);
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        subs.unsubscribe("chat:r", 1);
+        assert_eq!(
+            subs.held("chat:r").map(|(since, _, conns)| (since, conns)),
+            Some((5, Vec::new()))
+        );
+        subs.resumed("chat:r", &new, &[], None, &mut Dirty::default());
+        assert!(subs.held("chat:r").is_none());
+        assert!(!subs.lock().contains_key("chat:r"), "forgotten");
     }
 
     /// When the connections a resume was for have left, the room names one

@@ -936,6 +936,9 @@ impl Upstream {
             return self.retry_resume(room, attempt);
         };
         if self.version_of(&owner) < 2 {
+            if conns.is_empty() {
+                return self.subs.forget_if_empty(room.as_str());
+            }
             for conn in conns {
                 self.resume(room.as_str(), conn, since);
             }

@@ -559,4 +559,8 @@ fn a_connection_that_closed_while_its_room_moved_leaves_when_its_gateway_resumes
     // A second resume leaves the ones it confirmed alone.
     let again = r.resume_all(1, [(ann.sub, ann.user.clone())], (0, None), 6);
     assert!(again.events.is_empty());
+    // Gateway 2's only connection closed during the move: it resumes with
+    // nobody, and dan leaves.
+    let nobody = r.resume_all(2, [], (0, None), 7);
+    assert_eq!(json(&nobody.events[0].frame)["user"], "dan");
 }
