@@ -427,18 +427,26 @@ mod tests {
         assert_eq!(received(&mut b_peer).await, ["9", "10"]);
     }
 
+    /// Connections 1 and 2 subscribed to `chat:r` at `since` on n1, the
+    /// room held to resume at n2: the subscriptions, n2, and the far ends
+    /// of the two connections.
+    async fn two_held_at(since: u64) -> (Subscriptions, NodeId, TcpStream, TcpStream) {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let (old, new) = (node("n1"), node("n2"));
+        let ((a, a_peer), (b, b_peer)) = (socket().await, socket().await);
+        subs.subscribe(&room, 1, &a, since, &old, || None);
+        subs.subscribe(&room, 2, &b, since, &old, || None);
+        subs.to_resume(&Ring::new([new.clone()]), None);
+        (subs, new, a_peer, b_peer)
+    }
+
     /// When more were missed than a replay holds, every live reader gets
     /// the room's `joined` (marked truncated) in their place, then only
     /// the events after its seq.
     #[tokio::test]
     async fn a_resume_past_the_replay_budget_gives_the_readers_a_joined() {
-        let subs = Subscriptions::default();
-        let room = RoomId::parse("chat:r").unwrap();
-        let (old, new) = (node("n1"), node("n2"));
-        let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
-        subs.subscribe(&room, 1, &a, 5, &old, || None);
-        subs.subscribe(&room, 2, &b, 5, &old, || None);
-        subs.to_resume(&Ring::new([new.clone()]), None);
+        let (subs, new, mut a_peer, mut b_peer) = two_held_at(5).await;
         let mut dirty = Dirty::default();
         subs.dispatch("chat:r", Some(2000), None, b"2000", &mut dirty);
         subs.dispatch("chat:r", Some(2001), None, b"2001", &mut dirty);
@@ -482,13 +490,7 @@ mod tests {
     /// history in its own answer, and from then on that history's events.
     #[tokio::test]
     async fn connections_resumed_one_by_one_into_a_new_history_each_count_from_their_joined() {
-        let subs = Subscriptions::default();
-        let room = RoomId::parse("chat:r").unwrap();
-        let (old, new) = (node("n1"), node("n2"));
-        let ((a, mut a_peer), (b, mut b_peer)) = (socket().await, socket().await);
-        subs.subscribe(&room, 1, &a, 50, &old, || None);
-        subs.subscribe(&room, 2, &b, 50, &old, || None);
-        subs.to_resume(&Ring::new([new.clone()]), None);
+        let (subs, new, mut a_peer, mut b_peer) = two_held_at(50).await;
         let mut dirty = Dirty::default();
         subs.dispatch("chat:r", Some(3), None, b"3", &mut dirty);
         let joined = |seq| (seq, Some(Arc::from("e2")));
