@@ -381,11 +381,7 @@ impl RoomState {
             .copied()
             .collect();
         let mut out = Outcome::default();
-        for sub in gone {
-            let left = self.leave(sub, now);
-            out.events.extend(left.events);
-            out.wake = [out.wake, left.wake].into_iter().flatten().min();
-        }
+        self.leave_each(gone, now, &mut out);
         self.resubscribe(conns, from, now, out)
     }
 
@@ -571,12 +567,17 @@ impl RoomState {
             .copied()
             .collect();
         let mut out = Outcome::default();
+        self.leave_each(subs, now, &mut out);
+        out
+    }
+
+    /// Each of `subs` leaves; what the room tells of it goes into `out`.
+    fn leave_each(&mut self, subs: Vec<Sub>, now: u64, out: &mut Outcome) {
         for sub in subs {
             let left = self.leave(sub, now);
             out.events.extend(left.events);
-            out.wake = out.wake.or(left.wake);
+            out.wake = [out.wake, left.wake].into_iter().flatten().min();
         }
-        out
     }
 
     /// A `presence.page` of at most `limit` online users after `after`.
