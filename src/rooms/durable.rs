@@ -25,10 +25,10 @@ pub(super) struct Durable<R> {
     in_flight: Option<u64>,
     /// Seq of the last snapshot written.
     snapshot_at: u64,
-    /// Whether this room wrote that snapshot itself (since it was loaded or
-    /// handed off): only then does it know every event after it, and may
-    /// let storage trim the log down to them.
-    own_snapshot: bool,
+    /// Whether the next append must carry a snapshot: after a load or a
+    /// hand-off the one storage holds may be far older than the state,
+    /// and the log is trimmed by what follows the last one.
+    snapshot_owed: bool,
     /// Encoded bytes of the events staged since that snapshot.
     bytes_since: usize,
 }
@@ -52,7 +52,7 @@ impl<R> Durable<R> {
             held: VecDeque::new(),
             in_flight: None,
             snapshot_at: 0,
-            own_snapshot: false,
+            snapshot_owed: true,
             bytes_since: 0,
         }
     }
@@ -62,15 +62,8 @@ impl<R> Durable<R> {
         self.loaded = true;
         self.committed = seq;
         self.snapshot_at = seq;
-        self.own_snapshot = false;
+        self.snapshot_owed = true;
         self.bytes_since = 0;
-    }
-
-    /// Whether the next append must carry a snapshot: the one storage
-    /// holds may be far older than the state the room was loaded or handed
-    /// off with, and the log is trimmed by what follows the last one.
-    fn snapshot_owed(&self) -> bool {
-        !self.own_snapshot
     }
 
     /// The last seq known to be committed (everything up to it was shown).
@@ -129,13 +122,13 @@ impl<R> Durable<R> {
             return None;
         }
         let upto = self.unsent.last()?.seq;
-        let due = self.snapshot_owed()
+        let due = self.snapshot_owed
             || upto >= self.snapshot_at + SNAPSHOT_EVERY
             || self.bytes_since >= SNAPSHOT_BYTES;
         let snapshot = due.then(snapshot);
         if snapshot.is_some() {
             self.snapshot_at = upto;
-            self.own_snapshot = true;
+            self.snapshot_owed = false;
             self.bytes_since = 0;
         }
         let since_snapshot = usize::try_from(upto - self.snapshot_at).unwrap_or(usize::MAX);
