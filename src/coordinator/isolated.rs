@@ -136,7 +136,6 @@ pub fn renewed(last: &mut tokio::time::Instant, worst: &mut Duration) {
 /// renewals on the membership thread look at the last beat. The longest
 /// gap is `roomring_runtime_stall_max_seconds`: what a renewal on the
 /// serving runtime would have waited at worst.
-
 #[derive(Clone)]
 pub struct Liveness {
     /// Milliseconds since `origin` of the last beat.
