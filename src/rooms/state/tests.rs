@@ -7,6 +7,18 @@ fn room(kind: &str) -> RoomState {
     RoomState::new(RoomId::parse(&format!("{kind}:r")).unwrap(), keep(5))
 }
 
+/// A chat room keeping `kept` events in which ann (link 1, conn 1) joined
+/// and sent `n` messages of `text`; and ann.
+fn chat_sent(kept: usize, n: usize, text: &str) -> (RoomState, Origin) {
+    let mut r = RoomState::new(RoomId::parse("chat:r").unwrap(), keep(kept));
+    let ann = who("ann", 1, 1);
+    join(&mut r, &ann, None);
+    for i in 0..n {
+        send(&mut r, &ann, &format!("m{i}"), text);
+    }
+    (r, ann)
+}
+
 fn keep(keep: usize) -> Limits {
     Limits {
         keep,
@@ -366,12 +378,7 @@ fn read_receipts_are_bounded_and_the_oldest_goes_first() {
 
 #[test]
 fn a_replay_holds_the_last_thousand_events_in_at_most_8_mib() {
-    let mut r = RoomState::new(RoomId::parse("chat:replay").unwrap(), keep(1500));
-    let ann = who("ann", 1, 1);
-    join(&mut r, &ann, None);
-    for i in 0..1200 {
-        send(&mut r, &ann, &format!("m{i}"), "x");
-    }
+    let (mut r, ann) = chat_sent(1500, 1200, "x");
     let seqs = |joined: &Value| -> Vec<u64> {
         joined["history"]
             .as_array()
@@ -416,10 +423,10 @@ fn a_replay_holds_the_last_thousand_events_in_at_most_8_mib() {
 
 #[test]
 fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
-    let mut r = RoomState::new(RoomId::parse("chat:resume").unwrap(), keep(1500));
-    let (ann, bob) = (who("ann", 1, 1), who("bob", 2, 1));
-    join(&mut r, &ann, None);
+    let bob = who("bob", 2, 1);
+    let (mut r, _) = chat_sent(1500, 0, "x");
     join(&mut r, &bob, None);
+    let ann = who("ann", 1, 1);
     for i in 0..1200 {
         send(&mut r, &ann, &format!("m{i}"), "x");
     }
@@ -444,12 +451,7 @@ fn a_resume_past_the_replay_budget_answers_with_a_truncated_joined() {
 
 #[test]
 fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
-    let mut r = RoomState::new(RoomId::parse("chat:lost").unwrap(), keep(1000));
-    let ann = who("ann", 1, 1);
-    join(&mut r, &ann, None);
-    for i in 0..3 {
-        send(&mut r, &ann, &format!("m{i}"), "x");
-    }
+    let (mut r, ann) = chat_sent(1000, 3, "x");
     let epoch = json(&r.joined_frame(None, None, &[], false))["epoch"]
         .as_str()
         .unwrap()
@@ -491,13 +493,7 @@ fn a_resume_into_a_lost_or_rewound_history_answers_with_a_truncated_joined() {
 
 #[test]
 fn a_room_of_huge_events_keeps_at_most_its_bytes() {
-    let mut r = RoomState::new(RoomId::parse("chat:heavy").unwrap(), keep(1000));
-    let ann = who("ann", 1, 1);
-    join(&mut r, &ann, None);
-    let big = "h".repeat(60_000);
-    for i in 0..400 {
-        send(&mut r, &ann, &format!("h{i}"), &big);
-    }
+    let (mut r, ann) = chat_sent(1000, 400, &"h".repeat(60_000));
     let per = KEEP_BYTES / 60_000;
     assert_eq!(r.seq(), 400);
     let history = |r: &mut RoomState| {
