@@ -1,0 +1,245 @@
+//! Room storage in Redis: each room's kept log is a stream
+//! `PREFIX:room:ROOM:log` (trimmed to about what history keeps) and its latest
+//! snapshot a string `PREFIX:room:ROOM:snap`. One writer task per node commits
+//! the appends of all rooms together: it takes whatever is queued, writes it
+//! in one pipeline, and answers every room at once (group commit).
+//!
+//! Appends are fenced. `PREFIX:room:ROOM:owner` names the room's writer of
+//! record (member id, lease generation, and the membership epoch it claimed
+//! at). Each room's append is one Lua script that refuses it unless the
+//! writer's lease is alive (its member key holds its generation) and it is
+//! the writer of record, or claims the room with a newer epoch than the
+//! record's. A node paused or cut off past its lease, whose rooms a newer
+//! view gave to another node, can then never append again: its rooms stop
+//! at their next append and reload, and the reload's claim is refused too.
+//!
+//! Here: keys, loads, claims and forgetting; the group-commit writer and
+//! its append script are `commit`'s.
+//!
+//! Task tree: `RedisStore::connect` spawns the writer; it ends when every
+//! journal sender (the store and its rooms) is gone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::coordinator::endpoint::{Conn, Endpoint};
+use crate::ids::RoomId;
+use crate::rooms::store::{
+    Append, Entry, Loaded, RoomStore, Snapshot, StoreError, Writer as FenceWriter,
+};
+
+/// The fence both scripts start with: KEYS[1] is the room's owner record,
+/// KEYS[2] the writer's member key; ARGV[1..3] the writer's id, generation
+/// and epoch. Returns 0 (lease lapsed) or -1 (another writer holds the room
+/// with an epoch at least as new), or makes the writer the owner of record.
+macro_rules! fence {
+    () => {
+        r#"
+if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
+local o = redis.call('HMGET', KEYS[1], 'id', 'gen', 'epoch')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then
+  if o[3] and tonumber(o[3]) >= tonumber(ARGV[3]) then return -1 end
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'gen', ARGV[2], 'epoch', ARGV[3])
+end
+"#
+    };
+}
+
+// After `fence!`, which its append script starts with.
+mod commit;
+
+use commit::Committer;
+pub use commit::Replication;
+
+/// Claims a room for a writer about to serve it (the same checks as
+/// `APPEND`, nothing written): 1, 0 or -1 as there.
+/// KEYS: owner, member. ARGV: id, generation, epoch.
+const CLAIM: &str = concat!(fence!(), "return 1\n");
+
+/// Deletes the owner record and the epoch of a room that holds no event
+/// and no snapshot, if the writer still owns it: 1 when deleted, else 0.
+/// KEYS: owner, log, snapshot, epoch. ARGV: id, generation.
+const FORGET: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'id', 'gen')
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[4])
+return 1
+"#;
+
+/// Why a fenced script refused.
+fn fenced(code: i64, room: &RoomId) -> Result<(), StoreError> {
+    match code {
+        1 => Ok(()),
+        0 => Err(StoreError(format!(
+            "fenced: this node's lease lapsed; {room} is not written"
+        ))),
+        -2 => Err(StoreError(format!(
+            "{room}'s log already holds that seq: this copy fell behind storage"
+        ))),
+        _ => Err(StoreError(format!("fenced: another node owns {room} now"))),
+    }
+}
+
+/// Redis-backed room storage.
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    /// Who writes, shared with the group-commit writer.
+    writer: Arc<Mutex<Option<FenceWriter>>>,
+    /// Unbounded, but a room has at most one append queued or in flight, so
+    /// it holds at most one per room.
+    journal: mpsc::UnboundedSender<Append>,
+}
+
+fn failed(e: redis::RedisError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects and starts the group-commit writer; `keep` bounds each log,
+    /// and a commit is acknowledged only once `replicas` replicas hold it.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        prefix: &str,
+        keep: usize,
+        replication: Replication,
+    ) -> Result<Arc<Self>, StoreError> {
+        let conn = endpoint.connect().await.map_err(failed)?;
+        let (journal, rx) = mpsc::unbounded_channel();
+        let fence = Arc::new(Mutex::new(None));
+        tokio::spawn(
+            Committer {
+                conn: conn.clone(),
+                prefix: prefix.to_string(),
+                keep,
+                replication,
+                rx,
+                writer: fence.clone(),
+            }
+            .run(),
+        );
+        Ok(Arc::new(Self {
+            conn,
+            prefix: prefix.to_string(),
+            writer: fence,
+            journal,
+        }))
+    }
+}
+
+fn log_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:log")
+}
+
+fn snap_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:snap")
+}
+
+fn epoch_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:epoch")
+}
+
+fn owner_key(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}:room:{room}:owner")
+}
+
+fn member_key(prefix: &str, member: &str) -> String {
+    format!("{prefix}:member:{member}")
+}
+
+fn current(writer: &Mutex<Option<FenceWriter>>) -> Option<FenceWriter> {
+    writer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+#[async_trait::async_trait]
+impl RoomStore for RedisStore {
+    async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
+        let writer = current(&self.writer)
+            .ok_or_else(|| StoreError("this node has not joined yet".into()))?;
+        let claimed: i64 = redis::Script::new(CLAIM)
+            .key(owner_key(&self.prefix, room))
+            .key(member_key(&self.prefix, &writer.member))
+            .arg(&writer.member)
+            .arg(writer.generation)
+            .arg(writer.epoch)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed)?;
+        fenced(claimed, room)?;
+        type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
+        // The epoch is set once, by whoever loads the room first; a history
+        // lost with Redis's data gets a new one.
+        let epoch_key = epoch_key(&self.prefix, room);
+        let (log, snap, epoch): (StreamEntries, Option<String>, String) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(log_key(&self.prefix, room))
+            .arg("-")
+            .arg("+")
+            .cmd("GET")
+            .arg(snap_key(&self.prefix, room))
+            .cmd("SET")
+            .arg(&epoch_key)
+            .arg(&*crate::rooms::state::new_epoch())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&epoch_key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed)?;
+        let entries = log
+            .into_iter()
+            .filter_map(|(_, mut f)| {
+                let text = |v: Vec<u8>| String::from_utf8(v).ok();
+                Some(Entry {
+                    seq: std::str::from_utf8(f.get("s")?).ok()?.parse().ok()?,
+                    frame: f.remove("f")?.into(),
+                    author: f.remove("u").and_then(text),
+                    cid: f.remove("c").and_then(text),
+                })
+            })
+            .collect();
+        let snapshot = match snap {
+            Some(s) => {
+                Some(serde_json::from_str::<Snapshot>(&s).map_err(|e| StoreError(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Loaded {
+            entries,
+            snapshot,
+            epoch: Some(epoch),
+        })
+    }
+
+    async fn forget(&self, room: &RoomId) {
+        let Some(writer) = current(&self.writer) else {
+            return;
+        };
+        let forgot: Result<i64, _> = redis::Script::new(FORGET)
+            .key(owner_key(&self.prefix, room))
+            .key(log_key(&self.prefix, room))
+            .key(snap_key(&self.prefix, room))
+            .key(epoch_key(&self.prefix, room))
+            .arg(&writer.member)
+            .arg(writer.generation)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = forgot {
+            tracing::debug!(room.id = %room, error = %e, "could not forget an empty room");
+        }
+    }
+
+    fn append(&self, append: Append) {
+        if let Err(mpsc::error::SendError(append)) = self.journal.send(append) {
+            (append.done)(Err(StoreError("the journal writer is gone".into())));
+        }
+    }
+
+    fn fence(&self, writer: FenceWriter) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
+}
