@@ -69,6 +69,12 @@ pub struct Metrics {
     pub resumes: Counter,
     /// Connections those requests subscribed again.
     pub resumed_connections: Counter,
+    /// Join requests gateways sent to nodes: one per `join` passed on
+    /// alone, and one per room for the joins gathered while another was on
+    /// its way (link version 3 on).
+    pub join_requests: Counter,
+    /// Joins those requests carried.
+    pub joins: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -92,6 +98,8 @@ pub fn metrics() -> &'static Metrics {
             lease_gap_max: metrics::gauge!("roomring_lease_gap_max_seconds"),
             resumes: metrics::counter!("roomring_resumes_total"),
             resumed_connections: metrics::counter!("roomring_resumed_connections_total"),
+            join_requests: metrics::counter!("roomring_join_requests_total"),
+            joins: metrics::counter!("roomring_joins_total"),
         }
     })
 }

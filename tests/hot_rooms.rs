@@ -296,3 +296,80 @@ async fn a_hot_room_that_moves_is_resubscribed_once_for_all_its_members() {
         }
     });
 }
+
+/// Members joining one room at once (a gateway's members coming back after
+/// it restarted) are subscribed with a few requests, not one each, and
+/// each gets the `joined` it would have got alone: the history after its
+/// `since`, its own name first, its `id`; then every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_joins_is_gathered_into_few_requests_each_answered_as_alone() {
+    const MEMBERS: usize = 400;
+    const ROOM: &str = "chat:storm";
+    let dev = Proc::dev();
+    let addr = dev.addr;
+    let mut sender = Client::connect(addr, "sender").await;
+    let epoch = sender.join(ROOM).await["epoch"].clone();
+    for i in 1..=10 {
+        assert_eq!(sender.say(ROOM, &format!("m{i}"), "hi").await, i);
+    }
+    let mut members = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        members.push(Client::connect(addr, &format!("s{i:03}")).await);
+    }
+    let requests = support::metric(addr, "roomring_join_requests_total").await;
+    let joins = support::metric(addr, "roomring_joins_total").await;
+    // Every fifth names no since; the others resume from 0..=10, some in
+    // another history.
+    let since = |i: usize| (!i.is_multiple_of(5)).then_some((i % 11) as u64);
+    for (i, c) in members.iter_mut().enumerate() {
+        let mut join = json!({"t": "join", "room": ROOM, "id": format!("j{i}")});
+        if let Some(since) = since(i) {
+            join["since"] = json!(since);
+            join["epoch"] = if i % 7 == 0 {
+                json!("another")
+            } else {
+                epoch.clone()
+            };
+        }
+        c.send(join).await;
+    }
+    for (i, c) in members.iter_mut().enumerate() {
+        let joined = c.recv_either("joined", Some(&format!("j{i}"))).await;
+        assert_eq!(joined["t"], "joined", "{joined}");
+        let seqs: Vec<u64> = joined["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        let other = since(i).is_some() && i % 7 == 0;
+        let want: Vec<u64> = match since(i) {
+            Some(_) if other => (1..=10).collect(),
+            Some(since) => (since + 1..=10).collect(),
+            None => (1..=10).collect(),
+        };
+        assert_eq!(seqs, want, "{} since {:?}", c.user, since(i));
+        assert_eq!(joined["truncated"], other, "{}", c.user);
+        assert_eq!(
+            (joined["seq"].as_u64(), &joined["epoch"]),
+            (Some(10), &epoch)
+        );
+        assert_eq!(joined["online"][0], c.user.as_str(), "the joiner first");
+        let count = joined["online_count"].as_u64().unwrap();
+        assert!((2..=MEMBERS as u64 + 1).contains(&count), "{count}");
+    }
+    let requests = support::metric(addr, "roomring_join_requests_total").await - requests;
+    let joins = support::metric(addr, "roomring_joins_total").await - joins;
+    assert_eq!(joins, MEMBERS as u64, "every member subscribed");
+    assert!(
+        requests <= MEMBERS as u64 / 4,
+        "{requests} requests for {MEMBERS} joins"
+    );
+    let last = sender.say(ROOM, "after", "after").await;
+    for c in &mut members {
+        assert_eq!(c.msgs_until(last).await, [last], "{}", c.user);
+    }
+    let (status, room) = http(addr, "GET", &format!("/api/rooms/{ROOM}"), None).await;
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(room["online_count"], MEMBERS as u64 + 1, "{room}");
+}

@@ -18,6 +18,7 @@ mod assets;
 pub mod auth;
 mod conn;
 mod http;
+mod joins;
 mod layers;
 mod listener;
 pub mod outbox;

@@ -8,6 +8,10 @@
 //! view and keeps one link task per node member (connect with backoff, then
 //! read records and fan them out), and a sweeper that expires requests
 //! nobody answered. Retries wait in short-lived timer tasks.
+//!
+//! Locks: a request is taken out of `pending` (and the lock released)
+//! before it is answered, retried or failed, since each of those may send
+//! another request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +24,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::joins::{Gates, Joiner, Shared};
 use super::outbox::{Dirty, Outbox};
 use super::sessions::Sessions;
 use super::subs::Subscriptions;
 use super::websocket;
 use crate::coordinator::{Coordinator, MemberState, RingView, Role};
-use crate::ids::{ConnId, Map, NodeId, Rid, RoomId};
+use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
 use crate::link::{self, codec, FromNode, LinkError, LinkReader, LinkWriter, Secret, ToNode};
 use crate::protocol::client::RoomOp;
 use crate::protocol::server::error_frame;
@@ -74,6 +79,9 @@ struct OpPending {
     parts: Vec<(Option<u64>, Bytes)>,
     /// The least link version that can carry it.
     version: u16,
+    /// For joins gathered at their room's gate, sent as one request: the
+    /// joiners (`conn` and `out` are the first's).
+    joiners: Vec<Joiner>,
 }
 
 /// A whole room subscribed again at its owner (link version 2 on).
@@ -149,6 +157,9 @@ pub(super) struct Upstream {
     /// Counts sweeps (one per `SWEEP`): a request's age is measured in
     /// rounds, so that sending one reads no clock.
     round: AtomicU64,
+    /// Joins waiting for one of their room on its way, with the operations
+    /// of their connections behind them.
+    gates: Gates<(Rid, OpPending)>,
 }
 
 /// A client operation as a connection hands it over.
@@ -195,6 +206,7 @@ impl Upstream {
             next_rid: AtomicU64::new(1),
             routes: AtomicU64::new(1),
             round: AtomicU64::new(0),
+            gates: Gates::default(),
         });
         tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
         tokio::spawn(up.clone().sweep(shutdown).in_current_span());
@@ -284,6 +296,19 @@ impl Upstream {
             RoomOp::PresenceList { .. } => 2,
             _ => 1,
         };
+        let joiner = match &req.op {
+            RoomOp::Join { since, epoch } if self.gathers_joins(req.room) => {
+                UserId::parse(req.user).ok().map(|user| Joiner {
+                    conn: req.conn,
+                    out: req.out.clone(),
+                    user,
+                    id: req.id.map(Box::from),
+                    since: *since,
+                    epoch: epoch.as_deref().map(Box::from),
+                })
+            }
+            _ => None,
+        };
         let record = ToNode::Op {
             rid,
             room: req.room,
@@ -312,8 +337,106 @@ impl Upstream {
             born: self.round(),
             parts: Vec::new(),
             version,
+            joiners: Vec::new(),
         };
+        if let Some(joiner) = joiner {
+            // A join of a room with one on its way waits for it, to go
+            // with the others that came meanwhile.
+            let room = RoomId::parse(req.room).ok()?;
+            self.gates.enter(&room, joiner)?;
+        }
+        let (rid, pending) = self.gates.behind(req.room, req.conn, (rid, pending))?;
+        if kind == OpKind::Join {
+            counted_joins(1);
+        }
         self.send_op(rid, pending, req.room, req.route)
+    }
+
+    /// Whether joins of `room` are gathered: its owner's link speaks
+    /// version 3.
+    fn gathers_joins(&self, room: &str) -> bool {
+        let owner = self.ring.borrow().ring.owner_of(room).cloned();
+        owner.is_some_and(|owner| self.version_of(&owner) >= 3)
+    }
+
+    /// A join request of `room` ended (answered, or given up): the joins
+    /// that waited at its gate go, as one request, and then the operations
+    /// behind them.
+    fn join_ended(self: &Arc<Self>, room: &str) {
+        let Some((joiners, later)) = self.gates.answered(room) else {
+            return;
+        };
+        self.send_joins(room, joiners);
+        for (rid, op) in later {
+            self.send_op(rid, op, room, None);
+        }
+    }
+
+    /// Sends joins of `room` gathered at its gate: in one request, or one
+    /// each to an owner of link version 2 or less.
+    fn send_joins(self: &Arc<Self>, room: &str, joiners: Vec<Joiner>) {
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let record = ToNode::Join {
+            rid,
+            room,
+            joins: joiners.iter().map(Joiner::joining).collect(),
+        };
+        let record = match codec::encode(&record) {
+            Ok(record) if self.gathers_joins(room) => record,
+            _ => {
+                for joiner in joiners {
+                    self.send_alone(room, joiner);
+                }
+                return;
+            }
+        };
+        let Some(first) = joiners.first() else { return };
+        counted_joins(joiners.len());
+        let pending = OpPending {
+            conn: first.conn,
+            out: first.out.clone(),
+            kind: OpKind::Join,
+            record,
+            attempt: 0,
+            node: None,
+            born: self.round(),
+            parts: Vec::new(),
+            version: 3,
+            joiners,
+        };
+        self.send_op(rid, pending, room, None);
+    }
+
+    /// Sends a join that waited at its room's gate on its own.
+    fn send_alone(self: &Arc<Self>, room: &str, joiner: Joiner) {
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let record = ToNode::Op {
+            rid,
+            room,
+            conn: joiner.conn,
+            user: joiner.user.as_str(),
+            id: joiner.id.as_deref(),
+            op: RoomOp::Join {
+                since: joiner.since,
+                epoch: joiner.epoch.as_deref().map(str::to_string),
+            },
+        };
+        let Ok(record) = codec::encode(&record) else {
+            return;
+        };
+        let pending = OpPending {
+            conn: joiner.conn,
+            out: joiner.out,
+            kind: OpKind::Join,
+            record,
+            attempt: 0,
+            node: None,
+            born: self.round(),
+            parts: Vec::new(),
+            version: 1,
+            joiners: Vec::new(),
+        };
+        self.send_op(rid, pending, room, None);
     }
 
     /// Sends (or sends again) an operation to the owner of `room`.
@@ -343,7 +466,9 @@ impl Upstream {
             })
             .is_err()
         {
-            if let Some(Pending::Op(op)) = self.lock_pending().remove(&rid) {
+            // Taken out first: a retry may send (and lock) again.
+            let pending = self.lock_pending().remove(&rid);
+            if let Some(Pending::Op(op)) = pending {
                 self.retry(rid, op);
             }
             return None;
@@ -387,15 +512,41 @@ impl Upstream {
     }
 
     /// Answers an operation `unavailable`.
-    fn unavailable(&self, op: &OpPending) {
-        let (room, id) = record_room_and_id(&op.record);
+    fn unavailable(self: &Arc<Self>, op: &OpPending) {
+        let (room, _) = record_room_and_id(&op.record);
         let failure = Failure::new(
             ErrorCode::Unavailable,
             format!("{room} cannot be served right now; retry"),
         );
-        op.out.send(websocket::text(
-            error_frame(&failure, id.as_deref(), Some(&room)).as_bytes(),
-        ));
+        self.failed(op, &failure, None);
+    }
+
+    /// Answers an operation (each of its joiners) with an `error` frame.
+    fn failed(self: &Arc<Self>, op: &OpPending, failure: &Failure, dirty: Option<&mut Dirty>) {
+        let (room, id) = record_room_and_id(&op.record);
+        let mut frames = Vec::with_capacity(op.joiners.len().max(1));
+        if op.joiners.is_empty() {
+            frames.push((&op.out, error_frame(failure, id.as_deref(), Some(&room))));
+        }
+        for joiner in &op.joiners {
+            let frame = error_frame(failure, joiner.id.as_deref(), Some(&room));
+            frames.push((&joiner.out, frame));
+        }
+        match dirty {
+            Some(dirty) => {
+                for (out, frame) in frames {
+                    dirty.push(out, websocket::text(frame.as_bytes()));
+                }
+            }
+            None => {
+                for (out, frame) in frames {
+                    out.send(websocket::text(frame.as_bytes()));
+                }
+            }
+        }
+        if op.kind == OpKind::Join {
+            self.join_ended(&room);
+        }
     }
 
     /// Asks a room's owner an HTTP API question, within `ANSWER_WITHIN`.
@@ -707,33 +858,47 @@ impl Upstream {
                 status,
                 seq,
                 payload,
-            } => match self.lock_pending().remove(&rid) {
-                Some(Pending::Query { tx, mut parts, .. }) => {
-                    parts.extend_from_slice(payload);
-                    let _ = tx.send((status, parts.freeze()));
+            } => {
+                // Taken out first: answering may send (and lock) again.
+                let pending = self.lock_pending().remove(&rid);
+                self.on_reply(node, rid, pending, (status, seq, payload), dirty)
+            }
+        }
+    }
+
+    /// Handles the answer to a request.
+    fn on_reply(
+        self: &Arc<Self>,
+        node: &NodeId,
+        rid: Rid,
+        pending: Option<Pending>,
+        (status, seq, payload): (Status, Option<u64>, &[u8]),
+        dirty: &mut Dirty,
+    ) {
+        match pending {
+            Some(Pending::Query { tx, mut parts, .. }) => {
+                parts.extend_from_slice(payload);
+                let _ = tx.send((status, parts.freeze()));
+            }
+            Some(Pending::Op(op)) => self.on_op_reply(node, rid, op, status, seq, payload, dirty),
+            Some(Pending::Resume(mut resume)) => match status {
+                Status::Ok => {
+                    let room = resume.room.as_str();
+                    resume.joined.extend_from_slice(payload);
+                    let joined = match (seq, resume.joined.is_empty()) {
+                        (Some(seq), false) => {
+                            let frame = resume.joined.freeze();
+                            Some((seq, joined_epoch(&frame), frame))
+                        }
+                        _ => None,
+                    };
+                    self.subs.resumed(room, node, &resume.parts, joined, dirty);
                 }
-                Some(Pending::Op(op)) => {
-                    self.on_op_reply(node, rid, op, status, seq, payload, dirty)
+                Status::Moved | Status::Failed(_) => {
+                    self.retry_resume(resume.room, resume.attempt + 1)
                 }
-                Some(Pending::Resume(mut resume)) => match status {
-                    Status::Ok => {
-                        let room = resume.room.as_str();
-                        resume.joined.extend_from_slice(payload);
-                        let joined = match (seq, resume.joined.is_empty()) {
-                            (Some(seq), false) => {
-                                let frame = resume.joined.freeze();
-                                Some((seq, joined_epoch(&frame), frame))
-                            }
-                            _ => None,
-                        };
-                        self.subs.resumed(room, node, &resume.parts, joined, dirty);
-                    }
-                    Status::Moved | Status::Failed(_) => {
-                        self.retry_resume(resume.room, resume.attempt + 1)
-                    }
-                },
-                None => {}
             },
+            None => {}
         }
     }
 
@@ -784,10 +949,9 @@ impl Upstream {
                         .resumed(room.as_str(), owner, &missed, None, dirty),
                 }
             }
-            (Status::Failed(f), _) => {
-                let (room, id) = record_room_and_id(&op.record);
-                let frame = error_frame(&f, id.as_deref(), Some(&room));
-                dirty.push(&op.out, websocket::text(frame.as_bytes()));
+            (Status::Failed(f), _) => self.failed(&op, &f, Some(dirty)),
+            (Status::Ok, _) if !op.joiners.is_empty() => {
+                self.joins_answered(owner, op, seq, payload, dirty)
             }
             (Status::Ok, kind) => {
                 let whole;
@@ -816,8 +980,49 @@ impl Upstream {
                             .subscribe(&room, op.conn, &op.out, seq, owner, epoch);
                     }
                 }
+                if kind == OpKind::Join {
+                    self.join_ended(&record_room(&op.record));
+                }
             }
         }
+    }
+
+    /// The owner answered gathered joins: each joiner gets its `joined`,
+    /// written from the one answer, and is subscribed from its seq.
+    fn joins_answered(
+        self: &Arc<Self>,
+        owner: &NodeId,
+        op: OpPending,
+        seq: Option<u64>,
+        payload: &[u8],
+        dirty: &mut Dirty,
+    ) {
+        let room = record_room(&op.record);
+        let mut events = Vec::new();
+        let mut shared = Vec::new();
+        for (seq, part) in &op.parts {
+            match seq {
+                Some(seq) => events.push((*seq, part.clone())),
+                None => shared.extend_from_slice(part),
+            }
+        }
+        shared.extend_from_slice(payload);
+        let (Ok(room_id), Some(seq), Ok(shared)) =
+            (RoomId::parse(&room), seq, Shared::parse(&shared))
+        else {
+            tracing::warn!(room.id = %room, "a bad answer to gathered joins");
+            return self.unavailable(&op);
+        };
+        let epoch: Arc<str> = Arc::from(shared.epoch());
+        for joiner in &op.joiners {
+            let frame = shared.joined(&room, seq, joiner, &events);
+            dirty.push(&joiner.out, websocket::text(&frame));
+            self.subs
+                .subscribe(&room_id, joiner.conn, &joiner.out, seq, owner, || {
+                    Some(epoch.clone())
+                });
+        }
+        self.join_ended(&room);
     }
 
     /// Requests in flight on a link that dropped: operations are routed
@@ -991,10 +1196,11 @@ impl Upstream {
             .values()
             .filter_map(|p| match p {
                 Pending::Op(op) if op.kind == OpKind::Join && record_room(&op.record) == room => {
-                    Some(op.conn)
+                    Some(op.joiners.iter().map(|j| j.conn).chain([op.conn]))
                 }
                 _ => None,
             })
+            .flatten()
             .collect()
     }
 
@@ -1027,6 +1233,13 @@ impl Upstream {
     }
 }
 
+/// Counts a join request carrying `joins` joins.
+fn counted_joins(joins: usize) {
+    let metrics = crate::telemetry::metrics();
+    metrics.join_requests.increment(1);
+    metrics.joins.increment(joins as u64);
+}
+
 /// The `epoch` a `joined` frame names (its other fields skipped unread).
 fn joined_epoch(frame: &[u8]) -> Option<Arc<str>> {
     #[derive(serde::Deserialize)]
@@ -1049,6 +1262,7 @@ fn record_room_and_id(record: &Bytes) -> (String, Option<String>) {
     match codec::split_record(&mut buf) {
         Ok(Some(body)) => match codec::decode::<ToNode<'_>>(&body) {
             Ok(ToNode::Op { room, id, .. }) => (room.to_string(), id.map(str::to_string)),
+            Ok(ToNode::Join { room, .. }) => (room.to_string(), None),
             _ => (String::new(), None),
         },
         _ => (String::new(), None),

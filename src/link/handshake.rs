@@ -28,8 +28,9 @@ use crate::coordinator::Role;
 /// The version every `Hello` names; the one an older build insists on.
 pub(super) const VERSION: u16 = 1;
 /// The highest version of the link protocol this build speaks. Version 2
-/// adds `presence.list` operations and resumes of a whole room.
-pub const LATEST: u16 = 2;
+/// adds `presence.list` operations and resumes of a whole room; version 3
+/// joins gathered per room (`ToNode::Join`).
+pub const LATEST: u16 = 3;
 /// Bytes of a nonce and of a proof.
 const LEN: usize = 32;
 

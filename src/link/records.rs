@@ -9,7 +9,7 @@ use serde_bytes::Bytes as Raw;
 
 use crate::protocol::client::RoomOp;
 use crate::protocol::server::VersionedWidget;
-use crate::protocol::{Query, Status};
+use crate::protocol::{Joining, Query, Status};
 
 pub use crate::ids::{ConnId, Rid};
 
@@ -106,6 +106,20 @@ pub enum ToNode<'a> {
         /// knows it: another one means the room lost or rewound it.
         epoch: Option<&'a str>,
     },
+    /// Joins of one room by a gateway's connections, gathered while
+    /// another join of it was on its way: the answer is what their
+    /// `joined` frames share, the kept events any of them replays coming
+    /// first as parts with seqs, once for all (gateways only; version 3
+    /// on).
+    Join {
+        /// Request id.
+        rid: Rid,
+        /// The room.
+        room: &'a str,
+        /// The joins, in the order they came.
+        #[serde(borrow)]
+        joins: Vec<Joining<&'a str>>,
+    },
 }
 
 impl ToNode<'_> {
@@ -118,6 +132,7 @@ impl ToNode<'_> {
                 | Self::Notify { .. }
                 | Self::Broadcast { .. }
                 | Self::Resume { .. }
+                | Self::Join { .. }
         )
     }
 }

@@ -207,6 +207,10 @@ fn handle(
             }
             None => sink.reply(rid, Reply::moved()),
         },
+        ToNode::Join { rid, room, joins } => match routes.get(node, room) {
+            Some(live) => live.join_all(sink, rid, &joins),
+            None => sink.reply(rid, Reply::moved()),
+        },
         ToNode::Notify { user, body } => notify(node, Some(user), body),
         ToNode::Broadcast { body } => notify(node, None, body),
         ToNode::HandoffPart {

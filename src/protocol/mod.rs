@@ -85,6 +85,38 @@ pub enum Status {
     Failed(Failure),
 }
 
+/// Names in a `joined`, a room's HTTP summary and a `presence.page` by default.
+pub const NAMES_SHOWN: usize = 200;
+
+/// Messages a `join` without `since` replays.
+pub const JOIN_HISTORY: usize = 50;
+
+/// One connection's join among those a gateway gathers for a room's owner
+/// (answered once for them all); `S` is a borrowed or an owned string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Joining<S> {
+    /// The connection on the gateway.
+    pub conn: crate::ids::ConnId,
+    /// Its user.
+    pub user: S,
+    /// The last seq it has, if it resumes.
+    pub since: Option<u64>,
+    /// The history `since` counts in.
+    pub epoch: Option<S>,
+}
+
+impl<S: AsRef<str>> Joining<S> {
+    /// The same join, its strings borrowed.
+    pub fn borrowed(&self) -> Joining<&str> {
+        Joining {
+            conn: self.conn,
+            user: self.user.as_ref(),
+            since: self.since,
+            epoch: self.epoch.as_ref().map(AsRef::as_ref),
+        }
+    }
+}
+
 /// An HTTP API question about a room; `B` holds a raw JSON body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Query<B> {

@@ -242,6 +242,11 @@ pub fn msg_frame(room: &str, seq: u64, from: &str, body: &[u8], ts: u64) -> Vec<
     out
 }
 
+/// Whether a kept frame is a chat message (as `msg_frame` wrote it).
+pub fn is_msg_frame(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"t":"msg","#)
+}
+
 /// Appends a JSON string: as it is when nothing in it needs escaping (the
 /// common case), through serde_json otherwise.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {

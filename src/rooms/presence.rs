@@ -12,8 +12,7 @@ use crate::ids::UserId;
 
 /// The default presence limit: past it a room sends counts, not names.
 pub const PRESENCE_LIMIT: usize = 200;
-/// Names in a `joined`, a room's HTTP summary and a `presence.page` by default.
-pub const NAMES_SHOWN: usize = 200;
+pub use crate::protocol::NAMES_SHOWN;
 /// Least time between two `presence.count` of one room, in ms.
 pub const COUNT_EVERY_MS: u64 = 1000;
 

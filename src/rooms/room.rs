@@ -18,12 +18,12 @@ use tokio::sync::oneshot;
 
 use super::durable::{Batch, Durable};
 use super::sink::{Reply, Sink};
-use super::state::{Event, LinkId, Origin, RoomState, Sub};
+use super::state::{Event, Joiner, LinkId, Origin, RoomState, Sub};
 use super::store::{Append, Loaded, RoomStore, StoreError};
 use super::Limits;
 use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
 use crate::protocol::client::RoomOp;
-use crate::protocol::{now_ms, ErrorCode, Failure, Query, Status};
+use crate::protocol::{now_ms, ErrorCode, Failure, Joining, Query, Status};
 
 /// Operations a loading room queues; past it they are refused `unavailable`.
 pub const LOADING_QUEUE: usize = 4096;
@@ -98,6 +98,11 @@ enum Queued {
         since: u64,
         epoch: Option<String>,
         conns: Vec<(ConnId, String)>,
+    },
+    Joins {
+        sink: Arc<dyn Sink>,
+        rid: Rid,
+        joins: Vec<Joining<String>>,
     },
 }
 
@@ -310,6 +315,28 @@ impl Room {
         });
     }
 
+    /// Subscribes a gateway's joiners of the room all at once; the answer,
+    /// what their `joined` frames share and the events they replay, goes
+    /// to `sink` once (see `RoomState::join_all`).
+    pub fn join_all(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, joins: &[Joining<&str>]) {
+        let queued = |joins: &[Joining<&str>]| Queued::Joins {
+            sink: sink.clone(),
+            rid,
+            joins: joins
+                .iter()
+                .map(|j| Joining {
+                    conn: j.conn,
+                    user: j.user.to_string(),
+                    since: j.since,
+                    epoch: j.epoch.map(str::to_string),
+                })
+                .collect(),
+        };
+        self.serve(sink, rid, joins, queued, |inner, joins| {
+            inner.apply_joins(sink, rid, joins.iter().cloned())
+        });
+    }
+
     /// Answers an HTTP API query; the answer goes to `sink`.
     pub fn query(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, query: Query<Bytes>) {
         let queued = |query| Queued::Query {
@@ -516,6 +543,9 @@ impl Room {
                     let conns = conns.iter().map(|(c, u)| (*c, u.as_str()));
                     inner.apply_resume(&sink, rid, (since, epoch.as_deref()), conns)
                 }
+                Queued::Joins { sink, rid, joins } => {
+                    inner.apply_joins(&sink, rid, joins.iter().map(Joining::borrowed))
+                }
             };
             batch = batch.or(next);
         }
@@ -576,7 +606,8 @@ impl Queued {
         match self {
             Self::Op { sink, rid, .. }
             | Self::Query { sink, rid, .. }
-            | Self::Resume { sink, rid, .. } => (sink, rid),
+            | Self::Resume { sink, rid, .. }
+            | Self::Joins { sink, rid, .. } => (sink, rid),
         }
     }
 }
@@ -643,6 +674,42 @@ impl Inner {
             })
             .collect();
         let out = self.state.resume_all(link, subs, (since, epoch), now_ms());
+        self.want(out.wake);
+        if self.state.has_link(link) {
+            self.links.entry(link).or_insert_with(|| sink.clone());
+        }
+        self.emit(Release {
+            events: out.events,
+            answer: Some(Answer {
+                sink: sink.clone(),
+                rid,
+                seq: out.seq,
+                frame: out.reply,
+                missed: out.missed.unwrap_or_default(),
+                counts: false,
+            }),
+        })
+    }
+
+    fn apply_joins<'a>(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        joins: impl Iterator<Item = Joining<&'a str>>,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        let link = sink.link();
+        let joiners: Vec<Joiner<'a>> = joins
+            .filter_map(|j| {
+                let sub = Sub { link, conn: j.conn };
+                let user = self.state.user(sub, j.user)?;
+                Some(Joiner {
+                    origin: Origin { sub, user },
+                    since: j.since,
+                    epoch: j.epoch,
+                })
+            })
+            .collect();
+        let out = self.state.join_all(joiners, now_ms());
         self.want(out.wake);
         if self.state.has_link(link) {
             self.links.entry(link).or_insert_with(|| sink.clone());

@@ -25,8 +25,7 @@ pub type LinkId = u64;
 /// window and the journal without copies.
 pub type ClientId = std::sync::Arc<str>;
 
-/// Messages a `join` without `since` replays.
-pub const JOIN_HISTORY: usize = 50;
+pub use crate::protocol::JOIN_HISTORY;
 
 /// Events a `join` with `since` (or a resume) replays at most: the last
 /// this many, in at most `REPLAY_BYTES` encoded; past either the client is
@@ -52,6 +51,17 @@ pub struct Sub {
     pub link: LinkId,
     /// The connection on that gateway.
     pub conn: ConnId,
+}
+
+/// One of a gateway's joiners of a room (see `RoomState::join_all`).
+#[derive(Debug, Clone)]
+pub struct Joiner<'a> {
+    /// The connection and its user.
+    pub origin: Origin,
+    /// The last seq it has, if it resumes.
+    pub since: Option<u64>,
+    /// The history `since` counts in, when it knows it.
+    pub epoch: Option<&'a str>,
 }
 
 /// Who performs an operation.
@@ -491,19 +501,6 @@ impl RoomState {
         history: &[&[u8]],
         truncated: bool,
     ) -> Vec<u8> {
-        #[derive(serde::Serialize)]
-        struct Tail<'a> {
-            epoch: &'a str,
-            online: Vec<&'a str>,
-            online_count: usize,
-            truncated: bool,
-            /// Latest read receipt per user (an addition to v1).
-            reads: BTreeMap<&'a str, u64>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            widgets: Option<Vec<&'a crate::protocol::server::VersionedWidget>>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            roles: Option<BTreeMap<&'a str, BoardRole>>,
-        }
         let size: usize = history.iter().map(|f| f.len() + 1).sum();
         let mut out = Vec::with_capacity(128 + size);
         out.extend_from_slice(br#"{"t":"joined""#);
@@ -523,6 +520,29 @@ impl RoomState {
             out.extend_from_slice(frame);
         }
         out.extend_from_slice(b"],");
+        let tail = self.joined_tail(joiner, truncated);
+        // The tail is an object; its fields continue ours.
+        out.extend_from_slice(tail.get(1..).unwrap_or_default());
+        out
+    }
+
+    /// The fields of a `joined` after its history, as an object: the
+    /// epoch, presence (`joiner` named first), whether history is missing,
+    /// read receipts and, for boards, widgets and roles.
+    fn joined_tail(&self, joiner: Option<&UserId>, truncated: bool) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Tail<'a> {
+            epoch: &'a str,
+            online: Vec<&'a str>,
+            online_count: usize,
+            truncated: bool,
+            /// Latest read receipt per user (an addition to v1).
+            reads: BTreeMap<&'a str, u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            widgets: Option<Vec<&'a crate::protocol::server::VersionedWidget>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            roles: Option<BTreeMap<&'a str, BoardRole>>,
+        }
         let tail = Tail {
             epoch: &self.epoch,
             online: self.presence.shown(joiner, NAMES_SHOWN),
@@ -532,10 +552,47 @@ impl RoomState {
             widgets: self.board.as_ref().map(|b| b.widgets().collect()),
             roles: self.board.as_ref().map(Board::roles),
         };
-        // `Tail` serializes to an object; its fields continue ours.
-        let rest = serde_json::to_vec(&tail).unwrap_or_default();
-        out.extend_from_slice(rest.get(1..).unwrap_or_default());
+        serde_json::to_vec(&tail).unwrap_or_default()
+    }
+
+    /// Subscribes a gateway's joiners of the room all at once and answers
+    /// them once: the reply is what their `joined` frames share (the
+    /// fields after `history`, no joiner named first, not truncated), and
+    /// the kept events that any of them replays come once, with seqs, in
+    /// `missed`; the gateway writes each joiner's frame from them as `join`
+    /// would have.
+    pub fn join_all<'a>(
+        &mut self,
+        joiners: impl IntoIterator<Item = Joiner<'a>>,
+        now: u64,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let mut from = self.seq;
+        for joiner in joiners {
+            self.subscribe(&joiner.origin, now, &mut out);
+            let other_history = joiner.epoch.is_some_and(|e| e != &*self.epoch);
+            let needs = match joiner.since {
+                _ if other_history => 0,
+                Some(since) => since,
+                None => self.recent_from(),
+            };
+            from = from.min(needs);
+        }
+        let (replay, _) = self.replay(from);
+        out.missed = Some(replay.iter().map(|e| (e.seq, e.frame.clone())).collect());
+        out.reply = Some(self.joined_tail(None, false).into());
+        out.seq = Some(self.seq);
         out
+    }
+
+    /// The seq after which a `join` without `since` finds its latest
+    /// messages.
+    fn recent_from(&self) -> u64 {
+        let mut msgs = self.log.iter().rev().filter(|e| e.msg.is_some());
+        match msgs.nth(JOIN_HISTORY - 1) {
+            Some(oldest) => oldest.seq - 1,
+            None => 0,
+        }
     }
 
     fn leave(&mut self, sub: Sub, now: u64) -> Outcome {

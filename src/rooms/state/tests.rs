@@ -560,3 +560,51 @@ fn a_connection_that_closed_while_its_room_moved_leaves_when_its_gateway_resumes
     let nobody = r.resume_all(2, [], (0, None), 7);
     assert_eq!(json(&nobody.events[0].frame)["user"], "dan");
 }
+
+#[test]
+fn gathered_joins_are_answered_once_with_the_events_any_of_them_replays() {
+    let (mut r, ann) = chat_sent(1000, 60, "hi");
+    r.apply(&ann, None, &RoomOp::Typing, 1);
+    let epoch = r.epoch().to_string();
+    let joiners = [
+        (who("bob", 2, 1), Some(58), Some(epoch.as_str())),
+        (who("cy", 2, 2), None, None),
+        (who("dee", 2, 3), Some(59), None),
+    ];
+    let out = r.join_all(
+        joiners.iter().map(|(origin, since, epoch)| Joiner {
+            origin: origin.clone(),
+            since: *since,
+            epoch: *epoch,
+        }),
+        2,
+    );
+    let missed: Vec<u64> = out.missed.unwrap().iter().map(|(s, _)| *s).collect();
+    // cy names no since: its latest 50 messages reach back to seq 11.
+    assert_eq!(missed, (11..=60).collect::<Vec<u64>>());
+    assert_eq!(out.seq, Some(60));
+    let shared = json(&out.reply.unwrap());
+    assert_eq!(shared["epoch"], epoch.as_str());
+    assert_eq!(
+        shared["online"],
+        serde_json::json!(["ann", "bob", "cy", "dee"])
+    );
+    assert_eq!(
+        (shared["online_count"].as_u64(), &shared["truncated"]),
+        (Some(4), &Value::Bool(false))
+    );
+    let presence = out.events.iter().filter(|e| e.skip.is_some()).count();
+    assert_eq!(presence, 3, "one presence event per user who came");
+
+    // Another history's since replays everything kept.
+    let other = [(who("eve", 2, 4), Some(60), Some("another"))];
+    let out = r.join_all(
+        other.iter().map(|(origin, since, epoch)| Joiner {
+            origin: origin.clone(),
+            since: *since,
+            epoch: *epoch,
+        }),
+        3,
+    );
+    assert_eq!(out.missed.unwrap().len(), 60);
+}
