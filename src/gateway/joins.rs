@@ -2,25 +2,38 @@
 //! joins (a gateway's members coming back after it restarted) subscribes a
 //! room with a few requests, not one per member.
 //!
-//! One join request per room is on its way at a time. The joins that come
+//! One join request per room is on its way at a time, and, while joins
+//! keep coming, one per `GATHER` unless `FULL` wait. The joins that come
 //! meanwhile wait at the room's gate, each with the later operations of its
 //! connection behind it (so that a connection's operations keep their
-//! order), and go together when the one on its way is answered. The owner
+//! order), and go together when the one on its way is answered and either
+//! `GATHER` has passed since it went or `FULL` wait. A join that finds no
+//! gate goes at once. The owner
 //! answers gathered joins once: what their `joined` frames share, and the
 //! kept events any of them replays. Each joiner's `joined` is written here
 //! from that answer, as the owner writes one `joined` alone.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 use super::outbox::Outbox;
 use crate::ids::{ConnId, Map, RoomId, UserId};
 use crate::protocol::server::{is_msg_frame, push_json_str};
 use crate::protocol::{Joining, JOIN_HISTORY, NAMES_SHOWN};
+
+/// The least time between two join requests of one room: a storm of
+/// joins costs its owner one request per this long.
+pub(super) const GATHER: Duration = Duration::from_millis(100);
+/// Waiting joins that go without waiting for the rest of `GATHER`, so that
+/// clients that join a few at a time are not slowed down.
+pub(super) const FULL: usize = 128;
 
 /// A connection's `join` waiting at its room's gate.
 pub(super) struct Joiner {
@@ -52,11 +65,29 @@ pub(super) struct Gates<L> {
     /// How many gates there are, so that operations pass without a lock
     /// while none is.
     open: AtomicUsize,
+    /// Numbers timers, so that one that fired late is known.
+    timers: AtomicU64,
 }
 
 struct Gate<L> {
     joiners: Vec<Joiner>,
     later: Vec<L>,
+    /// When the last join request of the room went.
+    sent: Instant,
+    /// Whether one is on its way (else the waiting joins wait for a timer).
+    on_its_way: bool,
+    /// The timer the waiting joins go on, if one is armed.
+    timer: Option<u64>,
+}
+
+/// What to do next at a room's gate.
+pub(super) enum Next<L> {
+    /// Nothing, now.
+    Wait,
+    /// Send these joins in one request, then the operations behind them.
+    Go(Vec<Joiner>, Vec<L>),
+    /// Arm a timer for this time, to `fire` with this number.
+    At(Instant, u64),
 }
 
 impl<L> Default for Gates<L> {
@@ -64,6 +95,7 @@ impl<L> Default for Gates<L> {
         Self {
             rooms: Mutex::default(),
             open: AtomicUsize::new(0),
+            timers: AtomicU64::new(0),
         }
     }
 }
@@ -73,23 +105,28 @@ impl<L> Gates<L> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A join of `room`: it goes now (returned) when none is on its way,
-    /// the room's gate then opening behind it; else it waits.
-    pub(super) fn enter(&self, room: &RoomId, joiner: Joiner) -> Option<Joiner> {
+    /// A join of `room`: it goes at once when none is on its way (the
+    /// room's gate opening behind it), else it waits, and the waiting go
+    /// at once when they are `FULL` and the last request was answered.
+    pub(super) fn enter(&self, room: &RoomId, joiner: Joiner) -> Next<L> {
         let mut rooms = self.lock();
-        if let Some(gate) = rooms.get_mut(room) {
-            gate.joiners.push(joiner);
-            return None;
-        }
-        rooms.insert(
-            room.clone(),
-            Gate {
+        let Some(gate) = rooms.get_mut(room) else {
+            let gate = Gate {
                 joiners: Vec::new(),
                 later: Vec::new(),
-            },
-        );
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Some(joiner)
+                sent: Instant::now(),
+                on_its_way: true,
+                timer: None,
+            };
+            rooms.insert(room.clone(), gate);
+            self.open.fetch_add(1, Ordering::Relaxed);
+            return Next::Go(vec![joiner], Vec::new());
+        };
+        gate.joiners.push(joiner);
+        if gate.on_its_way || gate.joiners.len() < FULL {
+            return Next::Wait;
+        }
+        gate.go()
     }
 
     /// An operation of `conn` on `room`: it waits (none returned) when the
@@ -108,21 +145,52 @@ impl<L> Gates<L> {
         }
     }
 
-    /// The join request on its way for `room` was answered: the joins that
-    /// waited go next, with the operations behind them (the gate stays
-    /// open for their answer), or, when none waited, the gate closes.
-    pub(super) fn answered(&self, room: &str) -> Option<(Vec<Joiner>, Vec<L>)> {
+    /// The join request on its way for `room` was answered (or given up):
+    /// the joins that waited go, once `GATHER` has passed since it went or
+    /// `FULL` wait; when none waited, the gate closes.
+    pub(super) fn answered(&self, room: &str) -> Next<L> {
         let mut rooms = self.lock();
-        let gate = rooms.get_mut(room)?;
+        let Some(gate) = rooms.get_mut(room) else {
+            return Next::Wait;
+        };
+        gate.on_its_way = false;
         if gate.joiners.is_empty() {
             rooms.remove(room);
             self.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return Next::Wait;
         }
-        Some((
-            std::mem::take(&mut gate.joiners),
-            std::mem::take(&mut gate.later),
-        ))
+        let at = gate.sent + GATHER;
+        if gate.joiners.len() >= FULL || Instant::now() >= at {
+            return gate.go();
+        }
+        if gate.timer.is_some() {
+            return Next::Wait;
+        }
+        let timer = self.timers.fetch_add(1, Ordering::Relaxed);
+        gate.timer = Some(timer);
+        Next::At(at, timer)
+    }
+
+    /// Timer `timer` of `room` fired: the joins waiting for it go.
+    pub(super) fn fire(&self, room: &str, timer: u64) -> Next<L> {
+        let mut rooms = self.lock();
+        match rooms.get_mut(room) {
+            Some(gate) if gate.timer == Some(timer) && !gate.on_its_way => gate.go(),
+            _ => Next::Wait,
+        }
+    }
+}
+
+impl<L> Gate<L> {
+    /// The waiting joins go now.
+    fn go(&mut self) -> Next<L> {
+        self.sent = Instant::now();
+        self.on_its_way = true;
+        self.timer = None;
+        Next::Go(
+            std::mem::take(&mut self.joiners),
+            std::mem::take(&mut self.later),
+        )
     }
 }
 
@@ -279,8 +347,19 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn joins_wait_behind_the_one_on_its_way_and_go_together() {
+    fn conns(next: Next<&'static str>) -> (Vec<ConnId>, Vec<&'static str>) {
+        match next {
+            Next::Go(joiners, later) => (joiners.iter().map(|j| j.conn).collect(), later),
+            _ => panic!("expected joins to go"),
+        }
+    }
+
+    fn waits(next: Next<&'static str>) -> bool {
+        matches!(next, Next::Wait)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn joins_wait_behind_the_one_on_its_way_and_go_together_once_per_gather() {
         let gates: Gates<&str> = Gates::default();
         let room = RoomId::parse("chat:a").unwrap();
         assert_eq!(
@@ -288,34 +367,69 @@ mod tests {
             Some("send"),
             "no gate yet"
         );
-        assert!(gates
-            .enter(&room, joiner(1, "a", None, None).await)
-            .is_some());
+        let first = gates.enter(&room, joiner(1, "a", None, None).await);
+        assert_eq!(conns(first), (vec![1], vec![]), "the first goes at once");
         assert_eq!(
             gates.behind("chat:a", 1, "send"),
             Some("send"),
             "1 is on its way"
         );
-        assert!(gates
-            .enter(&room, joiner(2, "b", None, None).await)
-            .is_none());
-        assert!(gates
-            .enter(&room, joiner(3, "c", None, None).await)
-            .is_none());
+        assert!(waits(gates.enter(&room, joiner(2, "b", None, None).await)));
+        assert!(waits(gates.enter(&room, joiner(3, "c", None, None).await)));
         assert_eq!(gates.behind("chat:a", 2, "leave"), None, "2 waits");
         assert_eq!(gates.behind("chat:b", 2, "x"), Some("x"), "another room");
-        let (joiners, later) = gates.answered("chat:a").unwrap();
-        let conns: Vec<ConnId> = joiners.iter().map(|j| j.conn).collect();
-        assert_eq!((conns, later), (vec![2, 3], vec!["leave"]));
+
+        // Answered at once: the others wait for the rest of `GATHER`.
+        let Next::At(at, timer) = gates.answered("chat:a") else {
+            panic!("expected a timer")
+        };
+        assert_eq!(at, Instant::now() + GATHER);
+        assert!(waits(gates.answered("chat:a")), "one timer");
+        assert!(waits(gates.enter(&room, joiner(4, "d", None, None).await)));
+        tokio::time::advance(GATHER).await;
+        assert!(waits(gates.fire("chat:a", timer + 1)), "not that timer");
+        assert_eq!(
+            conns(gates.fire("chat:a", timer)),
+            (vec![2, 3, 4], vec!["leave"])
+        );
         assert_eq!(
             gates.behind("chat:a", 2, "send"),
             Some("send"),
             "2 is on its way"
         );
-        assert!(gates.answered("chat:a").is_none(), "nobody waited: closed");
-        assert!(gates
-            .enter(&room, joiner(4, "d", None, None).await)
-            .is_some());
+
+        // Answered after `GATHER`: the next go at once.
+        assert!(waits(gates.enter(&room, joiner(5, "e", None, None).await)));
+        tokio::time::advance(GATHER).await;
+        assert_eq!(conns(gates.answered("chat:a")), (vec![5], vec![]));
+        assert!(waits(gates.answered("chat:a")), "nobody waited: closed");
+        assert_eq!(
+            conns(gates.enter(&room, joiner(6, "f", None, None).await)).0,
+            [6]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_gate_goes_without_waiting_for_its_timer() {
+        let gates: Gates<&str> = Gates::default();
+        let room = RoomId::parse("chat:a").unwrap();
+        conns(gates.enter(&room, joiner(0, "a", None, None).await));
+        assert!(waits(gates.enter(&room, joiner(1, "b", None, None).await)));
+        assert!(matches!(gates.answered("chat:a"), Next::At(..)));
+        for conn in 2..FULL as ConnId {
+            assert!(waits(
+                gates.enter(&room, joiner(conn, "b", None, None).await)
+            ));
+        }
+        let (full, _) = conns(gates.enter(&room, joiner(FULL as ConnId, "b", None, None).await));
+        assert_eq!(full.len(), FULL);
+        // While those are on their way, the next wait whatever their number.
+        for conn in 0..FULL as ConnId * 2 {
+            assert!(waits(
+                gates.enter(&room, joiner(1000 + conn, "c", None, None).await)
+            ));
+        }
+        assert_eq!(conns(gates.answered("chat:a")).0.len(), FULL * 2);
     }
 
     #[tokio::test]

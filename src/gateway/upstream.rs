@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::joins::{Gates, Joiner, Shared};
+use super::joins::{Gates, Joiner, Next, Shared};
 use super::outbox::{Dirty, Outbox};
 use super::sessions::Sessions;
 use super::subs::Subscriptions;
@@ -296,19 +296,24 @@ impl Upstream {
             RoomOp::PresenceList { .. } => 2,
             _ => 1,
         };
-        let joiner = match &req.op {
-            RoomOp::Join { since, epoch } if self.gathers_joins(req.room) => {
-                UserId::parse(req.user).ok().map(|user| Joiner {
+        if let RoomOp::Join { since, epoch } = &req.op {
+            let parsed = (RoomId::parse(req.room), UserId::parse(req.user));
+            if let (true, Ok(room), Ok(user)) = (self.gathers_joins(req.room), parsed.0, parsed.1) {
+                // Joins go to their room's gate, and on with the others
+                // that came while one was on its way.
+                let joiner = Joiner {
                     conn: req.conn,
                     out: req.out.clone(),
                     user,
                     id: req.id.map(Box::from),
                     since: *since,
                     epoch: epoch.as_deref().map(Box::from),
-                })
+                };
+                let next = self.gates.enter(&room, joiner);
+                self.joins_next(req.room, next);
+                return None;
             }
-            _ => None,
-        };
+        }
         let record = ToNode::Op {
             rid,
             room: req.room,
@@ -339,12 +344,6 @@ impl Upstream {
             version,
             joiners: Vec::new(),
         };
-        if let Some(joiner) = joiner {
-            // A join of a room with one on its way waits for it, to go
-            // with the others that came meanwhile.
-            let room = RoomId::parse(req.room).ok()?;
-            self.gates.enter(&room, joiner)?;
-        }
         let (rid, pending) = self.gates.behind(req.room, req.conn, (rid, pending))?;
         if kind == OpKind::Join {
             counted_joins(1);
@@ -363,12 +362,29 @@ impl Upstream {
     /// that waited at its gate go, as one request, and then the operations
     /// behind them.
     fn join_ended(self: &Arc<Self>, room: &str) {
-        let Some((joiners, later)) = self.gates.answered(room) else {
-            return;
-        };
-        self.send_joins(room, joiners);
-        for (rid, op) in later {
-            self.send_op(rid, op, room, None);
+        let next = self.gates.answered(room);
+        self.joins_next(room, next);
+    }
+
+    /// Sends what goes next at a room's gate, or arms its timer.
+    fn joins_next(self: &Arc<Self>, room: &str, next: Next<(Rid, OpPending)>) {
+        match next {
+            Next::Wait => {}
+            Next::At(at, timer) => {
+                let up = self.clone();
+                let room = room.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    let next = up.gates.fire(&room, timer);
+                    up.joins_next(&room, next);
+                });
+            }
+            Next::Go(joiners, later) => {
+                self.send_joins(room, joiners);
+                for (rid, op) in later {
+                    self.send_op(rid, op, room, None);
+                }
+            }
         }
     }
 
