@@ -145,9 +145,14 @@ struct Runtime {
 
 #[derive(Debug, Args)]
 struct EdgeLimits {
-    /// Client WebSockets open at once; past it an upgrade gets 503.
+    /// Client WebSockets open at once; past it an upgrade gets 503 with
+    /// Retry-After. Lowered at start to what the open-files limit holds.
     #[arg(long, env = "ROOMRING_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// New client WebSockets a second (in bursts of as many); past it an
+    /// upgrade gets 503 with Retry-After.
+    #[arg(long, env = "ROOMRING_ACCEPT_RATE", default_value_t = crate::gateway::ACCEPT_RATE, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    accept_rate: u32,
     /// Rooms one connection may have joined at once.
     #[arg(long, env = "ROOMRING_ROOMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rooms_per_connection: u32,
@@ -177,6 +182,7 @@ impl EdgeLimits {
 
     fn apply(&self, config: &mut GatewayConfig) {
         config.max_connections = self.max_connections as usize;
+        config.accept_rate = self.accept_rate;
         config.rooms_per_conn = self.rooms_per_connection as usize;
         config.http = self.http();
         config.ping_interval = std::time::Duration::from_secs(self.ping_interval);
@@ -303,6 +309,11 @@ struct GatewayArgs {
     /// balancer's health check takes to mark it down.
     #[arg(long, env = "ROOMRING_DRAIN_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300_000))]
     drain_delay_ms: u64,
+    /// Milliseconds, on SIGTERM, over which the clients are closed one by
+    /// one (0: all at once); by default max(2 s, connections / 1000 s), at
+    /// most 10 s.
+    #[arg(long, env = "ROOMRING_DRAIN_WINDOW_MS", value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    drain_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +452,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             let auth = auth(&a.client_auth, AuthKind::None)?;
             Ok(Command::Dev(DevOptions {
                 max_connections: a.edge.max_connections as usize,
+                accept_rate: a.edge.accept_rate,
                 rooms_per_conn: a.edge.rooms_per_connection as usize,
                 http: a.edge.http(),
                 ping_interval: std::time::Duration::from_secs(a.edge.ping_interval),
@@ -486,6 +498,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 rate_per_sec: a.rate.rate,
                 rate_burst: a.rate.burst,
                 drain_delay: std::time::Duration::from_millis(a.drain_delay_ms),
+                drain_window: a.drain_window_ms.map(std::time::Duration::from_millis),
                 ..GatewayConfig::for_test("defaults", "")
             };
             a.edge.apply(&mut config);

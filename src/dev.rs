@@ -49,6 +49,8 @@ pub struct DevOptions {
     pub memory_store: bool,
     /// Client WebSockets per gateway.
     pub max_connections: usize,
+    /// New client WebSockets a second per gateway.
+    pub accept_rate: u32,
     /// Rooms one connection may have joined at once.
     pub rooms_per_conn: usize,
     /// Limits of the HTTP API.
@@ -71,6 +73,7 @@ impl DevOptions {
             rate_burst: 2000,
             memory_store: false,
             max_connections: 100_000,
+            accept_rate: gateway::ACCEPT_RATE,
             rooms_per_conn: 256,
             http: HttpLimits::default(),
             ping_interval: Duration::from_secs(25),
@@ -206,6 +209,7 @@ impl DevCluster {
             config.rate_per_sec = options.rate_per_sec;
             config.rate_burst = options.rate_burst;
             config.max_connections = options.max_connections;
+            config.accept_rate = options.accept_rate;
             config.rooms_per_conn = options.rooms_per_conn;
             config.http = options.http;
             config.ping_interval = options.ping_interval;

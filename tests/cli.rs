@@ -162,19 +162,24 @@ async fn of_two_processes_started_at_once_with_one_id_one_exits_and_one_keeps_it
 }
 
 #[tokio::test]
-async fn a_gateway_with_a_drain_delay_says_unready_first_and_serves_until_it_closes() {
+async fn a_stopping_gateway_refuses_new_clients_and_closes_the_others_over_its_window() {
+    const CLIENTS: usize = 10;
     let redis = support::redis::RedisServer::start();
     let _node = support::procs::Proc::start("node", "n1", &redis.url());
     let mut gw = support::procs::Proc::start_with(
         "gateway",
         "g1",
         &redis.url(),
-        &["--drain-delay-ms", "1500"],
+        &["--drain-delay-ms", "1000", "--drain-window-ms", "1000"],
     );
     support::wait_for_nodes(gw.addr, 1).await;
     assert_eq!(http(gw.addr, "GET", "/readyz", None).await.0, 200);
-    let mut c = Client::connect(gw.addr, "ann").await;
-    c.join("chat:drain-delay").await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = Client::connect(gw.addr, &format!("u{i}")).await;
+        c.join("chat:drain").await;
+        clients.push(c);
+    }
 
     gw.signal("TERM");
     eventually!({
@@ -185,11 +190,64 @@ async fn a_gateway_with_a_drain_delay_says_unready_first_and_serves_until_it_clo
             Err((status, body))
         }
     });
-    // Still serving: the open socket is answered and a new one is accepted.
-    c.say("chat:drain-delay", "d1", "while draining").await;
-    let mut late = Client::connect(gw.addr, "bob").await;
-    late.join("chat:drain-delay").await;
-    // Then the clients are closed as a restart, and the process exits 0.
-    assert_eq!(c.close_code().await, Some(1012));
+    // New clients are refused at once, and told to go elsewhere (no
+    // Retry-After); the open sockets are still served.
+    let (status, retry_after) = refused(gw.addr).await;
+    assert_eq!((status, retry_after), (503, None));
+    clients[0].say("chat:drain", "d1", "while draining").await;
+
+    // Then each is closed once, as a restart, spread over the window.
+    let start = tokio::time::Instant::now();
+    let mut closed_at = Vec::new();
+    for c in &mut clients {
+        assert_eq!(c.close_code().await, Some(1012), "{}", c.user);
+        closed_at.push(start.elapsed());
+    }
+    let spread = closed_at[CLIENTS - 1] - closed_at[0];
+    assert!(
+        spread >= std::time::Duration::from_millis(600),
+        "closes spread over {spread:?}: {closed_at:?}"
+    );
     assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
+async fn past_its_accept_rate_a_gateway_answers_503_with_retry_after() {
+    let redis = support::redis::RedisServer::start();
+    let _node = support::procs::Proc::start("node", "n1", &redis.url());
+    let gw =
+        support::procs::Proc::start_with("gateway", "g1", &redis.url(), &["--accept-rate", "3"]);
+    support::wait_for_nodes(gw.addr, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut admitted = Vec::new();
+    for i in 0..3 {
+        admitted.push(Client::connect(gw.addr, &format!("a{i}")).await);
+    }
+    assert_eq!(refused(gw.addr).await, (503, Some(1)));
+    // A client asking why (a GET without the upgrade) learns the same.
+    let (status, body) = http(gw.addr, "GET", "/ws", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &serde_json::json!("unavailable"))
+    );
+    // A second later it is admitted, and those admitted were served all along.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut late = Client::connect(gw.addr, "late").await;
+    late.join("chat:rate").await;
+    admitted[0].join("chat:rate").await;
+}
+
+/// Opens a WebSocket that the gateway refuses: its status and `Retry-After`.
+async fn refused(addr: std::net::SocketAddr) -> (u16, Option<u64>) {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?user=late")).await {
+        Err(Error::Http(response)) => {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            (response.status().as_u16(), retry)
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "a socket")),
+    }
 }

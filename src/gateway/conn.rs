@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::admission::{self, Refusal};
 use super::auth::Identity;
 use super::http::AppError;
 use super::outbox::{Close, Outbox, Task};
@@ -53,14 +54,25 @@ pub(super) async fn upgrade(
     headers: HeaderMap,
     mut req: Request,
 ) -> Response {
+    let key = handshake_key(&headers);
+    if key.is_err() {
+        // A client asking why its upgrade was refused learns whether and
+        // when to come back.
+        if let Err(refusal) = gw.admission.would_admit() {
+            return refused(refusal);
+        }
+    }
     let identity = match gw.config.auth.identify(&query, &headers) {
         Ok(identity) => identity,
         Err(failure) => return AppError(failure).into_response(),
     };
-    let key = match handshake_key(&headers) {
+    let key = match key {
         Ok(key) => key,
         Err(message) => return AppError(Failure::bad_request(message)).into_response(),
     };
+    if let Err(refusal) = gw.admission.admit() {
+        return refused(refusal);
+    }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return AppError(Failure::bad_request("the connection cannot be upgraded")).into_response();
     };
@@ -69,7 +81,7 @@ pub(super) async fn upgrade(
             ErrorCode::Unavailable,
             "this gateway is at its connection limit",
         );
-        return AppError(failure).into_response();
+        return retry_after(AppError(failure).into_response(), admission::RETRY_FULL);
     };
     let span = tracing::debug_span!("conn", client.addr = %peer, user = %identity.user);
     let task = async move {
@@ -92,6 +104,32 @@ pub(super) async fn upgrade(
     if let Ok(accept) = HeaderValue::from_str(&websocket::accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    response
+}
+
+/// 503 for a WebSocket the gateway does not take: without `Retry-After`
+/// when it stops (go to another gateway), with it past its rate.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Stopping => {
+            let failure = Failure::new(ErrorCode::Unavailable, "this gateway is stopping");
+            AppError(failure).into_response()
+        }
+        Refusal::Rate(secs) => {
+            let failure = Failure::new(
+                ErrorCode::Unavailable,
+                format!("this gateway takes no more connections this second; retry in {secs} s"),
+            );
+            retry_after(AppError(failure).into_response(), secs)
+        }
+    }
+}
+
+/// The response, with `Retry-After: secs`.
+fn retry_after(mut response: Response, secs: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 

@@ -238,7 +238,7 @@ pub(super) async fn healthz() -> Response {
 
 /// `GET /readyz`: ready once the ring has a node, until the gateway drains.
 pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> ApiResult {
-    if gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    if gw.admission.is_stopping() {
         return Err(Failure::new(ErrorCode::Unavailable, "the gateway is stopping").into());
     }
     if gw.upstream.view().ring.is_empty() {

@@ -11,9 +11,12 @@
 //! - `keep_lease`: renews membership and reports the connection count, on
 //!   the membership thread (`coordinator::isolated`).
 //!
-//! On shutdown it stops accepting, closes every socket with 1012, waits a
-//! short grace period for them to go, and leaves the cluster.
+//! On SIGTERM it leaves readiness and refuses new clients at once, closes
+//! each socket once with 1012, spread evenly over the drain window
+//! (`admission`), waits a short grace period for them to go, and leaves the
+//! cluster.
 
+mod admission;
 mod assets;
 pub mod auth;
 mod conn;
@@ -29,7 +32,6 @@ mod websocket;
 
 use crate::protocol::Failure;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,9 @@ use outbox::{Close, OutboxLimits};
 use sessions::Sessions;
 use subs::Subscriptions;
 use upstream::Upstream;
+
+/// New client WebSockets a gateway takes a second by default.
+pub const ACCEPT_RATE: u32 = 5000;
 
 /// How long sockets get to close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -80,11 +85,17 @@ pub struct GatewayConfig {
     pub outbox: OutboxLimits,
     /// Limits of the HTTP API.
     pub http: HttpLimits,
-    /// On SIGTERM, how long `/readyz` answers 503 while everything still
-    /// serves, before the clients are closed: a load balancer's health
-    /// check then takes the gateway out first, and clients that reconnect
-    /// land on another gateway at once.
+    /// On SIGTERM, how long `/readyz` answers 503 (and new clients are
+    /// refused) while the connected ones are still served, before the
+    /// first is closed: a load balancer's health check then takes the
+    /// gateway out first.
     pub drain_delay: Duration,
+    /// On SIGTERM, the time over which the clients are closed, one by one;
+    /// `None` for max(2 s, connections / 1000 s), at most 10 s.
+    pub drain_window: Option<Duration>,
+    /// New client WebSockets a second; past it an upgrade gets 503 with
+    /// `Retry-After`.
+    pub accept_rate: u32,
     /// A client not heard from for this long gets a ping; one that answers
     /// none within another interval is closed (1001, "no pong").
     pub ping_interval: Duration,
@@ -128,6 +139,8 @@ impl GatewayConfig {
             outbox: OutboxLimits::default(),
             http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
+            drain_window: None,
+            accept_rate: ACCEPT_RATE,
             ping_interval: Duration::from_secs(25),
         }
     }
@@ -152,8 +165,9 @@ pub(crate) struct Gateway {
     fatal: shutdown::Fatal<CoordError>,
     /// One permit per open client WebSocket (`max_connections`).
     conn_limit: Arc<Semaphore>,
-    /// Set on SIGTERM for `drain_delay`: `/readyz` answers 503.
-    draining: AtomicBool,
+    /// The connection rate, and whether the gateway stops (then `/readyz`
+    /// answers 503 and nobody is admitted).
+    admission: admission::Admission,
 }
 
 /// The gateway's HTTP and WebSocket routes, with their limits and
@@ -204,19 +218,40 @@ impl GatewayHandle {
         app(self.gateway.clone())
     }
 
-    /// Says unready for `drain_delay` while still serving (see
-    /// `GatewayConfig::drain_delay`).
+    /// Lets the clients go: says unready and refuses new clients at once,
+    /// serves the others for `drain_delay`, then closes each once with
+    /// 1012, spread evenly over the drain window.
     pub async fn drain(&self) {
-        let delay = self.gateway.config.drain_delay;
-        if delay.is_zero() {
-            return;
-        }
-        self.gateway.draining.store(true, Ordering::Relaxed);
+        let gw = &self.gateway;
+        gw.admission.stop();
+        let delay = gw.config.drain_delay;
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
-            "draining: /readyz answers 503 before clients are closed"
+            "draining: /readyz answers 503 and new clients are refused"
         );
         tokio::time::sleep(delay).await;
+        let conns = gw.sessions.ids();
+        let window = admission::drain_window(conns.len(), gw.config.drain_window);
+        tracing::info!(
+            connections = conns.len(),
+            window_ms = window.as_millis() as u64,
+            "closing clients over the drain window"
+        );
+        let close = Close {
+            code: websocket::close::RESTART,
+            reason: "service restart",
+        };
+        let start = tokio::time::Instant::now();
+        let mut closed = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while closed < conns.len() {
+            tick.tick().await;
+            let due = admission::closed_by(conns.len(), start.elapsed(), window);
+            for &conn in &conns[closed..due] {
+                gw.sessions.close_one(conn, close);
+            }
+            closed = due;
+        }
     }
 
     /// Closes every client with 1012, leaves the cluster, and waits.
@@ -272,9 +307,20 @@ pub async fn start(
             shutdown.clone(),
         )
     });
+    let mut config = config;
+    if let Some(possible) = admission::connections_possible() {
+        if config.max_connections > possible {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                possible,
+                "fewer connections than --max-connections fit in the open-files limit; taking at most those"
+            );
+            config.max_connections = possible;
+        }
+    }
     let gw = Arc::new(Gateway {
         conn_limit: Arc::new(Semaphore::new(config.max_connections)),
-        draining: AtomicBool::new(false),
+        admission: admission::Admission::new(config.accept_rate),
         config,
         coordinator,
         sessions,

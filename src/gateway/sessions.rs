@@ -160,6 +160,20 @@ impl Sessions {
         conns.len()
     }
 
+    /// The open connections, oldest first.
+    pub(super) fn ids(&self) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Asks one connection to close.
+    pub(super) fn close_one(&self, id: ConnId, close: Close) {
+        if let Some(conn) = self.lock().get(&id) {
+            conn.out.close(close);
+        }
+    }
+
     /// Asks every connection to close.
     pub(super) fn close_all(&self, close: Close) {
         for conn in self.lock().values() {
