@@ -1,6 +1,25 @@
-// roomring browser client: one WebSocket, automatic reconnect, resume with
-// `since` and `epoch`, `send` retried by id until acked (the server dedupes
-// by id), and board operations answered by their own `board.changed`.
+// roomring browser client: one WebSocket, automatic reconnect (full
+// jitter, capped exponential backoff, `Retry-After` honoured), resume with
+// `since` and `epoch`, `join` and `send` retried while the server says
+// `unavailable` (a send by its id: the server dedupes by id), and board
+// operations answered by their own `board.changed`.
+
+// Reconnecting: the n-th try in a row waits a random time in
+// [0, min(CAP, BASE * 2^n)) ms, and at least what a refusal's Retry-After
+// says; the count of tries starts again only once a connection has lived
+// LIVED ms, so that a server that accepts and drops at once is not hammered.
+export const BACKOFF_BASE = 500;
+export const BACKOFF_CAP = 30000;
+export const BACKOFF_LIVED = 10000;
+
+// How long to wait before try `attempt` (0 for the first after a close),
+// given a `Retry-After` in seconds (or none) and a random number in [0, 1).
+export function reconnectDelay(attempt, retryAfter, random = Math.random()) {
+  const ceiling = Math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ** Math.min(attempt, 16));
+  const jittered = random * ceiling;
+  if (retryAfter > 0) return retryAfter * 1000 + jittered;
+  return jittered;
+}
 
 export class RoomringClient {
   constructor(url) {
@@ -10,8 +29,10 @@ export class RoomringClient {
     this.pending = new Map();    // send id -> {room, body, resolve, reject}
     this.requests = new Map();   // board op id -> {resolve, reject}
     this.handlers = new Map();   // frame type -> [fn]
+    this.joinTries = new Map();  // room -> joins refused in a row
     this.ws = null;
-    this.backoff = 250;
+    this.attempt = 0;            // reconnect tries in a row
+    this.openedAt = 0;
     this.closed = false;
     this.counter = 0;
     this.connect();
@@ -35,8 +56,10 @@ export class RoomringClient {
   connect() {
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
-      this.backoff = 250;
+      opened = true;
+      this.openedAt = Date.now();
       this.emit('status', { connected: true });
       for (const room of this.rooms.keys()) this.raw(this.joinFrame(room));
       for (const [id, p] of this.pending) this.raw({ t: 'send', room: p.room, id, body: p.body });
@@ -49,13 +72,33 @@ export class RoomringClient {
       this.requests.clear();
       this.emit('status', { connected: false, code: ev.code });
       if (this.closed) return;
-      setTimeout(() => this.connect(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, 5000);
+      if (opened && Date.now() - this.openedAt >= BACKOFF_LIVED) this.attempt = 0;
+      const attempt = this.attempt;
+      this.attempt += 1;
+      // Refused before it opened: the server may say when to come back.
+      const retryAfter = opened ? Promise.resolve(0) : this.retryAfter();
+      retryAfter.then((secs) => {
+        if (!this.closed) setTimeout(() => this.connect(), reconnectDelay(attempt, secs));
+      });
     };
+  }
+
+  // Asks the gateway (a plain GET of /ws) whether it refuses connections and
+  // for how long: its `Retry-After` in seconds, or 0.
+  async retryAfter() {
+    try {
+      const url = this.url.replace(/^ws/, 'http');
+      const res = await fetch(url, { cache: 'no-store' });
+      if (res.status !== 503) return 0;
+      return Number(res.headers.get('retry-after')) || 0;
+    } catch {
+      return 0;
+    }
   }
 
   receive(f) {
     if (f.t === 'joined') {
+      this.joinTries.delete(f.room);
       if (f.truncated || (f.epoch && this.epochs.has(f.room) && this.epochs.get(f.room) !== f.epoch)) {
         this.rooms.set(f.room, 0); // another history: start over from what joined holds
       }
@@ -79,6 +122,15 @@ export class RoomringClient {
     } else if (f.t === 'ack' && this.pending.has(f.id)) {
       this.pending.get(f.id).resolve(f);
       this.pending.delete(f.id);
+    } else if (f.t === 'error' && f.id && f.id.startsWith('join:') && this.rooms.has(f.room)) {
+      // A join the room's node could not take right now: again, later.
+      if (f.code === 'unavailable' || f.code === 'rate_limited') {
+        const attempt = this.joinTries.get(f.room) ?? 0;
+        this.joinTries.set(f.room, attempt + 1);
+        setTimeout(() => {
+          if (this.rooms.has(f.room)) this.raw(this.joinFrame(f.room));
+        }, reconnectDelay(attempt, 0));
+      }
     } else if (f.t === 'error' && f.id && this.pending.has(f.id)) {
       if (f.code !== 'unavailable' && f.code !== 'rate_limited') {
         this.pending.get(f.id).reject(f);
@@ -102,7 +154,7 @@ export class RoomringClient {
 
   joinFrame(room) {
     const since = this.rooms.get(room) ?? 0;
-    const frame = { t: 'join', room };
+    const frame = { t: 'join', room, id: `join:${room}` };
     if (since > 0) frame.since = since;
     if (since > 0 && this.epochs.has(room)) frame.epoch = this.epochs.get(room);
     return frame;

@@ -40,7 +40,7 @@ test('two tabs chat with presence, typing and read receipts', async () => {
   await ann.fill('#text', 'hello bob');
   await ann.click('#send');
   await bob.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === 'hello bob'));
-  await ann.waitForFunction(() => document.querySelector('.msg .read').textContent.includes('bob'));
+  await ann.waitForFunction(() => document.querySelector('.msg .read')?.textContent.includes('bob'));
 
   await bob.fill('#text', 'hi ann');
   await bob.press('#text', 'Enter');
@@ -49,7 +49,7 @@ test('two tabs chat with presence, typing and read receipts', async () => {
   assert.deepEqual(seqs, [1, 2]);
   // ann has read up to seq 2: bob's page says so on bob's message only,
   // not on ann's own.
-  await bob.waitForFunction(() => document.querySelectorAll('.msg .read')[1].textContent.includes('ann'));
+  await bob.waitForFunction(() => document.querySelectorAll('.msg .read')[1]?.textContent.includes('ann'));
   assert.equal(await bob.$$eval('.msg .read', (els) => els[0].textContent), '');
   if (shots) await ann.screenshot({ path: `${shots}/chat.png` });
   await bob.close();
