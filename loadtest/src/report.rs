@@ -42,6 +42,8 @@ pub struct Report {
     pub resume: Histogram<u64>,
     /// Delivery latency, µs.
     pub latency: Histogram<u64>,
+    /// Delivery latency of the connections that were never closed, µs.
+    pub unmoved_latency: Histogram<u64>,
     /// Latency from send to ack, µs.
     pub ack_latency: Histogram<u64>,
     /// Server sample before connecting.
@@ -88,6 +90,7 @@ impl Report {
             reconnects: 0,
             resume: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            unmoved_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             ack_latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             server_idle: None,
             server_joined: None,
@@ -114,7 +117,8 @@ impl Report {
             "lost_acks": self.lost_acks, "delivered": self.delivered,
             "expected": self.expected, "duplicates": self.duplicates,
             "gaps": self.gaps, "disconnects": self.disconnects, "reconnects": self.reconnects,
-            "latency": values(&self.latency), "ack_latency": values(&self.ack_latency),
+            "latency": values(&self.latency),
+            "unmoved_latency": values(&self.unmoved_latency), "ack_latency": values(&self.ack_latency),
             "resume": values(&self.resume),
             "batches": self.batches, "batch_rate_max": self.batch_rate_max,
             "batch_latency": values(&self.batch_latency),
@@ -140,6 +144,7 @@ impl Report {
         self.batch_rate_max = self.batch_rate_max.max(rate);
         for (key, hist) in [
             ("latency", &mut self.latency),
+            ("unmoved_latency", &mut self.unmoved_latency),
             ("ack_latency", &mut self.ack_latency),
             ("resume", &mut self.resume),
             ("batch_latency", &mut self.batch_latency),
@@ -221,6 +226,10 @@ impl Report {
             "disconnects": self.disconnects,
             "reconnects": self.reconnects,
             "resume_ms": { "p50": r(0.5), "p99": r(0.99), "max": self.resume.max() as f64 / 1000.0 },
+            "unmoved_latency_ms": {
+                "p50": self.unmoved_latency.value_at_quantile(0.5) as f64 / 1000.0,
+                "p99": self.unmoved_latency.value_at_quantile(0.99) as f64 / 1000.0,
+            },
             "deliveries_per_second": self.delivered as f64 / self.seconds,
             "acks_per_second": self.acked as f64 / self.seconds,
             "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 },
@@ -296,6 +305,12 @@ impl Report {
                 r["p50"].as_f64().unwrap_or(0.0),
                 r["p99"].as_f64().unwrap_or(0.0),
                 r["max"].as_f64().unwrap_or(0.0)
+            );
+            let u = &j["unmoved_latency_ms"];
+            println!(
+                "never closed  delivery latency p50 {:.2}  p99 {:.2} ms",
+                u["p50"].as_f64().unwrap_or(0.0),
+                u["p99"].as_f64().unwrap_or(0.0)
             );
         }
         if let Some(t) = &self.timeline {

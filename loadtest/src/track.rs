@@ -25,8 +25,8 @@ impl Latencies {
     }
 
     /// Adds what was recorded into `total`.
-    pub fn add_to(self, total: &mut Histogram<u64>) -> Result<()> {
-        if let Some(h) = self.0 {
+    pub fn add_to(&self, total: &mut Histogram<u64>) -> Result<()> {
+        if let Some(h) = &self.0 {
             total.add(h)?;
         }
         Ok(())
@@ -187,6 +187,9 @@ impl Tracker {
         self.resume.add_to(&mut report.resume)?;
         report.batches += self.batches;
         self.batch_latency.add_to(&mut report.batch_latency)?;
+        if self.reconnects == 0 && !self.disconnected {
+            self.latency.add_to(&mut report.unmoved_latency)?;
+        }
         self.latency.add_to(&mut report.latency)?;
         self.ack_latency.add_to(&mut report.ack_latency)?;
         Ok(())
