@@ -176,12 +176,20 @@ pub async fn run(run: &Run, args: BoardArgs, scenario: &'static str) -> Result<R
                 let mut w0_x = 0u128;
                 loop {
                     let frame = tokio::select! {
+                        // A guard is read when the wait begins: a tick due
+                        // after the window's end sends nothing.
                         at = cursor.tick(), if Instant::now() < end => {
+                            if at >= end {
+                                continue;
+                            }
                             let at = at.duration_since(start).as_micros();
                             t.sent_other();
                             format!(r#"{{"t":"board.cursor","room":"{room}","x":{at},"y":{member}}}"#)
                         }
                         at = moves.tick(), if mover && Instant::now() < end => {
+                            if at >= end {
+                                continue;
+                            }
                             let at = at.duration_since(start).as_micros();
                             let dx = at - w0_x;
                             w0_x = at;

@@ -135,6 +135,12 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                 let mut closed = false;
                 tokio::select! {
                     at = ticker.tick(), if sends && Instant::now() < end => {
+                        // The guard was read when the wait began: a tick
+                        // due after the window's end sends nothing (its
+                        // ack could come after the drain).
+                        if at >= end {
+                            continue;
+                        }
                         let at = at.duration_since(start).as_micros() as u64;
                         // The id carries the send time too, for the ack latency.
                         let id = format!("{}.{at}", t.sent);
