@@ -22,8 +22,10 @@
 //!   storage with fenced appends.
 //! - `gateway`: the stateless edge; HTTP with its limits and authorization
 //!   as layers, its own WebSocket framing on the sockets it owns, outboxes
-//!   written in place, subscriptions and fan-out, routing and resuming moved
-//!   rooms, one link per node, and revoking a node whose port is closed.
+//!   written in place, subscriptions and fan-out, routing, joins gathered
+//!   per room, resuming moved rooms, one link per node, revoking a node
+//!   whose port is closed, and admission (a connection rate and cap, and a
+//!   paced drain on stop).
 //! - `dev`: a whole cluster in one process; `ctl`: the operator's command
 //!   (and the containers' health probe).
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.

@@ -1,0 +1,375 @@
+//! The links to the nodes: one task per node member (connect with backoff,
+//! then read records and fan them out to the local sockets), a node whose
+//! link dropped and refuses another reported gone, and the answers to
+//! requests matched to what waits for them.
+
+use super::*;
+
+impl Upstream {
+    /// Keeps one link per node member until shutdown.
+    pub(super) async fn supervise(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut ring = self.ring.clone();
+        let mut tasks: HashMap<NodeId, (String, watch::Sender<bool>)> = HashMap::new();
+        loop {
+            let view = ring.borrow_and_update().clone();
+            let members: HashMap<NodeId, String> = view
+                .view
+                .with_role(Role::Node)
+                .map(|m| (m.id.clone(), m.addr.clone()))
+                .collect();
+            tasks.retain(|id, (addr, _stop)| members.get(id) == Some(addr));
+            self.links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id, _| tasks.contains_key(id));
+            for (id, addr) in members {
+                if tasks.contains_key(&id) {
+                    continue;
+                }
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let link = Arc::new(NodeLink {
+                    writer: Mutex::new(None),
+                    version: std::sync::atomic::AtomicU16::new(1),
+                });
+                self.links
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), link.clone());
+                let span = tracing::debug_span!("upstream", node.id = %id);
+                let task = self.clone().keep_link(
+                    id.clone(),
+                    addr.clone(),
+                    link,
+                    stop_rx,
+                    shutdown.clone(),
+                );
+                tokio::spawn(task.instrument(span));
+                tasks.insert(id, (addr, stop_tx));
+            }
+            self.routes_changed();
+            self.resume_moved(None);
+            tokio::select! {
+                changed = ring.changed() => if changed.is_err() { return },
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Connects to one node (with backoff) and serves the link until its
+    /// node leaves the view or the gateway stops.
+    pub(super) async fn keep_link(
+        self: Arc<Self>,
+        node: NodeId,
+        addr: String,
+        link: Arc<NodeLink>,
+        mut stop: watch::Receiver<bool>,
+        mut shutdown: Shutdown,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        // Set when the link just dropped, with the node's generation as of
+        // the link's start: the next connect, at once, decides whether that
+        // process is gone.
+        let mut dropped: Option<u64> = None;
+        loop {
+            let connected = match dropped.take() {
+                Some(generation) => {
+                    self.reconnect_or_suspect(&addr, &node, generation, &stop, &shutdown)
+                        .await
+                }
+                None => link::client::connect(&addr, Role::Gateway, &self.me, &self.secret).await,
+            };
+            match connected {
+                Ok(up) if up.peer.id == node => {
+                    backoff = Duration::from_millis(50);
+                    let generation = self.view().view.member(&node).map(|m| m.generation);
+                    tracing::debug!(addr = %addr, version = up.version, "link up");
+                    link.version.store(up.version, Ordering::Release);
+                    *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(up.writer.clone());
+                    self.routes_changed();
+                    tokio::select! {
+                        _ = self.read_link(&node, up.reader) => {}
+                        _ = shutdown.wait() => {}
+                        _ = stop.changed() => {}
+                    }
+                    link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    up.writer.close();
+                    self.routes_changed();
+                    tracing::debug!("link down");
+                    self.fail_pending(&node);
+                    self.resume_moved(Some(&node));
+                    if generation.is_some() {
+                        dropped = generation;
+                        continue;
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!(addr = %addr, peer = %other.peer.id, "the node at this address is another member");
+                    other.writer.close();
+                }
+                Err(e) => tracing::debug!(addr = %addr, error = %e, "link connect failed"),
+            }
+            if shutdown.is_fired() || *stop.borrow() || stop.has_changed().is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return,
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Right after a node's link dropped: a few quick tries at a new link.
+    /// A refused connection says the process is gone (its port is closed;
+    /// a dying process may still complete a handshake's first step, which
+    /// then resets, so a reset is tried again); a slow or partitioned node
+    /// is left to its lease.
+    pub(super) async fn reconnect_or_suspect(
+        &self,
+        addr: &str,
+        node: &NodeId,
+        generation: u64,
+        stop: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
+    ) -> Result<link::Link, LinkError> {
+        let mut last = Err(LinkError::Timeout);
+        for _ in 0..SUSPECT_TRIES {
+            let connect = link::client::connect(addr, Role::Gateway, &self.me, &self.secret);
+            last = tokio::time::timeout(SUSPECT_WITHIN, connect)
+                .await
+                .unwrap_or(Err(LinkError::Timeout));
+            match &last {
+                Ok(_) => return last,
+                Err(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    if !shutdown.is_fired() && !*stop.borrow() {
+                        self.suspect(node, generation).await;
+                    }
+                    return last;
+                }
+                Err(LinkError::Io(_) | LinkError::Closed) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => return last,
+            }
+        }
+        last
+    }
+
+    /// The node's link dropped and its port refuses a new one: the process
+    /// of that generation is gone. Its lease is revoked at once, so
+    /// that its rooms move now rather than when the lease would lapse; its
+    /// appends are fenced if it was merely cut off.
+    ///
+    /// A node that drained (or already left) stopped as planned: that is not
+    /// worth a warning, though its lease goes the same way.
+    pub(super) async fn suspect(&self, node: &NodeId, generation: u64) {
+        let planned = self
+            .view()
+            .view
+            .member(node)
+            .is_none_or(|m| m.generation != generation || m.state == MemberState::Draining);
+        if planned {
+            tracing::debug!(node.id = %node, generation, "a drained or departed node stopped: revoking its lease");
+        } else {
+            tracing::warn!(node.id = %node, generation, "link lost and the node refuses another: revoking its lease");
+        }
+        if let Err(e) = self.coordinator.revoke(node, generation).await {
+            tracing::warn!(node.id = %node, error = %e, "revoking failed; the lease lapses instead");
+        }
+    }
+
+    /// Reads the node's records until the link fails; what a batch queued
+    /// on client sockets is flushed once, after the batch.
+    pub(super) async fn read_link(self: &Arc<Self>, node: &NodeId, mut reader: LinkReader) {
+        let mut dirty = Dirty::default();
+        loop {
+            let read = reader
+                .read_batch(|record| self.on_record(node, &record, &mut dirty))
+                .await;
+            dirty.flush();
+            if let Err(e) = read {
+                tracing::debug!(error = %e, "link read ended");
+                return;
+            }
+        }
+    }
+
+    /// Handles one record from a node.
+    pub(super) fn on_record(self: &Arc<Self>, node: &NodeId, record: &Bytes, dirty: &mut Dirty) {
+        let record: FromNode<'_> = match codec::decode(record) {
+            Ok(record) => record,
+            Err(e) => return tracing::warn!(error = %e, "dropping a bad link record"),
+        };
+        match record {
+            FromNode::Event {
+                room,
+                seq,
+                skip,
+                payload,
+            } => self.subs.dispatch(room, seq, skip, payload, dirty),
+            FromNode::Notify { user, payload } => {
+                let sent = self
+                    .sessions
+                    .send_to_user(user, &websocket::text(payload), dirty);
+                dirty.delivered(sent as u64);
+            }
+            FromNode::Broadcast { payload } => {
+                let sent = self.sessions.send_to_all(&websocket::text(payload), dirty);
+                dirty.delivered(sent as u64);
+            }
+            FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
+                Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
+                Some(Pending::Query { parts, .. }) => parts.extend_from_slice(payload),
+                Some(Pending::Resume(resume)) => match seq {
+                    Some(seq) => resume.parts.push((seq, Bytes::copy_from_slice(payload))),
+                    None => resume.joined.extend_from_slice(payload),
+                },
+                None => {}
+            },
+            FromNode::Reply {
+                rid,
+                status,
+                seq,
+                payload,
+            } => {
+                // Taken out first: answering may send (and lock) again.
+                let pending = self.lock_pending().remove(&rid);
+                self.on_reply(node, rid, pending, (status, seq, payload), dirty)
+            }
+        }
+    }
+
+    /// Handles the answer to a request.
+    pub(super) fn on_reply(
+        self: &Arc<Self>,
+        node: &NodeId,
+        rid: Rid,
+        pending: Option<Pending>,
+        (status, seq, payload): (Status, Option<u64>, &[u8]),
+        dirty: &mut Dirty,
+    ) {
+        match pending {
+            Some(Pending::Query { tx, mut parts, .. }) => {
+                parts.extend_from_slice(payload);
+                let _ = tx.send((status, parts.freeze()));
+            }
+            Some(Pending::Op(op)) => self.on_op_reply(node, rid, op, status, seq, payload, dirty),
+            Some(Pending::Resume(mut resume)) => match status {
+                Status::Ok => {
+                    let room = resume.room.as_str();
+                    resume.joined.extend_from_slice(payload);
+                    let joined = match (seq, resume.joined.is_empty()) {
+                        (Some(seq), false) => {
+                            let frame = resume.joined.freeze();
+                            Some((seq, joined_epoch(&frame), frame))
+                        }
+                        _ => None,
+                    };
+                    self.subs.resumed(room, node, &resume.parts, joined, dirty);
+                }
+                Status::Moved | Status::Failed(_) => {
+                    self.retry_resume(resume.room, resume.attempt + 1)
+                }
+            },
+            None => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_op_reply(
+        self: &Arc<Self>,
+        owner: &NodeId,
+        rid: Rid,
+        mut op: OpPending,
+        status: Status,
+        seq: Option<u64>,
+        payload: &[u8],
+        dirty: &mut Dirty,
+    ) {
+        match (status, op.kind) {
+            (Status::Moved, _) => {
+                op.parts.clear();
+                self.retry(rid, op)
+            }
+            (Status::Failed(_), OpKind::Resume) => {
+                op.attempt += 1;
+                op.parts.clear();
+                self.retry(rid, op)
+            }
+            (Status::Ok, OpKind::Resume) => {
+                let room = record_room(&op.record);
+                let mut missed = Vec::new();
+                let mut joined = Vec::new();
+                for (seq, frame) in op.parts {
+                    match seq {
+                        Some(seq) => missed.push((seq, frame)),
+                        None => joined.extend_from_slice(&frame),
+                    }
+                }
+                joined.extend_from_slice(payload);
+                match seq.filter(|_| !joined.is_empty()) {
+                    // Past the replay budget, or another history: this
+                    // connection gets the room's `joined` in their place.
+                    Some(seq) => {
+                        let epoch = joined_epoch(&joined);
+                        let frame = websocket::text(&joined);
+                        let at = (seq, epoch);
+                        self.subs
+                            .resynced(room.as_str(), owner, op.conn, at, frame, dirty);
+                    }
+                    None => self
+                        .subs
+                        .resumed(room.as_str(), owner, &missed, None, dirty),
+                }
+            }
+            (Status::Failed(f), _) => self.failed(&op, &f, Some(dirty)),
+            (Status::Ok, _) if !op.joiners.is_empty() => {
+                self.joins_answered(owner, op, seq, payload, dirty)
+            }
+            (Status::Ok, kind) => {
+                let whole;
+                let frame = if op.parts.is_empty() {
+                    payload
+                } else {
+                    let mut all = Vec::with_capacity(
+                        op.parts.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len(),
+                    );
+                    for (_, part) in &op.parts {
+                        all.extend_from_slice(part);
+                    }
+                    all.extend_from_slice(payload);
+                    whole = all;
+                    &whole[..]
+                };
+                if !frame.is_empty() {
+                    dirty.push(&op.out, websocket::text(frame));
+                }
+                if let (OpKind::Join, Some(seq)) = (kind, seq) {
+                    // After the `joined` frame is queued, so that the
+                    // connection sees exactly the events after its seq.
+                    if let Ok(room) = RoomId::parse(record_room(&op.record).as_str()) {
+                        let epoch = || joined_epoch(frame);
+                        self.subs
+                            .subscribe(&room, op.conn, &op.out, seq, owner, epoch);
+                    }
+                }
+                if kind == OpKind::Join {
+                    self.join_ended(&record_room(&op.record));
+                }
+            }
+        }
+    }
+}
+
+/// The `epoch` a `joined` frame names (its other fields skipped unread).
+fn joined_epoch(frame: &[u8]) -> Option<Arc<str>> {
+    #[derive(serde::Deserialize)]
+    struct Joined<'a> {
+        #[serde(borrow)]
+        epoch: Option<&'a str>,
+    }
+    let joined: Joined<'_> = serde_json::from_slice(frame).ok()?;
+    joined.epoch.map(Arc::from)
+}

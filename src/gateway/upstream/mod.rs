@@ -1,0 +1,495 @@
+//! Routing to the application nodes: by the ring, over one link per node,
+//! replies matched by request id, operations routed again when a node
+//! answers that it does not own a room (or its link drops), rooms resumed at
+//! their new owner when the ring moves them, and every request answered
+//! within a bounded time.
+//!
+//! Task tree: `Upstream::spawn` starts a supervisor that follows the ring
+//! view and keeps one link task per node member (connect with backoff, then
+//! read records and fan them out), and a sweeper that expires requests
+//! nobody answered. Retries wait in short-lived timer tasks.
+//!
+//! Locks: a request is taken out of `pending` (and the lock released)
+//! before it is answered, retried or failed, since each of those may send
+//! another request.
+//!
+//! Here: the router's state, routes, and sending and retrying operations.
+//! `links`: the link tasks and the answers they read; `pending`: requests
+//! in flight when a link drops or nobody answers; `gathered`: joins gathered
+//! per room; `resumes`: rooms subscribed again after a move; `queries`: the
+//! HTTP API's questions, notifications and announcements.
+
+mod gathered;
+mod links;
+mod pending;
+mod queries;
+mod resumes;
+
+use gathered::counted_joins;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_bytes::Bytes as Raw;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::joins::{Gates, Joiner, Next, Shared};
+use super::outbox::{Dirty, Outbox};
+use super::sessions::Sessions;
+use super::subs::Subscriptions;
+use super::websocket;
+use crate::coordinator::{Coordinator, MemberState, RingView, Role};
+use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
+use crate::link::{self, codec, FromNode, LinkError, LinkReader, LinkWriter, Secret, ToNode};
+use crate::protocol::client::RoomOp;
+use crate::protocol::server::error_frame;
+use crate::protocol::{ErrorCode, Failure, Query, Status};
+use crate::shutdown::Shutdown;
+
+/// How long a request may wait for its answer; then it is `unavailable`.
+pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Pauses between routing attempts while a room has no reachable owner.
+const RETRY_BACKOFF_MS: [u64; 12] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 300, 300, 300];
+/// How often unanswered requests are looked for.
+const SWEEP: Duration = Duration::from_millis(250);
+/// How long a node whose link just dropped has to accept a new one before
+/// it counts as gone.
+const SUSPECT_WITHIN: Duration = Duration::from_millis(300);
+/// Quick tries at a new link before a dropped node is left to its lease.
+const SUSPECT_TRIES: usize = 4;
+
+/// What kind of client operation a request carries, for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpKind {
+    Join,
+    Resume,
+    /// An operation that must not be applied twice and is not idempotent by
+    /// an id (board changes, a `send` without an id): when its link drops
+    /// before the answer it may or may not have been applied, so it is
+    /// answered `unavailable` instead of being sent again.
+    Once,
+    Other,
+}
+
+/// A client operation on its way to a room's owner: the encoded record
+/// (sent again as it is when the room must be routed again) and where its
+/// answer goes.
+struct OpPending {
+    conn: ConnId,
+    out: Arc<Outbox>,
+    kind: OpKind,
+    record: Bytes,
+    attempt: usize,
+    /// The node it was sent to.
+    node: Option<NodeId>,
+    /// The sweep round it was sent in (see `Upstream::round`).
+    born: u64,
+    /// Parts of the answer so far.
+    parts: Vec<(Option<u64>, Bytes)>,
+    /// The least link version that can carry it.
+    version: u16,
+    /// For joins gathered at their room's gate, sent as one request: the
+    /// joiners (`conn` and `out` are the first's).
+    joiners: Vec<Joiner>,
+}
+
+/// A whole room subscribed again at its owner (link version 2 on).
+struct ResumePending {
+    room: RoomId,
+    node: NodeId,
+    born: u64,
+    attempt: usize,
+    /// The missed events so far.
+    parts: Vec<(u64, Bytes)>,
+    /// The start of a `joined` that replaces them (more were missed than
+    /// a replay holds).
+    joined: BytesMut,
+}
+
+enum Pending {
+    Op(OpPending),
+    Query {
+        tx: oneshot::Sender<(Status, Bytes)>,
+        node: NodeId,
+        parts: BytesMut,
+        born: u64,
+    },
+    Resume(ResumePending),
+}
+
+impl Pending {
+    /// The node it was sent to.
+    fn node(&self) -> Option<&NodeId> {
+        match self {
+            Self::Op(op) => op.node.as_ref(),
+            Self::Query { node, .. } | Self::Resume(ResumePending { node, .. }) => Some(node),
+        }
+    }
+
+    /// The sweep round it was sent in.
+    fn born(&self) -> u64 {
+        match self {
+            Self::Op(OpPending { born, .. })
+            | Self::Query { born, .. }
+            | Self::Resume(ResumePending { born, .. }) => *born,
+        }
+    }
+}
+
+/// One node's link as the router sees it.
+struct NodeLink {
+    /// The writer while the link is up.
+    writer: Mutex<Option<LinkWriter>>,
+    /// The link protocol version of the link that is up (of the last one
+    /// while none is): a record of a later version is never sent on it.
+    version: std::sync::atomic::AtomicU16,
+}
+
+/// Routes room operations to their owners.
+pub(super) struct Upstream {
+    me: NodeId,
+    /// Told when a node is gone (its link dropped and it refuses another).
+    coordinator: Coordinator,
+    secret: Secret,
+    ring: watch::Receiver<Arc<RingView>>,
+    subs: Arc<Subscriptions>,
+    sessions: Arc<Sessions>,
+    /// Links by node; short critical sections only.
+    links: Mutex<Map<NodeId, Arc<NodeLink>>>,
+    /// Requests sent and not yet answered, by request id (unique on this
+    /// gateway, so that a request keeps its id when routed again).
+    pending: Mutex<Map<Rid, Pending>>,
+    next_rid: AtomicU64,
+    /// Bumped whenever the ring or a link changes, so that a cached route
+    /// that is still good costs one load to check.
+    routes: AtomicU64,
+    /// Counts sweeps (one per `SWEEP`): a request's age is measured in
+    /// rounds, so that sending one reads no clock.
+    round: AtomicU64,
+    /// Joins waiting for one of their room on its way, with the operations
+    /// of their connections behind them.
+    gates: Gates<(Rid, OpPending)>,
+}
+
+/// A client operation as a connection hands it over.
+pub(super) struct OpRequest<'a> {
+    pub(super) room: &'a str,
+    pub(super) conn: ConnId,
+    pub(super) out: &'a Arc<Outbox>,
+    pub(super) user: &'a str,
+    pub(super) id: Option<&'a str>,
+    pub(super) op: RoomOp<&'a [u8]>,
+    /// The connection's cached route to the room's owner, checked and
+    /// refreshed here.
+    pub(super) route: Option<&'a mut Option<Route>>,
+}
+
+/// Where a room's operations go, as of one version of the routes.
+#[derive(Clone)]
+pub(super) struct Route {
+    version: u64,
+    node: NodeId,
+    writer: LinkWriter,
+}
+
+impl Upstream {
+    /// Starts the router, its link supervisor and its sweeper.
+    pub(super) fn spawn(
+        me: NodeId,
+        coordinator: Coordinator,
+        secret: Secret,
+        ring: watch::Receiver<Arc<RingView>>,
+        subs: Arc<Subscriptions>,
+        sessions: Arc<Sessions>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let up = Arc::new(Self {
+            me,
+            coordinator,
+            secret,
+            ring,
+            subs,
+            sessions,
+            links: Mutex::default(),
+            pending: Mutex::default(),
+            next_rid: AtomicU64::new(1),
+            routes: AtomicU64::new(1),
+            round: AtomicU64::new(0),
+            gates: Gates::default(),
+        });
+        tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
+        tokio::spawn(up.clone().sweep(shutdown).in_current_span());
+        up
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, Map<Rid, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current ring view.
+    pub(super) fn view(&self) -> Arc<RingView> {
+        self.ring.borrow().clone()
+    }
+
+    /// The route to a room's owner: the cached one while nothing changed.
+    fn route(
+        &self,
+        room: &str,
+        cached: Option<&mut Option<Route>>,
+    ) -> Option<(NodeId, LinkWriter)> {
+        let version = self.routes.load(Ordering::Acquire);
+        let Some(cache) = cached else {
+            return self.writer_to_owner(room);
+        };
+        if let Some(route) = cache {
+            if route.version == version && !route.writer.is_closed() {
+                return Some((route.node.clone(), route.writer.clone()));
+            }
+        }
+        let (node, writer) = self.writer_to_owner(room)?;
+        *cache = Some(Route {
+            version,
+            node: node.clone(),
+            writer: writer.clone(),
+        });
+        Some((node, writer))
+    }
+
+    /// Routes changed: every cached route is checked again.
+    fn routes_changed(&self) {
+        self.routes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The link protocol version spoken with `node`.
+    fn version_of(&self, node: &NodeId) -> u16 {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .get(node)
+            .map_or(1, |l| l.version.load(Ordering::Acquire))
+    }
+
+    /// The owner of `key` and its link's writer, if the link is up.
+    fn writer_to_owner(&self, key: &str) -> Option<(NodeId, LinkWriter)> {
+        let owner = self.ring.borrow().ring.owner_of(key)?.clone();
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&owner)?
+            .clone();
+        let writer = link
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        (!writer.is_closed()).then_some((owner, writer))
+    }
+
+    /// Sends a client operation to its room's owner; the answer goes
+    /// straight to the connection. Returns the link's writer when it is
+    /// overloaded, for the connection to wait on before reading more.
+    pub(super) fn op(self: &Arc<Self>, req: OpRequest<'_>) -> Option<LinkWriter> {
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let kind = match req.op {
+            RoomOp::Join { .. } => OpKind::Join,
+            RoomOp::Resume { .. } => OpKind::Resume,
+            RoomOp::BoardPut { .. }
+            | RoomOp::BoardMove { .. }
+            | RoomOp::BoardShift { .. }
+            | RoomOp::BoardDelete { .. }
+            | RoomOp::BoardRole { .. } => OpKind::Once,
+            RoomOp::Send { .. } if req.id.is_none() => OpKind::Once,
+            _ => OpKind::Other,
+        };
+        let version = match req.op {
+            RoomOp::PresenceList { .. } => 2,
+            _ => 1,
+        };
+        if let RoomOp::Join { since, epoch } = &req.op {
+            let parsed = (RoomId::parse(req.room), UserId::parse(req.user));
+            if let (true, Ok(room), Ok(user)) = (self.gathers_joins(req.room), parsed.0, parsed.1) {
+                // Joins go to their room's gate, and on with the others
+                // that came while one was on its way.
+                let joiner = Joiner {
+                    conn: req.conn,
+                    out: req.out.clone(),
+                    user,
+                    id: req.id.map(Box::from),
+                    since: *since,
+                    epoch: epoch.as_deref().map(Box::from),
+                };
+                let next = self.gates.enter(&room, joiner);
+                self.joins_next(req.room, next);
+                return None;
+            }
+        }
+        let record = ToNode::Op {
+            rid,
+            room: req.room,
+            conn: req.conn,
+            user: req.user,
+            id: req.id,
+            op: req.op.map_body(Raw::new),
+        };
+        let record = match codec::encode(&record) {
+            Ok(record) => record,
+            Err(e) => {
+                let failure = Failure::new(ErrorCode::TooLarge, e.to_string());
+                req.out.send(websocket::text(
+                    error_frame(&failure, req.id, Some(req.room)).as_bytes(),
+                ));
+                return None;
+            }
+        };
+        let pending = OpPending {
+            conn: req.conn,
+            out: req.out.clone(),
+            kind,
+            record,
+            attempt: 0,
+            node: None,
+            born: self.round(),
+            parts: Vec::new(),
+            version,
+            joiners: Vec::new(),
+        };
+        let (rid, pending) = self.gates.behind(req.room, req.conn, (rid, pending))?;
+        if kind == OpKind::Join {
+            counted_joins(1);
+        }
+        self.send_op(rid, pending, req.room, req.route)
+    }
+
+    /// Sends (or sends again) an operation to the owner of `room`.
+    fn send_op(
+        self: &Arc<Self>,
+        rid: Rid,
+        mut op: OpPending,
+        room: &str,
+        cached: Option<&mut Option<Route>>,
+    ) -> Option<LinkWriter> {
+        let Some((owner, writer)) = self.route(room, cached) else {
+            self.retry(rid, op);
+            return None;
+        };
+        if self.version_of(&owner) < op.version {
+            // Only during a rolling update: the owner's build is older.
+            self.unavailable(&op);
+            return None;
+        }
+        op.node = Some(owner);
+        let record = op.record.clone();
+        self.lock_pending().insert(rid, Pending::Op(op));
+        if writer
+            .send_with(|buf| {
+                buf.extend_from_slice(&record);
+                Ok(())
+            })
+            .is_err()
+        {
+            // Taken out first: a retry may send (and lock) again.
+            let pending = self.lock_pending().remove(&rid);
+            if let Some(Pending::Op(op)) = pending {
+                self.retry(rid, op);
+            }
+            return None;
+        }
+        writer.is_overloaded().then_some(writer)
+    }
+
+    /// Tries again a little later, or gives up with `unavailable`; a resume
+    /// keeps trying as long as its connection is subscribed.
+    fn retry(self: &Arc<Self>, rid: Rid, mut op: OpPending) {
+        let room = record_room(&op.record);
+        if op.kind == OpKind::Resume && !self.subs.is_subscribed(room.as_str(), op.conn) {
+            // Its connection left. The room's events are held until a resume
+            // ends; if a connection that joined meanwhile is all that is
+            // left, the resume goes on for it.
+            if let Some((conn, since)) = self.subs.held_for(room.as_str()) {
+                self.resume(room.as_str(), conn, since);
+            }
+            return;
+        }
+        let last = RETRY_BACKOFF_MS.len() - 1;
+        let pause = match RETRY_BACKOFF_MS.get(op.attempt) {
+            Some(&pause) => Some(pause),
+            None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
+            None => None,
+        };
+        let Some(pause) = pause.filter(|_| op.kind == OpKind::Resume || !self.expired(op.born))
+        else {
+            return self.unavailable(&op);
+        };
+        op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
+        tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
+        let up = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let room = record_room(&op.record);
+            if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
+                writer.wait_room().await;
+            }
+        });
+    }
+
+    /// Answers an operation `unavailable`.
+    fn unavailable(self: &Arc<Self>, op: &OpPending) {
+        let (room, _) = record_room_and_id(&op.record);
+        let failure = Failure::new(
+            ErrorCode::Unavailable,
+            format!("{room} cannot be served right now; retry"),
+        );
+        self.failed(op, &failure, None);
+    }
+
+    /// Answers an operation (each of its joiners) with an `error` frame.
+    fn failed(self: &Arc<Self>, op: &OpPending, failure: &Failure, dirty: Option<&mut Dirty>) {
+        let (room, id) = record_room_and_id(&op.record);
+        let mut frames = Vec::with_capacity(op.joiners.len().max(1));
+        if op.joiners.is_empty() {
+            frames.push((&op.out, error_frame(failure, id.as_deref(), Some(&room))));
+        }
+        for joiner in &op.joiners {
+            let frame = error_frame(failure, joiner.id.as_deref(), Some(&room));
+            frames.push((&joiner.out, frame));
+        }
+        match dirty {
+            Some(dirty) => {
+                for (out, frame) in frames {
+                    dirty.push(out, websocket::text(frame.as_bytes()));
+                }
+            }
+            None => {
+                for (out, frame) in frames {
+                    out.send(websocket::text(frame.as_bytes()));
+                }
+            }
+        }
+        if op.kind == OpKind::Join {
+            self.join_ended(&room);
+        }
+    }
+}
+
+/// The room of an operation record this gateway encoded.
+fn record_room(record: &Bytes) -> String {
+    record_room_and_id(record).0
+}
+
+/// The room and client id of an operation record this gateway encoded.
+fn record_room_and_id(record: &Bytes) -> (String, Option<String>) {
+    let mut buf = BytesMut::from(&record[..]);
+    match codec::split_record(&mut buf) {
+        Ok(Some(body)) => match codec::decode::<ToNode<'_>>(&body) {
+            Ok(ToNode::Op { room, id, .. }) => (room.to_string(), id.map(str::to_string)),
+            Ok(ToNode::Join { room, .. }) => (room.to_string(), None),
+            _ => (String::new(), None),
+        },
+        _ => (String::new(), None),
+    }
+}

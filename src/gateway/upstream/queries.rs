@@ -1,0 +1,92 @@
+//! The HTTP API's questions about a room, asked of its owner, and the
+//! notifications and announcements relayed through a node.
+
+use super::*;
+
+impl Upstream {
+    /// Asks a room's owner an HTTP API question, within `ANSWER_WITHIN`.
+    pub(in crate::gateway) async fn query(
+        &self,
+        room: &RoomId,
+        query: Query<&[u8]>,
+    ) -> Result<Bytes, Failure> {
+        let give_up = Instant::now() + ANSWER_WITHIN;
+        let unavailable = || {
+            Failure::new(
+                ErrorCode::Unavailable,
+                format!("{room} cannot be served right now; retry"),
+            )
+        };
+        for pause in RETRY_BACKOFF_MS.iter().chain(std::iter::repeat(&300)) {
+            if Instant::now() >= give_up {
+                break;
+            }
+            if let Some((owner, writer)) = self.writer_to_owner(room.as_str()) {
+                let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                self.lock_pending().insert(
+                    rid,
+                    Pending::Query {
+                        tx,
+                        node: owner,
+                        parts: BytesMut::new(),
+                        born: self.round(),
+                    },
+                );
+                let record = ToNode::Query {
+                    rid,
+                    room: room.as_str(),
+                    query: query.clone().map_body(Raw::new),
+                };
+                if writer.send(&record).is_ok() {
+                    match rx.await {
+                        Ok((Status::Ok, answer)) => return Ok(answer),
+                        Ok((Status::Moved, _)) => {}
+                        Ok((Status::Failed(f), _)) => return Err(f),
+                        // The link dropped with the request in flight: a read
+                        // is asked again; a post may have been applied, so it
+                        // is not sent twice.
+                        Err(_) if !matches!(query, Query::Post { .. }) => {}
+                        Err(_) => {
+                            return Err(Failure::new(
+                                ErrorCode::Unavailable,
+                                "the room's node went away; retry",
+                            ))
+                        }
+                    }
+                } else {
+                    self.lock_pending().remove(&rid);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+        }
+        Err(unavailable())
+    }
+
+    /// Sends a notification through the node that owns the user's key; that
+    /// node relays it to every gateway.
+    pub(in crate::gateway) fn notify(&self, user: &str, body: &[u8]) -> Result<(), Failure> {
+        let unreachable = || Failure::new(ErrorCode::Unavailable, "no node is reachable; retry");
+        let (_, writer) = self
+            .writer_to_owner(&format!("user:{user}"))
+            .ok_or_else(unreachable)?;
+        writer
+            .send(&ToNode::Notify {
+                user,
+                body: Raw::new(body),
+            })
+            .map_err(|_| unreachable())
+    }
+
+    /// Sends an announcement for every connection of every gateway through
+    /// one node (each node relays to every gateway linked to it).
+    pub(in crate::gateway) fn broadcast(&self, body: &[u8]) -> Result<(), Failure> {
+        let unreachable = || Failure::new(ErrorCode::Unavailable, "no node is reachable; retry");
+        let (_, writer) = self.writer_to_owner("broadcast").ok_or_else(unreachable)?;
+        writer
+            .send(&ToNode::Broadcast {
+                body: Raw::new(body),
+            })
+            .map_err(|_| unreachable())
+    }
+}
