@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::outbox::Close;
+use super::sessions::Sessions;
+use super::websocket;
+
 /// The shortest drain window, for any number of connections.
 pub(super) const DRAIN_MIN: Duration = Duration::from_secs(2);
 /// The longest drain window the default gives.
@@ -103,6 +107,33 @@ pub(super) fn drain_window(conns: usize, configured: Option<Duration>) -> Durati
         let secs = conns.div_ceil(DRAIN_PER_SEC) as u64;
         Duration::from_secs(secs).clamp(DRAIN_MIN, DRAIN_MAX)
     })
+}
+
+/// Closes every open connection once with 1012, spread evenly over the
+/// drain window (`drain_window`).
+pub(super) async fn close_paced(sessions: &Sessions, window: Option<Duration>) {
+    let conns = sessions.ids();
+    let window = drain_window(conns.len(), window);
+    tracing::info!(
+        connections = conns.len(),
+        window_ms = window.as_millis() as u64,
+        "closing clients over the drain window"
+    );
+    let close = Close {
+        code: websocket::close::RESTART,
+        reason: "service restart",
+    };
+    let start = Instant::now();
+    let mut closed = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while closed < conns.len() {
+        tick.tick().await;
+        let due = closed_by(conns.len(), start.elapsed(), window);
+        for &conn in &conns[closed..due] {
+            sessions.close_one(conn, close);
+        }
+        closed = due;
+    }
 }
 
 /// How many of `n` sockets are closed `elapsed` into a drain `window`:

@@ -230,28 +230,7 @@ impl GatewayHandle {
             "draining: /readyz answers 503 and new clients are refused"
         );
         tokio::time::sleep(delay).await;
-        let conns = gw.sessions.ids();
-        let window = admission::drain_window(conns.len(), gw.config.drain_window);
-        tracing::info!(
-            connections = conns.len(),
-            window_ms = window.as_millis() as u64,
-            "closing clients over the drain window"
-        );
-        let close = Close {
-            code: websocket::close::RESTART,
-            reason: "service restart",
-        };
-        let start = tokio::time::Instant::now();
-        let mut closed = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        while closed < conns.len() {
-            tick.tick().await;
-            let due = admission::closed_by(conns.len(), start.elapsed(), window);
-            for &conn in &conns[closed..due] {
-                gw.sessions.close_one(conn, close);
-            }
-            closed = due;
-        }
+        admission::close_paced(&gw.sessions, gw.config.drain_window).await;
     }
 
     /// Closes every client with 1012, leaves the cluster, and waits.
