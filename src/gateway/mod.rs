@@ -289,10 +289,10 @@ pub async fn start(
     let mut config = config;
     if let Some(possible) = admission::connections_possible() {
         if config.max_connections > possible {
-            tracing::warn!(
+            tracing::info!(
                 max_connections = config.max_connections,
                 possible,
-                "fewer connections than --max-connections fit in the open-files limit; taking at most those"
+                "taking at most the connections the open-files limit holds"
             );
             config.max_connections = possible;
         }
