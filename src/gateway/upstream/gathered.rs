@@ -63,18 +63,9 @@ impl Upstream {
         };
         let Some(first) = joiners.first() else { return };
         counted_joins(joiners.len());
-        let pending = OpPending {
-            conn: first.conn,
-            out: first.out.clone(),
-            kind: OpKind::Join,
-            record,
-            attempt: 0,
-            node: None,
-            born: self.round(),
-            parts: Vec::new(),
-            version: 3,
-            joiners,
-        };
+        let (conn, out) = (first.conn, first.out.clone());
+        let mut pending = OpPending::new(conn, out, OpKind::Join, record, 3, self.round());
+        pending.joiners = joiners;
         self.send_op(rid, pending, room, None);
     }
 
@@ -95,18 +86,14 @@ impl Upstream {
         let Ok(record) = codec::encode(&record) else {
             return;
         };
-        let pending = OpPending {
-            conn: joiner.conn,
-            out: joiner.out,
-            kind: OpKind::Join,
+        let pending = OpPending::new(
+            joiner.conn,
+            joiner.out,
+            OpKind::Join,
             record,
-            attempt: 0,
-            node: None,
-            born: self.round(),
-            parts: Vec::new(),
-            version: 1,
-            joiners: Vec::new(),
-        };
+            1,
+            self.round(),
+        );
         self.send_op(rid, pending, room, None);
     }
 

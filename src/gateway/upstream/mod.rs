@@ -98,6 +98,31 @@ struct OpPending {
     joiners: Vec<Joiner>,
 }
 
+impl OpPending {
+    /// A request not yet sent, made in sweep round `born`.
+    fn new(
+        conn: ConnId,
+        out: Arc<Outbox>,
+        kind: OpKind,
+        record: Bytes,
+        version: u16,
+        born: u64,
+    ) -> Self {
+        Self {
+            conn,
+            out,
+            kind,
+            record,
+            attempt: 0,
+            node: None,
+            born,
+            parts: Vec::new(),
+            version,
+            joiners: Vec::new(),
+        }
+    }
+}
+
 /// A whole room subscribed again at its owner (link version 2 on).
 struct ResumePending {
     room: RoomId,
@@ -346,18 +371,14 @@ impl Upstream {
                 return None;
             }
         };
-        let pending = OpPending {
-            conn: req.conn,
-            out: req.out.clone(),
+        let pending = OpPending::new(
+            req.conn,
+            req.out.clone(),
             kind,
             record,
-            attempt: 0,
-            node: None,
-            born: self.round(),
-            parts: Vec::new(),
             version,
-            joiners: Vec::new(),
-        };
+            self.round(),
+        );
         let (rid, pending) = self.gates.behind(req.room, req.conn, (rid, pending))?;
         if kind == OpKind::Join {
             counted_joins(1);

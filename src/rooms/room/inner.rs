@@ -3,6 +3,7 @@
 //! to every subscribed link, then the answer).
 
 use super::*;
+use crate::rooms::state::Outcome;
 
 impl Inner {
     /// Notes that a paced event wants the room's timer at `at`.
@@ -66,21 +67,7 @@ impl Inner {
             })
             .collect();
         let out = self.state.resume_all(link, subs, (since, epoch), now_ms());
-        self.want(out.wake);
-        if self.state.has_link(link) {
-            self.links.entry(link).or_insert_with(|| sink.clone());
-        }
-        self.emit(Release {
-            events: out.events,
-            answer: Some(Answer {
-                sink: sink.clone(),
-                rid,
-                seq: out.seq,
-                frame: out.reply,
-                missed: out.missed.unwrap_or_default(),
-                counts: false,
-            }),
-        })
+        self.answer_link(sink, rid, out)
     }
 
     pub(super) fn apply_joins<'a>(
@@ -102,9 +89,22 @@ impl Inner {
             })
             .collect();
         let out = self.state.join_all(joiners, now_ms());
+        self.answer_link(sink, rid, out)
+    }
+
+    /// Emits what a request for many of a link's connections (a resume,
+    /// gathered joins) produced: its events, then its one answer.
+    fn answer_link(
+        &mut self,
+        sink: &Arc<dyn Sink>,
+        rid: Rid,
+        out: Outcome,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
         self.want(out.wake);
-        if self.state.has_link(link) {
-            self.links.entry(link).or_insert_with(|| sink.clone());
+        if self.state.has_link(sink.link()) {
+            self.links
+                .entry(sink.link())
+                .or_insert_with(|| sink.clone());
         }
         self.emit(Release {
             events: out.events,
