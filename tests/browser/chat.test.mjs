@@ -3,7 +3,7 @@
 // resumes after its socket drops.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDev } from './dev.mjs';
+import { startDev, enterChat } from './dev.mjs';
 
 const shots = process.env.SCREENSHOTS;
 let dev;
@@ -19,14 +19,8 @@ after(async () => {
   await dev?.stop();
 });
 
-async function enter(name, room) {
-  const page = await browser.newPage();
-  await page.goto(base);
-  await page.fill('#user', name);
-  await page.fill('#room', room);
-  await page.click('#enter');
-  await page.waitForSelector('#status.up');
-  return page;
+function enter(name, room) {
+  return enterChat(browser, base, name, room);
 }
 
 test('two tabs chat with presence, typing and read receipts', async () => {

@@ -14,10 +14,7 @@ export async function startDev(args = []) {
   const [line] = await once(lines, 'line');
   const [ready, role, , addr] = line.split(' ');
   if (`${ready} ${role}` !== 'ready dev') throw new Error(`unexpected ready line: ${line}`);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launchBrowser();
   return {
     base: `http://${addr}`,
     browser,
@@ -26,4 +23,24 @@ export async function startDev(args = []) {
       server.kill('SIGTERM');
     },
   };
+}
+
+// A headless Chromium (CHROMIUM names another binary).
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+// A new chat page at `base` whose user `name` has entered `room` and is
+// online.
+export async function enterChat(browser, base, name, room) {
+  const page = await browser.newPage();
+  await page.goto(base);
+  await page.fill('#user', name);
+  await page.fill('#room', room);
+  await page.click('#enter');
+  await page.waitForSelector('#status.up', { timeout: 15000 });
+  return page;
 }

@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchBrowser, enterChat } from './dev.mjs';
 
 const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
 const shots = process.env.SCREENSHOTS;
@@ -90,26 +90,13 @@ backend gateways
   procs.push(spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' }));
   base = `http://127.0.0.1:${front}`;
   await waitFor(async () => (await fetch(`${base}/readyz`)).status === 200, 'ready cluster through HAProxy');
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   for (const p of procs.reverse()) p.kill('SIGKILL');
 });
-
-async function enter(name, room) {
-  const page = await browser.newPage();
-  await page.goto(base);
-  await page.fill('#user', name);
-  await page.fill('#room', room);
-  await page.click('#enter');
-  await page.waitForSelector('#status.up', { timeout: 15000 });
-  return page;
-}
 
 async function restart(id) {
   const gw = gateways[id];
@@ -120,7 +107,7 @@ async function restart(id) {
 
 test('the chat page comes back by itself, with no gap, when each gateway restarts', async () => {
   const room = `chat:restart-${Date.now().toString(36)}`;
-  const pages = [await enter('ann', room), await enter('bob', room)];
+  const pages = [await enterChat(browser, base, 'ann', room), await enterChat(browser, base, 'bob', room)];
   let n = 0;
   const sent = [];
   const say = async () => {
