@@ -181,6 +181,17 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// What a cluster member does: a member id's role, named in the link's
+/// handshake and in the membership list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An application node, owning rooms.
+    Node,
+    /// A gateway, holding client connections.
+    Gateway,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

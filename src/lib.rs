@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - `ids`: validated ids (rooms, users, members) and the membership epoch.
+//! - `ids`: validated ids (rooms, users, members), a member's role, and the
+//!   membership epoch.
 //! - `protocol`: the client wire; client frames, server frames, and the
 //!   plain values rooms answer with.
 //! - `link`: the cluster's internal transport, and the only place that

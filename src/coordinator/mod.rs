@@ -20,15 +20,7 @@ use crate::ring::Ring;
 
 pub use embedded::Embedded;
 
-/// What a member does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// An application node, owning rooms.
-    Node,
-    /// A gateway, holding client connections.
-    Gateway,
-}
+pub use crate::ids::Role;
 
 /// A member's state; only `active` nodes are on the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use super::handshake::{
 };
 use super::io::{tune, write_record, LinkReader};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
-use crate::coordinator::Role;
 use crate::ids::NodeId;
+use crate::ids::Role;
 
 /// Opens a link to the node at `addr` as member `me` of `role`.
 pub async fn connect(

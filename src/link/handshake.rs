@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::coordinator::Role;
+use crate::ids::Role;
 
 /// The version every `Hello` names; the one an older build insists on.
 pub(super) const VERSION: u16 = 1;

@@ -22,8 +22,8 @@ pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
 
-use crate::coordinator::Role;
 use crate::ids::NodeId;
+use crate::ids::Role;
 
 /// How long the handshake of a new link may take, both ways.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -21,7 +21,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 #[macro_export]
 macro_rules! eventually {
     ($body:expr) => {{
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + $crate::support::patience();
         loop {
             match $body {
                 Ok(v) => break v,
@@ -30,6 +30,16 @@ macro_rules! eventually {
             }
         }
     }};
+}
+
+/// How long `eventually!` waits for a condition: `ROOMRING_TEST_PATIENCE`
+/// seconds (for slow machines), else 10.
+pub fn patience() -> std::time::Duration {
+    let secs = std::env::var("ROOMRING_TEST_PATIENCE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    std::time::Duration::from_secs(secs)
 }
 
 /// Builds a `TestCluster`.
