@@ -101,10 +101,10 @@ enum AuthKind {
 #[derive(Debug, Args)]
 struct ClientRate {
     /// Sustained client frames per second per connection.
-    #[arg(long, env = "ROOMRING_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOMRING_RATE", default_value_t = crate::gateway::RATE_PER_SEC, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
     /// Burst of client frames per connection.
-    #[arg(long, env = "ROOMRING_BURST", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOMRING_BURST", default_value_t = crate::gateway::RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     burst: u32,
 }
 
@@ -147,27 +147,27 @@ struct Runtime {
 struct EdgeLimits {
     /// Client WebSockets open at once; past it an upgrade gets 503 with
     /// Retry-After. Lowered at start to what the open-files limit holds.
-    #[arg(long, env = "ROOMRING_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOMRING_MAX_CONNECTIONS", default_value_t = crate::gateway::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// New client WebSockets a second (in bursts of as many); past it an
     /// upgrade gets 503 with Retry-After.
     #[arg(long, env = "ROOMRING_ACCEPT_RATE", default_value_t = crate::gateway::ACCEPT_RATE, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     accept_rate: u32,
     /// Rooms one connection may have joined at once.
-    #[arg(long, env = "ROOMRING_ROOMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "ROOMRING_ROOMS_PER_CONNECTION", default_value_t = crate::gateway::ROOMS_PER_CONN, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rooms_per_connection: u32,
     /// HTTP API requests served at once; past it a request gets 503.
-    #[arg(long, env = "ROOMRING_HTTP_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOMRING_HTTP_CONCURRENCY", default_value_t = HttpLimits::CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
     http_concurrency: u32,
     /// Seconds an HTTP API request may take before it is answered 503.
-    #[arg(long, env = "ROOMRING_HTTP_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "ROOMRING_HTTP_TIMEOUT", default_value_t = HttpLimits::TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     http_timeout: u64,
     /// Largest HTTP request body, in bytes; past it 413.
-    #[arg(long, env = "ROOMRING_BODY_LIMIT", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    #[arg(long, env = "ROOMRING_BODY_LIMIT", default_value_t = HttpLimits::BODY_BYTES, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     body_limit: u32,
     /// Seconds a client may be silent before it gets a ping; one that
     /// answers none within as long again is closed (1001).
-    #[arg(long, env = "ROOMRING_PING_INTERVAL", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "ROOMRING_PING_INTERVAL", default_value_t = crate::gateway::PING_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     ping_interval: u64,
 }
 

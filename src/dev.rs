@@ -69,14 +69,14 @@ impl DevOptions {
             auth: Auth::None,
             rooms: crate::rooms::Limits::default(),
             room_idle: node::ROOM_IDLE,
-            rate_per_sec: 1000,
-            rate_burst: 2000,
+            rate_per_sec: gateway::RATE_PER_SEC,
+            rate_burst: gateway::RATE_BURST,
             memory_store: false,
-            max_connections: 100_000,
+            max_connections: gateway::MAX_CONNECTIONS as usize,
             accept_rate: gateway::ACCEPT_RATE,
-            rooms_per_conn: 256,
+            rooms_per_conn: gateway::ROOMS_PER_CONN as usize,
             http: HttpLimits::default(),
-            ping_interval: Duration::from_secs(25),
+            ping_interval: Duration::from_secs(gateway::PING_INTERVAL_SECS),
         }
     }
 }

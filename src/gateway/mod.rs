@@ -56,6 +56,17 @@ use upstream::Upstream;
 
 /// New client WebSockets a gateway takes a second by default.
 pub const ACCEPT_RATE: u32 = 5000;
+/// Sustained client frames a second per connection, by default.
+pub const RATE_PER_SEC: u32 = 1000;
+/// Burst of client frames per connection, by default.
+pub const RATE_BURST: u32 = 2000;
+/// Client WebSockets a gateway holds at once, by default (lowered to its
+/// open-files limit at start).
+pub const MAX_CONNECTIONS: u32 = 100_000;
+/// Rooms one connection may have joined at once, by default.
+pub const ROOMS_PER_CONN: u32 = 256;
+/// Seconds of a client's silence before it is pinged, by default.
+pub const PING_INTERVAL_SECS: u64 = 25;
 
 /// How long sockets get to close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -113,12 +124,21 @@ pub struct HttpLimits {
     pub body_bytes: usize,
 }
 
+impl HttpLimits {
+    /// HTTP API requests served at once, by default.
+    pub const CONCURRENCY: u32 = 1024;
+    /// Seconds an HTTP API request may take, by default.
+    pub const TIMEOUT_SECS: u64 = 10;
+    /// Largest HTTP request body in bytes, by default.
+    pub const BODY_BYTES: u32 = 64 * 1024;
+}
+
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
-            concurrency: 1024,
-            timeout: Duration::from_secs(10),
-            body_bytes: 64 * 1024,
+            concurrency: Self::CONCURRENCY as usize,
+            timeout: Duration::from_secs(Self::TIMEOUT_SECS),
+            body_bytes: Self::BODY_BYTES as usize,
         }
     }
 }
@@ -132,16 +152,16 @@ impl GatewayConfig {
             advertise: None,
             auth: Auth::None,
             cluster_secret: Secret::new(cluster_secret),
-            rate_per_sec: 1000,
-            rate_burst: 2000,
-            rooms_per_conn: 256,
-            max_connections: 100_000,
+            rate_per_sec: RATE_PER_SEC,
+            rate_burst: RATE_BURST,
+            rooms_per_conn: ROOMS_PER_CONN as usize,
+            max_connections: MAX_CONNECTIONS as usize,
             outbox: OutboxLimits::default(),
             http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
             drain_window: None,
             accept_rate: ACCEPT_RATE,
-            ping_interval: Duration::from_secs(25),
+            ping_interval: Duration::from_secs(PING_INTERVAL_SECS),
         }
     }
 }
