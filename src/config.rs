@@ -489,17 +489,17 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
         }
         Cmd::Gateway(a) => {
             let coordinator = endpoint(&a.redis)?;
+            let id = member_id(&a.id)?;
+            let secret = cluster_secret(&a.cluster)?;
             let mut config = GatewayConfig {
-                id: member_id(&a.id)?,
                 listen: a.listen,
                 advertise: a.advertise,
                 auth: auth(&a.client_auth, AuthKind::Jwt)?,
-                cluster_secret: cluster_secret(&a.cluster)?,
                 rate_per_sec: a.rate.rate,
                 rate_burst: a.rate.burst,
                 drain_delay: std::time::Duration::from_millis(a.drain_delay_ms),
                 drain_window: a.drain_window_ms.map(std::time::Duration::from_millis),
-                ..GatewayConfig::for_test("defaults", "")
+                ..GatewayConfig::new(id, secret)
             };
             a.edge.apply(&mut config);
             Ok(Command::Gateway {

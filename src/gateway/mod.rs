@@ -144,14 +144,15 @@ impl Default for HttpLimits {
 }
 
 impl GatewayConfig {
-    /// A gateway on a free loopback port with `--auth none`, for tests.
-    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
+    /// A gateway of member `id` with every default: the loopback on a free
+    /// port, `--auth none`, and the limits of the flags' defaults.
+    pub fn new(id: NodeId, cluster_secret: Secret) -> Self {
         Self {
-            id: NodeId::parse(id).expect("valid test gateway id"),
+            id,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             auth: Auth::None,
-            cluster_secret: Secret::new(cluster_secret),
+            cluster_secret,
             rate_per_sec: RATE_PER_SEC,
             rate_burst: RATE_BURST,
             rooms_per_conn: ROOMS_PER_CONN as usize,
@@ -163,6 +164,12 @@ impl GatewayConfig {
             accept_rate: ACCEPT_RATE,
             ping_interval: Duration::from_secs(PING_INTERVAL_SECS),
         }
+    }
+
+    /// A gateway on a free loopback port with `--auth none`, for tests.
+    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
+        let id = NodeId::parse(id).expect("valid test gateway id");
+        Self::new(id, Secret::new(cluster_secret))
     }
 }
 
