@@ -27,6 +27,8 @@ pub(super) struct Sessions {
     expiring: Mutex<BTreeSet<(u64, ConnId)>>,
     /// Heartbeat rounds so far (`heartbeat`).
     round: AtomicU32,
+    /// Told whenever the last connection closes.
+    emptied: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -53,9 +55,16 @@ impl Sessions {
 
     /// Forgets a connection (its rooms must have been unsubscribed).
     pub(super) fn close(&self, id: ConnId) {
-        let Some(conn) = self.lock().remove(&id) else {
+        let (conn, empty) = {
+            let mut conns = self.lock();
+            (conns.remove(&id), conns.is_empty())
+        };
+        let Some(conn) = conn else {
             return;
         };
+        if empty {
+            self.emptied.notify_waiters();
+        }
         if let Some(at) = conn.expires {
             self.expiring().remove(&(at, id));
         }
@@ -160,6 +169,17 @@ impl Sessions {
         conns.len()
     }
 
+    /// Returns once no connection is open.
+    pub(super) async fn all_closed(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
     /// The open connections, oldest first.
     pub(super) fn ids(&self) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> = self.lock().keys().copied().collect();
@@ -179,5 +199,40 @@ impl Sessions {
         for conn in self.lock().values() {
             conn.out.close(close);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::outbox::OutboxLimits;
+
+    async fn outbox() -> Arc<Outbox> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stream, _) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        Outbox::new(stream.unwrap(), OutboxLimits::default())
+    }
+
+    #[tokio::test]
+    async fn all_closed_returns_when_the_last_connection_closes() {
+        let sessions = Arc::new(Sessions::default());
+        sessions.all_closed().await;
+        let user = UserId::parse("ann").unwrap();
+        let a = sessions.open(user.clone(), outbox().await, None);
+        let b = sessions.open(user, outbox().await, None);
+        let waiting = tokio::spawn({
+            let sessions = sessions.clone();
+            async move { sessions.all_closed().await }
+        });
+        sessions.close(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one is still open");
+        sessions.close(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("told when the last one closed")
+            .unwrap();
+        assert_eq!(sessions.ids(), Vec::<ConnId>::new());
     }
 }
