@@ -94,12 +94,7 @@ async fn history_replays_with_and_without_since() {
     }
     let mut late = Client::connect(cluster.addr(), "late").await;
     let recent = late.join("chat:hist").await;
-    let seqs: Vec<u64> = recent["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = support::joined_seqs(&recent);
     assert_eq!(
         seqs,
         (11..=60).collect::<Vec<_>>(),
@@ -113,12 +108,7 @@ async fn history_replays_with_and_without_since() {
         .send(json!({"t": "join", "room": "chat:hist", "since": 5}))
         .await;
     let joined = resumed.recv_type("joined").await;
-    let seqs: Vec<u64> = joined["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = support::joined_seqs(&joined);
     assert_eq!(
         seqs,
         (6..=60).collect::<Vec<_>>(),

@@ -336,12 +336,7 @@ async fn a_storm_of_joins_is_gathered_into_few_requests_each_answered_as_alone()
     for (i, c) in members.iter_mut().enumerate() {
         let joined = c.recv_either("joined", Some(&format!("j{i}"))).await;
         assert_eq!(joined["t"], "joined", "{joined}");
-        let seqs: Vec<u64> = joined["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect();
+        let seqs: Vec<u64> = support::joined_seqs(&joined);
         let other = since(i).is_some() && i % 7 == 0;
         let want: Vec<u64> = match since(i) {
             Some(_) if other => (1..=10).collect(),

@@ -380,6 +380,16 @@ impl Client {
     }
 }
 
+/// The seqs of a `joined` frame's history, in order.
+pub fn joined_seqs(joined: &Value) -> Vec<u64> {
+    joined["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("a seq"))
+        .collect()
+}
+
 /// A room's kept messages (up to 1000), through the HTTP API.
 pub async fn history(gw: SocketAddr, room: &str) -> Vec<Value> {
     let (status, body) = http(

@@ -471,25 +471,19 @@ impl Upstream {
     /// Answers an operation (each of its joiners) with an `error` frame.
     fn failed(self: &Arc<Self>, op: &OpPending, failure: &Failure, dirty: Option<&mut Dirty>) {
         let (room, id) = record_room_and_id(&op.record);
-        let mut frames = Vec::with_capacity(op.joiners.len().max(1));
+        let mut dirty = dirty;
+        let mut answer = |out: &Arc<Outbox>, id: Option<&str>| {
+            let frame = websocket::text(error_frame(failure, id, Some(&room)).as_bytes());
+            match dirty.as_deref_mut() {
+                Some(dirty) => dirty.push(out, frame),
+                None => out.send(frame),
+            }
+        };
         if op.joiners.is_empty() {
-            frames.push((&op.out, error_frame(failure, id.as_deref(), Some(&room))));
+            answer(&op.out, id.as_deref());
         }
         for joiner in &op.joiners {
-            let frame = error_frame(failure, joiner.id.as_deref(), Some(&room));
-            frames.push((&joiner.out, frame));
-        }
-        match dirty {
-            Some(dirty) => {
-                for (out, frame) in frames {
-                    dirty.push(out, websocket::text(frame.as_bytes()));
-                }
-            }
-            None => {
-                for (out, frame) in frames {
-                    out.send(websocket::text(frame.as_bytes()));
-                }
-            }
+            answer(&joiner.out, joiner.id.as_deref());
         }
         if op.kind == OpKind::Join {
             self.join_ended(&room);
