@@ -40,22 +40,58 @@ pub(super) enum Refusal {
     Rate(u64),
 }
 
+/// A budget of `rate` a second, in bursts of `burst`: a gateway's new
+/// connections, or one connection's frames.
+pub(super) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(super) fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token, if there is one.
+    pub(super) fn take(&mut self) -> bool {
+        let ok = self.has();
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
+
+    /// Whether a token is there, taking none.
+    pub(super) fn has(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        self.tokens >= 1.0
+    }
+}
+
 /// The connection rate and the stop of one gateway.
 pub(super) struct Admission {
-    /// New connections a second.
-    rate: f64,
-    /// Tokens and when they were counted.
-    bucket: Mutex<(f64, Instant)>,
+    /// New connections, a second's worth at most.
+    bucket: Mutex<TokenBucket>,
     stopping: AtomicBool,
 }
 
 impl Admission {
     /// Admits `rate` new connections a second, in bursts of as many.
     pub(super) fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
+        let rate = rate.max(1);
         Self {
-            rate,
-            bucket: Mutex::new((rate, Instant::now())),
+            bucket: Mutex::new(TokenBucket::new(rate, rate)),
             stopping: AtomicBool::new(false),
         }
     }
@@ -76,17 +112,12 @@ impl Admission {
             return Err(Refusal::Stopping);
         }
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let (tokens, at) = *bucket;
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.rate).min(self.rate);
-        *bucket = (tokens, now);
-        if tokens < 1.0 {
-            return Err(Refusal::Rate(RETRY_RATE));
+        let admitted = if take { bucket.take() } else { bucket.has() };
+        if admitted {
+            Ok(())
+        } else {
+            Err(Refusal::Rate(RETRY_RATE))
         }
-        if take {
-            bucket.0 = tokens - 1.0;
-        }
-        Ok(())
     }
 
     /// The gateway stops: no connection is admitted any more.

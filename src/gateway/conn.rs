@@ -1,28 +1,20 @@
-//! One client WebSocket: identity and limits at upgrade, then one task that
-//! reads frames and handles each at once (validate, forward to the room's
+//! One client WebSocket, once upgraded (`upgrade`): one task that reads
+//! frames and handles each at once (validate, forward to the room's
 //! owner, or answer locally). Writes to the socket happen wherever frames
 //! are produced (`outbox`); this task writes only when the socket was full.
 //! An idle connection holds no read buffer: reads go to a per-thread buffer
 //! and only an incomplete frame is kept.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
 
-use super::admission::{self, Refusal};
+use super::admission::TokenBucket;
 use super::auth::Identity;
-use super::http::AppError;
 use super::outbox::{Close, Outbox, Task};
 use super::upstream::{OpRequest, Route};
 use super::websocket::{self, close, Decoder, Incoming};
@@ -45,152 +37,8 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice());
 }
 
-/// `GET /ws`: authenticates, checks the WebSocket handshake and the
-/// connection limit, then upgrades.
-pub(super) async fn upgrade(
-    State(gw): State<Arc<Gateway>>,
-    Query(query): Query<HashMap<String, String>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    mut req: Request,
-) -> Response {
-    let key = handshake_key(&headers);
-    if key.is_err() {
-        // A client asking why its upgrade was refused learns whether and
-        // when to come back.
-        if let Err(refusal) = gw.admission.would_admit() {
-            return refused(refusal);
-        }
-    }
-    let identity = match gw.config.auth.identify(&query, &headers) {
-        Ok(identity) => identity,
-        Err(failure) => return AppError(failure).into_response(),
-    };
-    let key = match key {
-        Ok(key) => key,
-        Err(message) => return AppError(Failure::bad_request(message)).into_response(),
-    };
-    if let Err(refusal) = gw.admission.admit() {
-        return refused(refusal);
-    }
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return AppError(Failure::bad_request("the connection cannot be upgraded")).into_response();
-    };
-    let Ok(permit) = gw.conn_limit.clone().try_acquire_owned() else {
-        let failure = Failure::new(
-            ErrorCode::Unavailable,
-            "this gateway is at its connection limit",
-        );
-        return retry_after(AppError(failure).into_response(), admission::RETRY_FULL);
-    };
-    let span = tracing::debug_span!("conn", client.addr = %peer, user = %identity.user);
-    let task = async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
-        };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            return tracing::warn!("upgraded connection is not a TCP stream");
-        };
-        Connection::new(gw, identity, parts.io.into_inner(), permit)
-            .run(parts.read_buf)
-            .await;
-    };
-    tokio::spawn(crate::telemetry::contained("connection", task).instrument(span));
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&websocket::accept_key(key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    response
-}
-
-/// 503 for a WebSocket the gateway does not take: without `Retry-After`
-/// when it stops (go to another gateway), with it past its rate.
-fn refused(refusal: Refusal) -> Response {
-    match refusal {
-        Refusal::Stopping => {
-            let failure = Failure::new(ErrorCode::Unavailable, "this gateway is stopping");
-            AppError(failure).into_response()
-        }
-        Refusal::Rate(secs) => {
-            let failure = Failure::new(
-                ErrorCode::Unavailable,
-                format!("this gateway takes no more connections this second; retry in {secs} s"),
-            );
-            retry_after(AppError(failure).into_response(), secs)
-        }
-    }
-}
-
-/// The response, with `Retry-After: secs`.
-fn retry_after(mut response: Response, secs: u64) -> Response {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
-}
-
-/// The client's `Sec-WebSocket-Key`, once the upgrade headers check out.
-fn handshake_key(headers: &HeaderMap) -> Result<String, &'static str> {
-    let has = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
-        return Err("this endpoint takes a WebSocket upgrade");
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v != "13")
-    {
-        return Err("Sec-WebSocket-Version must be 13");
-    }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .ok_or("missing Sec-WebSocket-Key")
-}
-
-/// Per-connection frame budget: `rate` per second, bursts of `burst`.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            rate: rate as f64,
-            burst: burst as f64,
-            tokens: burst as f64,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The task of one client connection.
-struct Connection {
+pub(super) struct Connection {
     decoder: Decoder,
     handler: Handler,
     /// Held while the connection lives: its place under the gateway's cap.
@@ -221,7 +69,7 @@ enum Read {
 }
 
 impl Connection {
-    fn new(
+    pub(super) fn new(
         gw: Arc<Gateway>,
         identity: Identity,
         stream: TcpStream,
@@ -252,7 +100,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, leftover: Bytes) {
+    pub(super) async fn run(mut self, leftover: Bytes) {
         // What the client sent right behind its upgrade request; the buffer
         // it sits in is the HTTP connection's, and must not stay with us.
         if !leftover.is_empty() {

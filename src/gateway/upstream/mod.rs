@@ -13,9 +13,10 @@
 //! before it is answered, retried or failed, since each of those may send
 //! another request.
 //!
-//! Here: the router's state, routes, and sending and retrying operations.
-//! `links`: the link tasks and the answers they read; `pending`: requests
-//! in flight when a link drops or nobody answers; `gathered`: joins gathered
+//! Here: the router's state and sending operations. `routing`: where a
+//! room's operations go; `links`: the link tasks and the answers they read;
+//! `pending`: requests in flight, routed again, failed or expired;
+//! `gathered`: joins gathered
 //! per room; `resumes`: rooms subscribed again after a move; `queries`: the
 //! HTTP API's questions, notifications and announcements.
 
@@ -24,8 +25,10 @@ mod links;
 mod pending;
 mod queries;
 mod resumes;
+mod routing;
 
 use gathered::counted_joins;
+pub(in crate::gateway) use routing::Route;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,14 +217,6 @@ pub(super) struct OpRequest<'a> {
     pub(super) route: Option<&'a mut Option<Route>>,
 }
 
-/// Where a room's operations go, as of one version of the routes.
-#[derive(Clone)]
-pub(super) struct Route {
-    version: u64,
-    node: NodeId,
-    writer: LinkWriter,
-}
-
 impl Upstream {
     /// Starts the router, its link supervisor and its sweeper.
     pub(super) fn spawn(
@@ -259,60 +254,6 @@ impl Upstream {
     /// The current ring view.
     pub(super) fn view(&self) -> Arc<RingView> {
         self.ring.borrow().clone()
-    }
-
-    /// The route to a room's owner: the cached one while nothing changed.
-    fn route(
-        &self,
-        room: &str,
-        cached: Option<&mut Option<Route>>,
-    ) -> Option<(NodeId, LinkWriter)> {
-        let version = self.routes.load(Ordering::Acquire);
-        let Some(cache) = cached else {
-            return self.writer_to_owner(room);
-        };
-        if let Some(route) = cache {
-            if route.version == version && !route.writer.is_closed() {
-                return Some((route.node.clone(), route.writer.clone()));
-            }
-        }
-        let (node, writer) = self.writer_to_owner(room)?;
-        *cache = Some(Route {
-            version,
-            node: node.clone(),
-            writer: writer.clone(),
-        });
-        Some((node, writer))
-    }
-
-    /// Routes changed: every cached route is checked again.
-    fn routes_changed(&self) {
-        self.routes.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The link protocol version spoken with `node`.
-    fn version_of(&self, node: &NodeId) -> u16 {
-        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links
-            .get(node)
-            .map_or(1, |l| l.version.load(Ordering::Acquire))
-    }
-
-    /// The owner of `key` and its link's writer, if the link is up.
-    fn writer_to_owner(&self, key: &str) -> Option<(NodeId, LinkWriter)> {
-        let owner = self.ring.borrow().ring.owner_of(key)?.clone();
-        let link = self
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&owner)?
-            .clone();
-        let writer = link
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
-        (!writer.is_closed()).then_some((owner, writer))
     }
 
     /// Sends a client operation to its room's owner; the answer goes
@@ -421,73 +362,6 @@ impl Upstream {
             return None;
         }
         writer.is_overloaded().then_some(writer)
-    }
-
-    /// Tries again a little later, or gives up with `unavailable`; a resume
-    /// keeps trying as long as its connection is subscribed.
-    fn retry(self: &Arc<Self>, rid: Rid, mut op: OpPending) {
-        let room = record_room(&op.record);
-        if op.kind == OpKind::Resume && !self.subs.is_subscribed(room.as_str(), op.conn) {
-            // Its connection left. The room's events are held until a resume
-            // ends; if a connection that joined meanwhile is all that is
-            // left, the resume goes on for it.
-            if let Some((conn, since)) = self.subs.held_for(room.as_str()) {
-                self.resume(room.as_str(), conn, since);
-            }
-            return;
-        }
-        let last = RETRY_BACKOFF_MS.len() - 1;
-        let pause = match RETRY_BACKOFF_MS.get(op.attempt) {
-            Some(&pause) => Some(pause),
-            None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
-            None => None,
-        };
-        let Some(pause) = pause.filter(|_| op.kind == OpKind::Resume || !self.expired(op.born))
-        else {
-            return self.unavailable(&op);
-        };
-        op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
-        tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
-        let up = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            let room = record_room(&op.record);
-            if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
-                writer.wait_room().await;
-            }
-        });
-    }
-
-    /// Answers an operation `unavailable`.
-    fn unavailable(self: &Arc<Self>, op: &OpPending) {
-        let (room, _) = record_room_and_id(&op.record);
-        let failure = Failure::new(
-            ErrorCode::Unavailable,
-            format!("{room} cannot be served right now; retry"),
-        );
-        self.failed(op, &failure, None);
-    }
-
-    /// Answers an operation (each of its joiners) with an `error` frame.
-    fn failed(self: &Arc<Self>, op: &OpPending, failure: &Failure, dirty: Option<&mut Dirty>) {
-        let (room, id) = record_room_and_id(&op.record);
-        let mut dirty = dirty;
-        let mut answer = |out: &Arc<Outbox>, id: Option<&str>| {
-            let frame = websocket::text(error_frame(failure, id, Some(&room)).as_bytes());
-            match dirty.as_deref_mut() {
-                Some(dirty) => dirty.push(out, frame),
-                None => out.send(frame),
-            }
-        };
-        if op.joiners.is_empty() {
-            answer(&op.out, id.as_deref());
-        }
-        for joiner in &op.joiners {
-            answer(&joiner.out, joiner.id.as_deref());
-        }
-        if op.kind == OpKind::Join {
-            self.join_ended(&room);
-        }
     }
 }
 

@@ -5,6 +5,78 @@
 use super::*;
 
 impl Upstream {
+    /// Tries again a little later, or gives up with `unavailable`; a resume
+    /// keeps trying as long as its connection is subscribed.
+    pub(super) fn retry(self: &Arc<Self>, rid: Rid, mut op: OpPending) {
+        let room = record_room(&op.record);
+        if op.kind == OpKind::Resume && !self.subs.is_subscribed(room.as_str(), op.conn) {
+            // Its connection left. The room's events are held until a resume
+            // ends; if a connection that joined meanwhile is all that is
+            // left, the resume goes on for it.
+            if let Some((conn, since)) = self.subs.held_for(room.as_str()) {
+                self.resume(room.as_str(), conn, since);
+            }
+            return;
+        }
+        let last = RETRY_BACKOFF_MS.len() - 1;
+        let pause = match RETRY_BACKOFF_MS.get(op.attempt) {
+            Some(&pause) => Some(pause),
+            None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
+            None => None,
+        };
+        let Some(pause) = pause.filter(|_| op.kind == OpKind::Resume || !self.expired(op.born))
+        else {
+            return self.unavailable(&op);
+        };
+        op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
+        tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
+        let up = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let room = record_room(&op.record);
+            if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
+                writer.wait_room().await;
+            }
+        });
+    }
+
+    /// Answers an operation `unavailable`.
+    pub(super) fn unavailable(self: &Arc<Self>, op: &OpPending) {
+        let (room, _) = record_room_and_id(&op.record);
+        let failure = Failure::new(
+            ErrorCode::Unavailable,
+            format!("{room} cannot be served right now; retry"),
+        );
+        self.failed(op, &failure, None);
+    }
+
+    /// Answers an operation (each of its joiners) with an `error` frame.
+    pub(super) fn failed(
+        self: &Arc<Self>,
+        op: &OpPending,
+        failure: &Failure,
+        dirty: Option<&mut Dirty>,
+    ) {
+        let (room, id) = record_room_and_id(&op.record);
+        let mut dirty = dirty;
+        let mut answer = |out: &Arc<Outbox>, id: Option<&str>| {
+            let frame = websocket::text(error_frame(failure, id, Some(&room)).as_bytes());
+            match dirty.as_deref_mut() {
+                Some(dirty) => dirty.push(out, frame),
+                None => out.send(frame),
+            }
+        };
+        if op.joiners.is_empty() {
+            answer(&op.out, id.as_deref());
+        }
+        for joiner in &op.joiners {
+            answer(&joiner.out, joiner.id.as_deref());
+        }
+        if op.kind == OpKind::Join {
+            self.join_ended(&room);
+        }
+    }
+
     /// Requests in flight on a link that dropped: operations are routed
     /// again (a retried `send` is idempotent by its id), except those that
     /// may have been applied and must not be applied twice (`OpKind::Once`:
