@@ -17,6 +17,7 @@ mod lease;
 mod peers;
 mod rebalance;
 mod registry;
+mod routes;
 mod serve;
 mod sink;
 pub mod storage;

@@ -11,20 +11,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::routes::Routes;
 use super::sink::LinkSink;
 use super::{rebalance, LinkEntry, Node};
-use crate::coordinator::RingView;
 use crate::coordinator::Role;
-use crate::ids::{Epoch, Map, RoomId, UserId};
+use crate::ids::{Epoch, Map, UserId};
 use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
 use crate::protocol::client::RoomOp;
 use crate::protocol::server::ServerFrame;
 use crate::rooms::state::Sub;
 use crate::rooms::store::Entry;
-use crate::rooms::{Op, Reply, Room, Sink};
+use crate::rooms::{Op, Reply, Sink};
 use crate::shutdown::Shutdown;
 
 /// Link ids are unique per process, so rooms never confuse two links.
@@ -253,58 +252,6 @@ fn counted_resume(conns: usize) {
     metrics.resumes.increment(1);
     metrics.resumed_connections.increment(conns as u64);
 }
-
-/// One link's recent look-ups of rooms, good while the ring stays as it is
-/// and the rooms are still held, so that most operations need neither the
-/// ring's hash nor the registry's lock.
-pub(super) struct Routes {
-    ring: watch::Receiver<Arc<RingView>>,
-    view: Arc<RingView>,
-    rooms: Map<RoomId, Arc<Room>>,
-}
-
-impl Routes {
-    fn new(node: &Node) -> Self {
-        let mut ring = node.ring.clone();
-        let view = ring.borrow_and_update().clone();
-        Self {
-            ring,
-            view,
-            rooms: Map::default(),
-        }
-    }
-
-    /// The room, if this node serves it now.
-    fn get(&mut self, node: &Node, room: &str) -> Option<Arc<Room>> {
-        if node.registry.is_fenced() {
-            return None;
-        }
-        if self.ring.has_changed().unwrap_or(false) {
-            self.view = self.ring.borrow_and_update().clone();
-            self.rooms.clear();
-            // Rooms claimed from now on carry the newest epoch.
-            node.fence();
-        }
-        if let Some(live) = self.rooms.get(room) {
-            if !live.is_retired() {
-                live.touch(node.registry.tick());
-                return Some(live.clone());
-            }
-            self.rooms.remove(room);
-        }
-        let live = node
-            .registry
-            .route(room, &self.view.ring, self.view.ring_epoch)?;
-        if self.rooms.len() >= ROUTES_KEPT {
-            self.rooms.clear();
-        }
-        self.rooms.insert(live.id().clone(), live.clone());
-        Some(live)
-    }
-}
-
-/// Rooms one link remembers; past it the cache starts over.
-const ROUTES_KEPT: usize = 4096;
 
 /// A kept event of a hand-off, copied out of the link's buffer (it is kept
 /// for long, and must not hold the buffer).
