@@ -13,6 +13,7 @@
 //! - `Peers`: a reader and a writer task per link to another node;
 //! - short-lived loader tasks, one per room being rebuilt from storage.
 
+mod arrival;
 mod lease;
 mod peers;
 mod rebalance;

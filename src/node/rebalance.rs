@@ -18,12 +18,11 @@ use super::Node;
 use crate::coordinator::{MemberState, RingView, Role};
 use crate::ids::{ConnId, Epoch, NodeId, Rid, RoomId, UserId};
 use crate::link::codec::{self, CodecError, CHUNK};
-use crate::link::{HandoffEntry, HandoffState, Peer, ToNode};
+use crate::link::{HandoffEntry, HandoffState, ToNode};
 use crate::protocol::server::VersionedWidget;
-use crate::protocol::{ErrorCode, Failure, Status};
+use crate::protocol::{ErrorCode, Status};
 use crate::rooms::state::Sub;
-use crate::rooms::store::{Entry, Loaded, Snapshot};
-use crate::rooms::{Arrival, Frozen, Reply, Room, Sink};
+use crate::rooms::{Frozen, Room};
 use crate::shutdown::Shutdown;
 
 /// Rooms moved at once; more would add latency for everyone else.
@@ -317,97 +316,6 @@ fn gateway_conns(node: &Node, conns: &[(Sub, UserId)]) -> Vec<(NodeId, ConnId, U
                 .then(|| (link.peer.id.clone(), sub.conn, user.clone()))
         })
         .collect()
-}
-
-/// A hand-off as it arrived.
-pub(super) struct Incoming<'a> {
-    pub(super) rid: Rid,
-    pub(super) epoch: Epoch,
-    pub(super) room: &'a str,
-    /// The room's state and what its parts carried; `None` to load it.
-    pub(super) state: Option<(HandoffState<'a>, Vec<Entry>, Vec<VersionedWidget>)>,
-    pub(super) conns: Vec<(&'a str, ConnId, &'a str)>,
-}
-
-/// Installs a room handed off by another node. Connections are re-keyed on
-/// this node's links from their gateways; those whose gateway is not linked
-/// here yet are left for the gateway's re-subscription.
-pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: Incoming<'_>) {
-    let rid = incoming.rid;
-    let refuse = |code, message: String| {
-        let status = Status::Failed(Failure::new(code, message));
-        sink.reply(rid, Reply::failed(&status));
-    };
-    let Ok(room) = RoomId::parse(incoming.room) else {
-        return refuse(ErrorCode::BadRequest, "bad room id".into());
-    };
-    let view = node.ring.borrow().clone();
-    let sender = view.view.member(&from.id);
-    if sender.is_none_or(|m| m.role != Role::Node) {
-        // Only a node this node knows as a member may hand rooms over.
-        return refuse(
-            ErrorCode::Forbidden,
-            format!("{} is not a node of this cluster", from.id),
-        );
-    }
-    if view.ring.owner(&room) != Some(&node.config.id) {
-        // Our ring does not (yet, or any more) give us the room: the sender
-        // asks its ring again and retries.
-        tracing::trace!(room.id = %room, epoch = %incoming.epoch, "hand-off for a room not ours");
-        return sink.reply(rid, Reply::moved());
-    }
-    let gateways: Vec<(NodeId, Arc<dyn Sink>)> = node
-        .lock_links()
-        .values()
-        .filter(|l| l.peer.role == Role::Gateway)
-        .map(|l| (l.peer.id.clone(), l.sink.clone() as Arc<dyn Sink>))
-        .collect();
-    let conns: Vec<(Sub, UserId)> = incoming
-        .conns
-        .into_iter()
-        .filter_map(|(gw, conn, user)| {
-            let (_, link) = gateways.iter().find(|(id, _)| id.as_str() == gw)?;
-            Some((
-                Sub {
-                    link: link.link(),
-                    conn,
-                },
-                UserId::parse(user).ok()?,
-            ))
-        })
-        .collect();
-    let state = incoming.state.map(|(s, entries, widgets)| Loaded {
-        epoch: s.epoch.map(str::to_string),
-        entries,
-        snapshot: Some(Snapshot {
-            seq: s.seq,
-            widgets,
-            reads: s.reads.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
-            roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
-        }),
-    });
-    let arrival = Arrival {
-        state,
-        conns,
-        links: gateways.into_iter().map(|(_, sink)| sink).collect(),
-    };
-    if node.registry.install(&room, arrival) {
-        tracing::debug!(room.id = %room, "room arrived");
-        sink.reply(
-            rid,
-            Reply {
-                status: &Status::Ok,
-                seq: None,
-                frame: None,
-                missed: &[],
-            },
-        );
-    } else {
-        refuse(
-            ErrorCode::Conflict,
-            format!("{room} is already served here"),
-        );
-    }
 }
 
 /// Tells every other ring node that this one has nothing more for it.

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::routes::Routes;
 use super::sink::LinkSink;
-use super::{rebalance, LinkEntry, Node};
+use super::{arrival, LinkEntry, Node};
 use crate::coordinator::Role;
 use crate::ids::{Epoch, Map, UserId};
 use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
@@ -229,14 +229,14 @@ fn handle(
             conns,
         } => {
             let (entries, widgets) = parts.take(rid);
-            let arrival = rebalance::Incoming {
+            let incoming = arrival::Incoming {
                 rid,
                 epoch: Epoch(epoch),
                 room,
                 state: state.map(|s| (s, entries, widgets)),
                 conns,
             };
-            rebalance::arrive(node, peer, sink, arrival);
+            arrival::arrive(node, peer, sink, incoming);
         }
         ToNode::HandoffDone { epoch } => {
             tracing::debug!(node.id = %peer.id, epoch, "hand-off done");
