@@ -212,17 +212,24 @@ async fn a_stopping_gateway_refuses_new_clients_and_closes_the_others_over_its_w
 }
 
 #[tokio::test]
-async fn past_its_accept_rate_a_gateway_answers_503_with_retry_after() {
+async fn past_its_accept_rate_a_client_waits_its_turn_then_gets_503_with_retry_after() {
     let redis = support::redis::RedisServer::start();
     let _node = support::procs::Proc::start("node", "n1", &redis.url());
     let gw =
-        support::procs::Proc::start_with("gateway", "g1", &redis.url(), &["--accept-rate", "3"]);
+        support::procs::Proc::start_with("gateway", "g1", &redis.url(), &["--accept-rate", "1"]);
     support::wait_for_nodes(gw.addr, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let mut admitted = Vec::new();
-    for i in 0..3 {
-        admitted.push(Client::connect(gw.addr, &format!("a{i}")).await);
-    }
+    let mut first = Client::connect(gw.addr, "first").await;
+    // The next waits its turn (a second later), its socket open.
+    let addr = gw.addr;
+    let queued = tokio::spawn(async move {
+        let asked = std::time::Instant::now();
+        let mut c = Client::connect(addr, "queued").await;
+        c.join("chat:rate").await;
+        asked.elapsed()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // One more would wait past a second: it is told to come back.
     assert_eq!(refused(gw.addr).await, (503, Some(1)));
     // A client asking why (a GET without the upgrade) learns the same.
     let (status, body) = http(gw.addr, "GET", "/ws", None).await;
@@ -230,11 +237,16 @@ async fn past_its_accept_rate_a_gateway_answers_503_with_retry_after() {
         (status, &body["error"]["code"]),
         (503, &serde_json::json!("unavailable"))
     );
-    // A second later it is admitted, and those admitted were served all along.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let waited = queued.await.unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "admitted after its turn, not at once: {waited:?}"
+    );
+    // Later it admits again, and the first was served all along.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let mut late = Client::connect(gw.addr, "late").await;
     late.join("chat:rate").await;
-    admitted[0].join("chat:rate").await;
+    first.join("chat:rate").await;
 }
 
 /// Opens a WebSocket that the gateway refuses: its status and `Retry-After`.

@@ -2,6 +2,7 @@
 //! and read frames cheaply.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -9,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// Write half.
@@ -35,6 +36,11 @@ pub struct Frame<'a> {
 pub struct Body {
     /// Send time, µs since the run's start.
     pub at: Option<u64>,
+    /// Set when the message waited for its sender to come back (sent again,
+    /// or due while the sender had no connection): its latency is the
+    /// sender's, not the delivery's.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// Connects as `user` to one gateway, from `source` when given (so that
@@ -46,7 +52,7 @@ pub async fn connect(gateway: &str, source: Option<IpAddr>, user: &str) -> Resul
 }
 
 /// How long a connection and its upgrade may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 async fn connect_now(gateway: &str, source: Option<IpAddr>, user: &str) -> Result<(Tx, Rx)> {
     let url = format!("ws://{gateway}/ws?user={user}");
@@ -73,6 +79,30 @@ async fn connect_now(gateway: &str, source: Option<IpAddr>, user: &str) -> Resul
         .await
         .with_context(|| format!("upgrade {url}"))?;
     Ok(ws.split())
+}
+
+/// The reconnect rule's first wait, and the ceiling it doubles from.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// The longest wait the reconnect rule gives.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// A random wait before try `tries` (from 0) of a client coming back:
+/// below min(30 s, 0.5 s × 2^tries), full jitter (`docs/client.md`).
+pub fn reconnect_delay(tries: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << tries.min(16)).min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// The `Retry-After` of an upgrade refused with one, else zero.
+pub fn retry_after(error: &anyhow::Error) -> Duration {
+    let secs = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(tungstenite::Error::Http(response)) => response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+        _ => None,
+    });
+    Duration::from_secs(secs.unwrap_or(0))
 }
 
 /// Buffers sized for many connections: tungstenite's default read buffer

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
+use crate::client::Body;
 use crate::report::Report;
 use crate::timeline::Timeline;
 
@@ -28,6 +29,14 @@ impl Latencies {
     pub fn add_to(&self, total: &mut Histogram<u64>) -> Result<()> {
         if let Some(h) = &self.0 {
             total.add(h)?;
+        }
+        Ok(())
+    }
+
+    /// Takes what was recorded out of `total` (which holds it).
+    pub fn subtract_from(&self, total: &mut Histogram<u64>) -> Result<()> {
+        if let Some(h) = &self.0 {
+            total.subtract(h)?;
         }
         Ok(())
     }
@@ -57,6 +66,8 @@ pub struct Tracker {
     pub resume: Latencies,
     /// Delivery latency, µs.
     pub latency: Latencies,
+    /// The part of `latency` that waited for a sender to come back.
+    late_latency: Latencies,
     /// Send-to-ack latency, µs.
     pub ack_latency: Latencies,
     /// Conflated ephemeral frames received.
@@ -85,6 +96,7 @@ impl Tracker {
             reconnects: 0,
             resume: Latencies::default(),
             latency: Latencies::default(),
+            late_latency: Latencies::default(),
             ack_latency: Latencies::default(),
             batches: 0,
             batch_latency: Latencies::default(),
@@ -130,10 +142,25 @@ impl Tracker {
 
     /// A delivery sent at `at` (µs on the generator clock), received at `now`.
     pub fn delivered(&mut self, at: Option<u64>, now: u64) {
+        self.delivered_after(at, now, false);
+    }
+
+    /// A delivery of the generator's `body`, received at `now`; a `late`
+    /// one (its sender came back) is kept apart from the latency of the
+    /// clients that were never closed.
+    pub fn delivered_body(&mut self, body: Option<Body>, now: u64) {
+        let (at, late) = body.map_or((None, false), |b| (b.at, b.late));
+        self.delivered_after(at, now, late);
+    }
+
+    fn delivered_after(&mut self, at: Option<u64>, now: u64, late: bool) {
         self.delivered += 1;
         let latency = at.map(|at| now.saturating_sub(at).max(1));
         if let Some(us) = latency.filter(|_| self.timeline.warm()) {
             self.latency.record(us);
+            if late {
+                self.late_latency.record(us);
+            }
         }
         self.timeline.delivered(latency);
     }
@@ -188,7 +215,10 @@ impl Tracker {
         report.batches += self.batches;
         self.batch_latency.add_to(&mut report.batch_latency)?;
         if self.reconnects == 0 && !self.disconnected {
+            // What a connection that stayed waited for the server, not for
+            // a sender that was closed and came back.
             self.latency.add_to(&mut report.unmoved_latency)?;
+            self.late_latency.subtract_from(&mut report.unmoved_latency)?;
         }
         self.latency.add_to(&mut report.latency)?;
         self.ack_latency.add_to(&mut report.ack_latency)?;

@@ -3,8 +3,11 @@
 //!
 //! While it runs, a gateway takes at most `accept_rate` new connections a
 //! second (a token bucket as deep as one second of them) and
-//! `max_connections` at once, no more than its open-files limit allows;
-//! past either, `/ws` answers 503 with `Retry-After`. Once it stops, it
+//! `max_connections` at once, no more than its open-files limit allows.
+//! Past the rate an upgrade waits its turn, up to a second; one that would
+//! wait longer, or finds the gateway full, gets 503 with `Retry-After`
+//! (a client told to come back in a second had better wait here, its
+//! socket open, than go and come again). Once it stops, it
 //! takes none (503 without `Retry-After`: go elsewhere) and closes each
 //! socket once, spread evenly over the drain window.
 
@@ -26,6 +29,8 @@ pub(super) const DRAIN_MAX: Duration = Duration::from_secs(10);
 const DRAIN_PER_SEC: usize = 1000;
 /// Seconds a client turned away by the rate is told to wait.
 pub(super) const RETRY_RATE: u64 = 1;
+/// The longest an upgrade waits for its turn under the rate.
+pub(super) const QUEUE_MAX: Duration = Duration::from_secs(RETRY_RATE);
 /// Seconds a client turned away by the connection cap is told to wait.
 pub(super) const RETRY_FULL: u64 = 5;
 /// Open files a gateway keeps for its links, listeners and logs.
@@ -71,11 +76,33 @@ impl TokenBucket {
 
     /// Whether a token is there, taking none.
     pub(super) fn has(&mut self) -> bool {
+        self.wait_for_one() == Duration::ZERO
+    }
+
+    /// Takes the next token, now or once it comes: how long to wait for it,
+    /// or `None` (nothing taken) if that is longer than `max`. Tokens taken
+    /// ahead leave the bucket in debt: those who come after wait behind.
+    pub(super) fn reserve(&mut self, max: Duration) -> Option<Duration> {
+        let wait = self.wait_for_one();
+        if wait > max {
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(wait)
+    }
+
+    /// How long until a token is there (zero: it is), taking none.
+    pub(super) fn wait_for_one(&mut self) -> Duration {
         let now = Instant::now();
         let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.at = now;
-        self.tokens >= 1.0
+        let short = 1.0 - self.tokens;
+        if short <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(short / self.rate)
+        }
     }
 }
 
@@ -96,28 +123,29 @@ impl Admission {
         }
     }
 
-    /// A new connection: admitted (its token taken), or refused.
-    pub(super) fn admit(&self) -> Result<(), Refusal> {
+    /// A new connection: admitted once its turn comes (its token taken;
+    /// the caller waits the time returned), or refused.
+    pub(super) fn admit(&self) -> Result<Duration, Refusal> {
         self.check(true)
     }
 
     /// Whether a new connection would be admitted, taking nothing (a
     /// client asking why it was refused).
     pub(super) fn would_admit(&self) -> Result<(), Refusal> {
-        self.check(false)
+        self.check(false).map(drop)
     }
 
-    fn check(&self, take: bool) -> Result<(), Refusal> {
+    fn check(&self, take: bool) -> Result<Duration, Refusal> {
         if self.is_stopping() {
             return Err(Refusal::Stopping);
         }
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let admitted = if take { bucket.take() } else { bucket.has() };
-        if admitted {
-            Ok(())
+        let turn = if take {
+            bucket.reserve(QUEUE_MAX)
         } else {
-            Err(Refusal::Rate(RETRY_RATE))
-        }
+            Some(bucket.wait_for_one()).filter(|wait| *wait <= QUEUE_MAX)
+        };
+        turn.ok_or(Refusal::Rate(RETRY_RATE))
     }
 
     /// The gateway stops: no connection is admitted any more.
@@ -199,31 +227,30 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_rate_admits_a_second_of_connections_then_refills() {
+    async fn past_the_rate_connections_wait_their_turn_up_to_a_second() {
+        let ms = |ms| Ok(Duration::from_millis(ms));
         let admission = Admission::new(3);
         for _ in 0..3 {
-            assert_eq!(admission.admit(), Ok(()));
+            assert_eq!(admission.admit(), ms(0), "a second's worth at once");
         }
+        let turns: Vec<_> = (0..3).map(|_| admission.admit().map(|d| d.as_millis())).collect();
+        assert_eq!(turns, [Ok(333), Ok(666), Ok(1000)], "one every third of a second");
         assert_eq!(admission.would_admit(), Err(Refusal::Rate(RETRY_RATE)));
-        assert_eq!(admission.admit(), Err(Refusal::Rate(RETRY_RATE)));
-        tokio::time::advance(Duration::from_millis(340)).await;
         assert_eq!(
-            admission.would_admit(),
-            Ok(()),
-            "a third of a second: one more"
+            admission.admit(),
+            Err(Refusal::Rate(RETRY_RATE)),
+            "longer than a second: come back later"
         );
+        tokio::time::advance(Duration::from_millis(340)).await;
+        assert_eq!(admission.would_admit(), Ok(()), "a third of a second: one more");
         assert_eq!(admission.would_admit(), Ok(()), "asking takes nothing");
-        assert_eq!(admission.admit(), Ok(()));
+        assert!(admission.admit().is_ok_and(|d| d > Duration::from_millis(900)));
         assert!(admission.admit().is_err());
         tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 0..3 {
-            assert_eq!(
-                admission.admit(),
-                Ok(()),
-                "a full bucket, not a minute's worth"
-            );
+            assert_eq!(admission.admit(), ms(0), "a full bucket, not a minute's worth");
         }
-        assert!(admission.admit().is_err());
+        assert_eq!(admission.admit().map(|d| d.as_millis()), Ok(333));
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use axum::routing::{any, get, post};
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -169,6 +169,24 @@ pub enum GatewayError {
     Coordinator(#[from] CoordError),
 }
 
+/// Connections a listener lets wait for their accept (the kernel keeps at
+/// most `net.core.somaxconn`): a gateway's clients come back together after
+/// another gateway died, and a full queue drops their SYNs, which costs
+/// each of them a second.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The client listener, with room for a burst of connections.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Binds, joins the cluster and starts serving.
 pub async fn start(
     config: GatewayConfig,
@@ -177,9 +195,7 @@ pub async fn start(
 ) -> Result<GatewayHandle, GatewayError> {
     // Metrics recorded before the recorder exists would be lost.
     crate::telemetry::prometheus();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| GatewayError::Bind(config.listen, e))?;
+    let listener = listen(config.listen).map_err(|e| GatewayError::Bind(config.listen, e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Bind(config.listen, e))?;

@@ -45,8 +45,15 @@ pub(super) async fn upgrade(
         Ok(key) => key,
         Err(message) => return AppError(Failure::bad_request(message)).into_response(),
     };
-    if let Err(refusal) = gw.admission.admit() {
-        return refused(refusal);
+    match gw.admission.admit() {
+        Ok(turn) if turn.is_zero() => {}
+        Ok(turn) => {
+            tokio::time::sleep(turn).await;
+            if gw.admission.is_stopping() {
+                return refused(Refusal::Stopping);
+            }
+        }
+        Err(refusal) => return refused(refusal),
     }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return AppError(Failure::bad_request("the connection cannot be upgraded")).into_response();

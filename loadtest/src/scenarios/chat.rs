@@ -131,6 +131,8 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
             tokio::pin!(stop);
             // Sends not yet acked, by id, to send again on a new connection.
             let mut pending: HashMap<String, String> = HashMap::new();
+            // When the connection last came back, µs on the run's clock.
+            let mut back_at = 0;
             loop {
                 let mut closed = false;
                 tokio::select! {
@@ -144,7 +146,9 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                         let at = at.duration_since(start).as_micros() as u64;
                         // The id carries the send time too, for the ack latency.
                         let id = format!("{}.{at}", t.sent);
-                        let frame = format!(r#"{{"t":"send","room":"{room}","id":"{id}","body":{{"at":{at},"by":"{user}"}}}}"#);
+                        // Due while this sender had no connection: it waited for us.
+                        let late = if at < back_at { r#","late":true"# } else { "" };
+                        let frame = format!(r#"{{"t":"send","room":"{room}","id":"{id}","body":{{"at":{at},"by":"{user}"{late}}}}}"#);
                         t.sent();
                         if reconnect {
                             pending.insert(id, frame.clone());
@@ -157,7 +161,7 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                             match frame.t {
                                 "msg" => {
                                     t.seq(frame.seq.unwrap_or(0));
-                                    t.delivered(frame.body.and_then(|b| b.at), micros());
+                                    t.delivered_body(frame.body, micros());
                                 }
                                 "ack" => {
                                     acked.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +189,7 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                 let down = Instant::now();
                 let since = (t.last(), epoch.as_str());
                 let Some((ntx, nrx, joined)) =
-                    come_back(&gateway, source, &user, &room, since, i, stop_at).await
+                    come_back(&gateway, source, &user, &room, since, stop_at).await
                 else {
                     t.disconnected = true;
                     break;
@@ -196,10 +200,12 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
                 }
                 for kept in joined.history {
                     t.seq(kept.seq);
-                    t.delivered(kept.body.and_then(|b| b.at), micros());
+                    t.delivered_body(kept.body, micros());
                 }
+                back_at = micros();
                 for frame in pending.values() {
-                    if client::send(&mut tx, frame.clone()).await.is_err() {
+                    let again = frame.replacen(r#""body":{"#, r#""body":{"late":true,"#, 1);
+                    if client::send(&mut tx, again).await.is_err() {
                         break;
                     }
                 }
@@ -218,29 +224,34 @@ pub async fn run(run: &Run, args: ChatArgs, scenario: &'static str) -> Result<Re
     Ok(report)
 }
 
-/// Opens a new connection and rejoins `room` from `since`, trying again
-/// every 50 to 150 ms (spread by `i`, so that many clients do not retry in
-/// step) until `deadline`.
+/// Opens a new connection and rejoins `room` from `since` until
+/// `deadline`, as `docs/client.md` tells every client to: before each try
+/// a random wait below min(30 s, 0.5 s × 2^tries), and a refusal's
+/// `Retry-After` on top.
 async fn come_back(
     gateway: &str,
     source: Option<IpAddr>,
     user: &str,
     room: &str,
     since: (u64, &str),
-    i: usize,
     deadline: Instant,
 ) -> Option<(Tx, Rx, Joined)> {
-    let pause = Duration::from_millis(50 + (i as u64 * 37) % 100);
-    while Instant::now() < deadline {
+    let mut wait_more = Duration::ZERO;
+    for tries in 0.. {
+        tokio::time::sleep(wait_more + client::reconnect_delay(tries)).await;
+        if Instant::now() >= deadline {
+            break;
+        }
         let attempt = async {
             let (mut tx, mut rx) = client::connect(gateway, source, user).await?;
             let joined = client::rejoin(&mut tx, &mut rx, room, Some(since)).await?;
             anyhow::Ok((tx, rx, joined))
         };
-        if let Ok(Ok(back)) = tokio::time::timeout_at(deadline, attempt).await {
-            return Some(back);
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(back)) => return Some(back),
+            Ok(Err(e)) => wait_more = client::retry_after(&e),
+            Err(_) => break,
         }
-        tokio::time::sleep(pause).await;
     }
     None
 }
