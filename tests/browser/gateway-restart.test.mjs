@@ -68,7 +68,7 @@ before(async () => {
   writeFileSync(cfg, `
 defaults
     mode http
-    timeout connect 1s
+    timeout connect 250ms
     timeout client 60s
     timeout server 60s
     timeout tunnel 1h
