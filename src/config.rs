@@ -42,6 +42,8 @@ enum Cmd {
     Token(TokenArgs),
     /// Health check for containers: exit 0 if the target answers.
     Probe(ProbeArgs),
+    /// Print a fresh random secret for --cluster-secret or --jwt-secret.
+    Secret,
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +211,8 @@ struct ClientAuth {
 /// Who may speak on a link (node, gateway; dev makes its own).
 #[derive(Debug, Args)]
 struct ClusterSecret {
-    /// Authenticates gateway↔node and node↔node links (at least 8 bytes).
+    /// Authenticates gateway↔node and node↔node links (at least 32 bytes;
+    /// `roomring secret` prints one).
     #[arg(long, env = "ROOMRING_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
 }
@@ -392,6 +395,8 @@ pub enum Command {
         /// `http://...` or `HOST:PORT`.
         target: String,
     },
+    /// `roomring secret`: print a fresh secret.
+    Secret,
     /// `roomring token`: the claims to sign, and the key.
     Token {
         /// The claims, `exp` included.
@@ -437,7 +442,7 @@ where
         Cmd::Dev(a) => a.runtime.threads,
         Cmd::Node(a) => a.runtime.threads,
         Cmd::Gateway(a) => a.runtime.threads,
-        Cmd::Token(_) | Cmd::Probe(_) => 1,
+        Cmd::Token(_) | Cmd::Probe(_) | Cmd::Secret => 1,
         Cmd::Ctl(_) => 1,
     };
     Ok(Invocation {
@@ -508,12 +513,11 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
             })
         }
         Cmd::Probe(a) => Ok(Command::Probe { target: a.target }),
+        Cmd::Secret => Ok(Command::Secret),
         Cmd::Token(a) => {
             let sub =
                 crate::ids::UserId::parse(&a.sub).map_err(|e| usage(format!("--sub: {e}")))?;
-            if a.jwt_secret.is_empty() {
-                return Err(usage("--jwt-secret must not be empty"));
-            }
+            long_enough("--jwt-secret", &a.jwt_secret)?;
             let mut claims = serde_json::json!({
                 "sub": sub.as_str(),
                 "exp": crate::protocol::now_ms() / 1000 + a.ttl,
@@ -577,14 +581,16 @@ fn auth(s: &ClientAuth, default: AuthKind) -> Result<Auth, UsageError> {
     match s.auth.unwrap_or(default) {
         AuthKind::None => Ok(Auth::None),
         AuthKind::Jwt => match s.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => {
+            Some(secret) => {
+                long_enough("--jwt-secret", secret)?;
                 let mut keys = vec![secret];
                 if let Some(previous) = s.jwt_previous_secret.as_deref().filter(|p| !p.is_empty()) {
+                    long_enough("--jwt-previous-secret", previous)?;
                     keys.push(previous);
                 }
                 Ok(Auth::jwt_keys(&keys, s.token_leeway))
             }
-            _ => Err(usage("--auth jwt needs --jwt-secret (or --auth none)")),
+            None => Err(usage("--auth jwt needs --jwt-secret (or --auth none)")),
         },
     }
 }
@@ -593,10 +599,31 @@ fn auth(s: &ClientAuth, default: AuthKind) -> Result<Auth, UsageError> {
 /// `--auth` is about clients, the secret about who may speak on a link.
 fn cluster_secret(s: &ClusterSecret) -> Result<Secret, UsageError> {
     match &s.cluster_secret {
-        Some(secret) if secret.len() >= 8 => Ok(Secret::new(secret)),
-        Some(_) => Err(usage("--cluster-secret must be at least 8 bytes")),
+        Some(secret) => long_enough("--cluster-secret", secret).map(|()| Secret::new(secret)),
         None => Err(usage("--cluster-secret is required outside dev")),
     }
+}
+
+/// The fewest bytes a secret may have: a shorter one could be guessed
+/// from one recorded proof or token.
+pub const SECRET_MIN: usize = 32;
+
+/// A secret of at least `SECRET_MIN` bytes, or a usage error naming `flag`.
+fn long_enough(flag: &str, secret: &str) -> Result<(), UsageError> {
+    if secret.len() >= SECRET_MIN {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "{flag} must be at least {SECRET_MIN} bytes (`roomring secret` prints a fresh one)"
+        )))
+    }
+}
+
+/// A fresh secret: 32 random bytes, in hex.
+pub fn fresh_secret() -> String {
+    let mut bytes = [0u8; SECRET_MIN];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -633,7 +660,7 @@ mod tests {
                 "--coordinator",
                 "http://x",
                 "--cluster-secret",
-                "cluster-s3cret",
+                LONG_C,
             ],
             &[
                 "node",
@@ -644,7 +671,7 @@ mod tests {
                 "--coordinator",
                 "redis://x",
                 "--cluster-secret",
-                "cluster-s3cret",
+                LONG_C,
             ],
             &[
                 "gateway",
@@ -666,7 +693,7 @@ mod tests {
                 "--coordinator",
                 "redis://x",
                 "--cluster-secret",
-                "cluster-s3cret",
+                LONG_C,
                 "--rate",
                 "5",
             ],
@@ -681,16 +708,28 @@ mod tests {
                 "--auth",
                 "none",
                 "--cluster-secret",
-                "cluster-s3cret",
+                LONG_C,
                 "--history",
                 "5000",
             ],
-            &["dev", "--cluster-secret", "cluster-s3cret"],
+            &["dev", "--cluster-secret", LONG_C],
         ] {
             let err = run(args).expect_err(&format!("{args:?} must fail"));
             assert_eq!(err.code, EXIT_USAGE, "{args:?}");
         }
         assert_eq!(run(&["--help"]).unwrap_err().code, 0);
+    }
+
+    const LONG_J: &str = "a-jwt-secret-of-32-bytes-at-least";
+    const LONG_C: &str = "a-cluster-secret-of-32-bytes-or-more";
+
+    #[test]
+    fn a_fresh_secret_is_long_and_new_each_time() {
+        let (a, b) = (fresh_secret(), fresh_secret());
+        assert_eq!(a.len(), 2 * SECRET_MIN);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(matches!(run(&["secret"]), Ok(Command::Secret)));
     }
 
     #[test]
@@ -706,7 +745,7 @@ mod tests {
         ];
         let ok = run(&[
             &base[..],
-            &["--jwt-secret", "j", "--cluster-secret", "cluster-s3cret"],
+            &["--jwt-secret", LONG_J, "--cluster-secret", LONG_C],
         ]
         .concat())
         .unwrap();
@@ -720,7 +759,16 @@ mod tests {
                 ..
             }
         ));
-        assert!(run(&[&base[..], &["--jwt-secret", "j"]].concat()).is_err());
+        assert!(run(&[&base[..], &["--jwt-secret", LONG_J]].concat()).is_err());
+        for short in [
+            &["--jwt-secret", "j", "--cluster-secret", LONG_C][..],
+            &["--jwt-secret", LONG_J, "--jwt-previous-secret", "p", "--cluster-secret", LONG_C],
+            &["--jwt-secret", LONG_J, "--cluster-secret", &LONG_C[..31]],
+        ] {
+            let e = run(&[&base[..], short].concat()).expect_err("a short secret");
+            assert_eq!(e.code, EXIT_USAGE);
+            assert!(e.message.contains("at least 32 bytes"), "{}", e.message);
+        }
         // --auth is about clients: links still need the secret.
         assert!(run(&[&base[..], &["--auth", "none"]].concat()).is_err());
         assert!(
@@ -728,7 +776,7 @@ mod tests {
         );
         assert!(run(&[
             &base[..],
-            &["--auth", "none", "--cluster-secret", "cluster-s3cret"]
+            &["--auth", "none", "--cluster-secret", LONG_C]
         ]
         .concat())
         .is_ok());
@@ -743,7 +791,7 @@ mod tests {
             "--listen",
             "127.0.0.1:0",
             "--cluster-secret",
-            "cluster-s3cret",
+            LONG_C,
             "--coordinator",
             "http://user:hunter2@example:6379",
         ])
@@ -765,7 +813,7 @@ mod tests {
     #[test]
     fn token_signs_client_and_api_tokens() {
         let Command::Token { claims, .. } =
-            run(&["token", "--sub", "ann", "--jwt-secret", "k"]).unwrap()
+            run(&["token", "--sub", "ann", "--jwt-secret", LONG_J]).unwrap()
         else {
             panic!("not a token command")
         };
@@ -779,14 +827,14 @@ mod tests {
             "--role",
             "admin",
             "--jwt-secret",
-            "k",
+            LONG_J,
         ])
         .unwrap() else {
             panic!("not a token command")
         };
         assert_eq!(claims["aud"], "roomring-api");
         assert_eq!(claims["role"], "admin");
-        assert!(run(&["token", "--sub", "ops", "--aud", "api", "--jwt-secret", "k"]).is_err());
-        assert!(run(&["token", "--sub", "bad name", "--jwt-secret", "k"]).is_err());
+        assert!(run(&["token", "--sub", "ops", "--aud", "api", "--jwt-secret", LONG_J]).is_err());
+        assert!(run(&["token", "--sub", "bad name", "--jwt-secret", LONG_J]).is_err());
     }
 }

@@ -32,6 +32,34 @@ fn bad_flags_exit_64_with_a_message() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("dev"));
 }
 
+#[test]
+fn secrets_shorter_than_32_bytes_exit_64_and_roomring_secret_prints_one() {
+    let out = roomring().arg("secret").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(secret.len() >= 32, "{secret}");
+    let node = |secret: &str| {
+        roomring()
+            .args(["node", "--id", "n1", "--listen", "127.0.0.1:0"])
+            .args(["--coordinator", "redis://127.0.0.1:1", "--cluster-secret", secret])
+            .output()
+            .unwrap()
+    };
+    let short = node("eight-by");
+    assert_eq!(short.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"));
+    let token = roomring()
+        .args(["token", "--sub", "ann", "--jwt-secret", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(token.status.code(), Some(64), "a one-byte JWT secret");
+    let signed = roomring()
+        .args(["token", "--sub", "ann", "--jwt-secret", &secret])
+        .output()
+        .unwrap();
+    assert_eq!(signed.status.code(), Some(0));
+}
+
 /// A clean stop is quiet too: the gateway leaves with its links, and no
 /// node takes it for a gateway whose lease lapsed.
 #[tokio::test]
@@ -94,7 +122,7 @@ async fn a_second_process_with_a_live_members_id_exits_with_a_clear_error() {
             "--coordinator",
             &redis.url(),
         ])
-        .args(["--cluster-secret", "test-cluster-secret"])
+        .args(["--cluster-secret", "test-cluster-secret-of-32-bytes-or-more"])
         .output()
         .expect("runs");
     assert_eq!(second.status.code(), Some(1));
@@ -119,7 +147,7 @@ async fn of_two_processes_started_at_once_with_one_id_one_exits_and_one_keeps_it
         roomring()
             .args(["node", "--id", "twin", "--listen", "127.0.0.1:0"])
             .args(["--coordinator", &redis.url()])
-            .args(["--cluster-secret", "test-cluster-secret"])
+            .args(["--cluster-secret", "test-cluster-secret-of-32-bytes-or-more"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

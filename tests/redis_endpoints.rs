@@ -44,7 +44,7 @@ fn refused(url: &str, extra: &[&str]) -> (Option<i32>, String) {
             "--coordinator",
             url,
             "--cluster-secret",
-            "test-cluster-secret",
+            "test-cluster-secret-of-32-bytes-or-more",
         ])
         .args(extra)
         .output()
