@@ -272,6 +272,12 @@ struct NodeArgs {
     /// `unavailable`.
     #[arg(long, env = "ROOMRING_REDIS_ALLOW_DEGRADED")]
     redis_allow_degraded: bool,
+    /// Serve links from builds before link version 4, whose handshake has
+    /// this node prove itself first (to anyone who connects: an offline
+    /// guess at the cluster secret). Only while such builds run, during a
+    /// rolling update from them.
+    #[arg(long, env = "ROOMRING_ALLOW_OLD_LINKS")]
+    allow_old_links: bool,
     /// Accepted so that one command line serves every role; a node serves
     /// no clients, so they change nothing on it.
     #[command(flatten)]
@@ -482,6 +488,11 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 cluster_secret,
                 rooms: a.rooms.limits(),
                 room_idle: std::time::Duration::from_secs(a.rooms.room_idle),
+                older_builds: if a.allow_old_links {
+                    crate::link::OlderBuilds::Accept
+                } else {
+                    crate::link::OlderBuilds::Refuse
+                },
             };
             Ok(Command::Node {
                 config,

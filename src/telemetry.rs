@@ -75,6 +75,8 @@ pub struct Metrics {
     pub join_requests: Counter,
     /// Joins those requests carried.
     pub joins: Counter,
+    /// Link connections a node closed before they authenticated.
+    pub link_refusals: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -100,6 +102,7 @@ pub fn metrics() -> &'static Metrics {
             resumed_connections: metrics::counter!("roomring_resumed_connections_total"),
             join_requests: metrics::counter!("roomring_join_requests_total"),
             joins: metrics::counter!("roomring_joins_total"),
+            link_refusals: metrics::counter!("roomring_link_refusals_total"),
         }
     })
 }

@@ -290,3 +290,36 @@ async fn a_node_port_gives_nothing_to_clients_forgers_or_gateways_sending_handof
     assert!(dropped.is_ok(), "the node kept a link that sent a hand-off");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn strangers_on_a_node_port_are_bounded_and_counted() {
+    let cluster = support::TestCluster::start(1, 1).await;
+    let node = cluster.nodes.addrs()[0];
+    let gw = cluster.addr();
+    let before = support::metric(gw, "roomring_link_refusals_total").await;
+    // 100 connections that say nothing: 64 may wait to authenticate, the
+    // rest are closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(node).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for stream in &mut silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(5), stream.read(&mut byte)).await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 36, "past 64 authenticating, a link is closed at once");
+    let refused = support::metric(gw, "roomring_link_refusals_total").await - before;
+    assert_eq!(refused, 36, "each counted");
+    drop(silent);
+    // Once they are gone, a member links again.
+    let me = NodeId::parse("gw-late").unwrap();
+    let secret = cluster.nodes.secret();
+    let addr = node.to_string();
+    eventually!(link::client::connect(&addr, Role::Gateway, &me, &secret).await);
+    cluster.stop().await;
+}

@@ -4,7 +4,8 @@
 use tokio::net::TcpStream;
 
 use super::handshake::{
-    appended_version, nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, LATEST, VERSION,
+    appended_version, nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, CLIENT_FIRST,
+    LATEST, RECORD_MAX, VERSION,
 };
 use super::io::{tune, write_record, LinkReader};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
@@ -37,7 +38,7 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
         nonce: client_nonce,
     };
     write_record(&mut write, &(hello, LATEST)).await?;
-    let record = reader.next().await?;
+    let record = reader.next_within(RECORD_MAX).await?;
     let (challenge, rest): (Challenge<'_>, _) = codec::decode_front(&record)?;
     let version = appended_version(rest)?;
     if version > LATEST {
@@ -55,19 +56,26 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
         client_nonce: &client_nonce,
         server_nonce: &challenge.nonce,
     };
-    if !transcript.verify(secret.bytes(), Side::Server, &challenge.proof) {
-        return Err(LinkError::Handshake(
-            "the node does not hold the cluster secret".into(),
-        ));
+    let not_the_node = || LinkError::Handshake("the node does not hold the cluster secret".into());
+    let client_first = version >= CLIENT_FIRST;
+    // An older node proves itself first (its proof is in the challenge).
+    if !client_first && !transcript.verify(secret.bytes(), Side::Server, &challenge.proof) {
+        return Err(not_the_node());
     }
     let proof = Proof {
         proof: transcript.prove(secret.bytes(), Side::Client),
     };
     write_record(&mut write, &proof).await?;
-    let record = reader.next().await?;
-    match codec::decode::<Verdict<'_>>(&record)? {
-        Verdict::Welcome => {}
-        Verdict::Refused(reason) => return Err(LinkError::Handshake(reason.to_string())),
+    let record = reader.next_within(RECORD_MAX).await?;
+    let (verdict, rest): (Verdict<'_>, _) = codec::decode_front(&record)?;
+    if let Verdict::Refused(reason) = verdict {
+        return Err(LinkError::Handshake(reason.to_string()));
+    }
+    if client_first {
+        let server_proof: [u8; 32] = codec::decode(rest)?;
+        if !transcript.verify(secret.bytes(), Side::Server, &server_proof) {
+            return Err(not_the_node());
+        }
     }
     Ok(Link {
         peer: Peer {

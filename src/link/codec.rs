@@ -87,11 +87,17 @@ pub fn decode_front<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(T, &'a [u
 /// Splits the next complete record body off the front of `buf`; `None` when
 /// it has not fully arrived (room for it is then reserved).
 pub fn split_record(buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+    split_record_within(buf, MAX_RECORD)
+}
+
+/// `split_record` for records of at most `max` bytes: a longer one is
+/// refused before any room is reserved for it.
+pub fn split_record_within(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
     let Some(head) = buf.get(..PREFIX) else {
         return Ok(None);
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len > MAX_RECORD {
+    if len > max {
         return Err(CodecError::TooLarge(len));
     }
     if buf.len() < PREFIX + len {

@@ -4,13 +4,21 @@
 //! constant time. A recorded handshake is worthless: the other side's nonce
 //! is new every time. The whole exchange must finish within a timeout.
 //!
+//! From version 4 the connecting side proves first, against the server's
+//! fresh nonce, and the server's proof comes only with `Welcome`: a stranger
+//! who connects gets nothing computed from the secret to guess it by.
+//!
 //! ```text
 //! client                                   server
 //!   Hello { role, id, nonce_c }      ───►
-//!                                    ◄───  Challenge { id, nonce_s, proof_s }
+//!                                    ◄───  Challenge { id, nonce_s, (no proof) }
 //!   Proof { proof_c }                ───►
-//!                                    ◄───  Welcome | Refused { reason }
+//!                                    ◄───  Welcome + proof_s | Refused { reason }
 //! ```
+//!
+//! Up to version 3 the server proved first (`Challenge` carried `proof_s`);
+//! a node speaks that only to the older builds of a rolling update, and only
+//! when told to (`--allow-old-links`).
 //!
 //! Versions: `Hello` says version 1 and appends the highest version the
 //! client speaks; the server appends the version it chose to `Challenge`.
@@ -29,8 +37,13 @@ use crate::ids::Role;
 pub(super) const VERSION: u16 = 1;
 /// The highest version of the link protocol this build speaks. Version 2
 /// adds `presence.list` operations and resumes of a whole room; version 3
-/// joins gathered per room (`ToNode::Join`).
-pub const LATEST: u16 = 3;
+/// joins gathered per room (`ToNode::Join`); version 4 has the client prove
+/// first.
+pub const LATEST: u16 = 4;
+/// The first version in which the client proves first.
+pub(super) const CLIENT_FIRST: u16 = 4;
+/// The longest handshake record: nonces, proofs, ids of at most 64 bytes.
+pub(super) const RECORD_MAX: usize = 512;
 /// Bytes of a nonce and of a proof.
 const LEN: usize = 32;
 

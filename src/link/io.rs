@@ -318,8 +318,14 @@ impl LinkReader {
 
     /// The next record, reading as much as it takes.
     pub async fn next(&mut self) -> Result<Bytes, LinkError> {
+        self.next_within(codec::MAX_RECORD).await
+    }
+
+    /// The next record, refused if it says it is longer than `max` bytes
+    /// (a handshake's: nothing is reserved for a peer not yet known).
+    pub async fn next_within(&mut self, max: usize) -> Result<Bytes, LinkError> {
         loop {
-            if let Some(record) = codec::split_record(&mut self.buf)? {
+            if let Some(record) = codec::split_record_within(&mut self.buf, max)? {
                 return Ok(record);
             }
             self.fill().await?;

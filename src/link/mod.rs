@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use handshake::LATEST;
+pub use server::OlderBuilds;
 pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
@@ -25,8 +26,11 @@ pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
 use crate::ids::NodeId;
 use crate::ids::Role;
 
-/// How long the handshake of a new link may take, both ways.
+/// How long a side that connects waits for its handshake to finish.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node lets a connection take to authenticate before it
+/// closes it.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a link may buffer for writing before it counts as overloaded.
 pub const WRITE_LIMIT: usize = 64 << 20;
 
@@ -107,6 +111,7 @@ mod tests {
     use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
     use super::io::{write_record, LinkReader};
     use super::*;
+    use bytes::Bytes;
     use tokio::net::{TcpListener, TcpStream};
 
     fn id(s: &str) -> NodeId {
@@ -117,10 +122,10 @@ mod tests {
     async fn two_builds_of_this_version_speak_the_latest() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let secret = Secret::new("a-secret");
+        let secret = Secret::new(SECRET);
         let server = async {
             let (stream, _) = listener.accept().await.unwrap();
-            server::accept(stream, &id("n1"), &secret).await.unwrap()
+            server::accept(stream, &id("n1"), &secret, OlderBuilds::Refuse).await.unwrap()
         };
         let me = id("g1");
         let client = client::connect(&addr, Role::Gateway, &me, &secret);
@@ -129,15 +134,16 @@ mod tests {
     }
 
     /// A client of version 1 (it appends nothing to `Hello` and reads only
-    /// the front of `Challenge`) gets a link of version 1.
+    /// the front of `Challenge`) gets a link of version 1 from a node told
+    /// to serve older builds.
     #[tokio::test]
     async fn a_client_of_version_1_is_served_version_1() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let secret = Secret::new("a-secret");
+        let secret = Secret::new(SECRET);
         let server = async {
             let (stream, _) = listener.accept().await.unwrap();
-            server::accept(stream, &id("n1"), &secret).await
+            server::accept(stream, &id("n1"), &secret, OlderBuilds::Accept).await
         };
         let old_client = async {
             let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -174,5 +180,79 @@ mod tests {
         let (server, welcomed) = tokio::join!(server, old_client);
         assert!(welcomed);
         assert_eq!(server.unwrap().version, VERSION);
+    }
+
+    const SECRET: &str = "a-cluster-secret-of-32-bytes-or-more";
+
+    /// A stranger's `Hello`, naming `speaks` as its highest version: what
+    /// the node answers (the record's body).
+    async fn stranger(speaks: Option<u16>, older: OlderBuilds) -> (Bytes, Result<Link, LinkError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            server::accept(stream, &id("n1"), &Secret::new(SECRET), older).await
+        };
+        let client = async {
+            let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+            let hello = Hello {
+                version: VERSION,
+                role: Role::Gateway,
+                id: "g1",
+                nonce: nonce(),
+            };
+            match speaks {
+                Some(v) => write_record(&mut write, &(hello, v)).await.unwrap(),
+                None => write_record(&mut write, &hello).await.unwrap(),
+            }
+            let answer = LinkReader::new(read).next().await.unwrap();
+            drop(write);
+            answer
+        };
+        let (link, answer) = tokio::join!(server, client);
+        (answer, link)
+    }
+
+    #[tokio::test]
+    async fn a_stranger_gets_nothing_computed_from_the_secret() {
+        let (answer, link) = stranger(Some(LATEST), OlderBuilds::Refuse).await;
+        let (challenge, _): (Challenge<'_>, _) = codec::decode_front(&answer).unwrap();
+        assert_eq!(challenge.proof, [0; 32], "no proof before the client's");
+        assert!(link.is_err(), "the stranger proved nothing");
+        // Claiming an older version does not get the proof either.
+        for older in [Some(3), None] {
+            let (answer, link) = stranger(older, OlderBuilds::Refuse).await;
+            assert!(
+                matches!(codec::decode(&answer), Ok(Verdict::Refused(why)) if why.contains("--allow-old-links")),
+                "{older:?}"
+            );
+            assert!(link.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handshake_record_says_at_most_a_few_hundred_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        // A length prefix of 4 MiB - 1, then nothing.
+        client.write_all(&((4u32 << 20) - 1).to_le_bytes()).await.unwrap();
+        let (me, secret) = (id("n1"), Secret::new(SECRET));
+        let refused = server::accept(stream, &me, &secret, OlderBuilds::Refuse).await;
+        assert!(matches!(refused, Err(LinkError::Codec(codec::CodecError::TooLarge(_)))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_does_not_authenticate_is_closed_after_10_s() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let began = tokio::time::Instant::now();
+        let result = server::accept(stream, &id("n1"), &Secret::new(SECRET), OlderBuilds::Refuse).await;
+        assert!(matches!(result, Err(LinkError::Timeout)));
+        assert_eq!(began.elapsed(), ACCEPT_TIMEOUT);
     }
 }

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub rooms: crate::rooms::Limits,
     /// How long a room no connection has joined stays in memory.
     pub room_idle: Duration,
+    /// Whether links from builds before link version 4 are served.
+    pub older_builds: crate::link::OlderBuilds,
 }
 
 /// The default of `NodeConfig::room_idle`.
@@ -73,6 +75,7 @@ impl NodeConfig {
             cluster_secret: Secret::new(cluster_secret),
             rooms: crate::rooms::Limits::default(),
             room_idle: ROOM_IDLE,
+            older_builds: crate::link::OlderBuilds::Refuse,
         }
     }
 }

@@ -245,7 +245,7 @@ mod tests {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let me = NodeId::parse("node-b").expect("id");
-                    let link = link::server::accept(stream, &me, &Secret::new(SECRET))
+                    let link = link::server::accept(stream, &me, &Secret::new(SECRET), Default::default())
                         .await
                         .expect("link");
                     let mut reader = link.reader;

@@ -29,6 +29,10 @@ use crate::shutdown::Shutdown;
 /// Link ids are unique per process, so rooms never confuse two links.
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
+/// Link connections at most that may be authenticating at once; past it
+/// a new one is closed at once.
+const PRE_AUTH_MAX: usize = 64;
+
 /// Accepts links until shutdown.
 pub(super) struct Listener {
     pub(super) node: Arc<Node>,
@@ -38,6 +42,8 @@ pub(super) struct Listener {
 
 impl Listener {
     pub(super) async fn run(mut self) {
+        let unproven = Arc::new(tokio::sync::Semaphore::new(PRE_AUTH_MAX));
+        let log = Arc::new(RefusalLog::default());
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
@@ -45,8 +51,13 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(permit) = unproven.clone().try_acquire_owned() else {
+                        log.refused(peer, "too many links authenticating at once");
+                        continue;
+                    };
                     let span = tracing::debug_span!("link", client.addr = %peer);
-                    let link = serve(self.node.clone(), stream, peer, self.shutdown.clone());
+                    let admitted = (permit, log.clone());
+                    let link = serve(self.node.clone(), stream, peer, admitted, self.shutdown.clone());
                     tokio::spawn(crate::telemetry::contained("link", link).instrument(span));
                 }
                 Err(e) => {
@@ -80,13 +91,47 @@ impl Parts {
     }
 }
 
-/// Serves one link until it closes or the node shuts down.
-async fn serve(node: Arc<Node>, stream: TcpStream, addr: SocketAddr, mut shutdown: Shutdown) {
-    let link =
-        match link::server::accept(stream, &node.config.id, &node.config.cluster_secret).await {
-            Ok(link) => link,
-            Err(e) => return tracing::warn!(client.addr = %addr, error = %e, "link refused"),
-        };
+/// Counts the link connections refused before they authenticated, and logs
+/// them at most once a second (a flood of strangers is one line a second).
+#[derive(Default)]
+struct RefusalLog {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    unlogged: AtomicU64,
+}
+
+impl RefusalLog {
+    fn refused(&self, addr: SocketAddr, why: &str) {
+        crate::telemetry::metrics().link_refusals.increment(1);
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1)) {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let more = self.unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(client.addr = %addr, error = why, more_since_last = more, "link refused");
+    }
+}
+
+/// Serves one link until it closes or the node shuts down; `admitted` is
+/// its place among the links authenticating, held until it has.
+async fn serve(
+    node: Arc<Node>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    admitted: (tokio::sync::OwnedSemaphorePermit, Arc<RefusalLog>),
+    mut shutdown: Shutdown,
+) {
+    let (permit, log) = admitted;
+    let config = &node.config;
+    let accepted =
+        link::server::accept(stream, &config.id, &config.cluster_secret, config.older_builds).await;
+    drop(permit);
+    let link = match accepted {
+        Ok(link) => link,
+        Err(e) => return log.refused(addr, &e.to_string()),
+    };
     let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
     let sink = Arc::new(LinkSink::new(id, link.writer.clone()));
     node.lock_links().insert(
