@@ -171,6 +171,24 @@ struct EdgeLimits {
     /// answers none within as long again is closed (1001).
     #[arg(long, env = "ROOMRING_PING_INTERVAL", default_value_t = crate::gateway::PING_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     ping_interval: u64,
+    /// Pages besides the gateway's own that may call /ws and the API,
+    /// comma-separated `scheme://host[:port]` (their hosts may then name the
+    /// gateway too); a page of any other origin gets 403.
+    #[arg(long, env = "ROOMRING_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin_arg)]
+    allowed_origins: Vec<String>,
+}
+
+/// An `http://` or `https://` origin: a scheme and a host, no path.
+fn origin_arg(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or("an origin starts with http:// or https://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err("an origin is scheme://host[:port], with no path".into());
+    }
+    Ok(s.trim_end_matches('/').to_string())
 }
 
 impl EdgeLimits {
@@ -188,6 +206,7 @@ impl EdgeLimits {
         config.rooms_per_conn = self.rooms_per_connection as usize;
         config.http = self.http();
         config.ping_interval = std::time::Duration::from_secs(self.ping_interval);
+        config.allowed_origins = self.allowed_origins.clone();
     }
 }
 
@@ -467,6 +486,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 rooms_per_conn: a.edge.rooms_per_connection as usize,
                 http: a.edge.http(),
                 ping_interval: std::time::Duration::from_secs(a.edge.ping_interval),
+                allowed_origins: a.edge.allowed_origins.clone(),
                 listen: a.listen,
                 nodes: a.nodes as usize,
                 gateways: 1,

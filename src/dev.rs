@@ -57,6 +57,8 @@ pub struct DevOptions {
     pub http: HttpLimits,
     /// Silence after which a client gets a ping (see `GatewayConfig`).
     pub ping_interval: Duration,
+    /// Pages besides the gateway's own that may call `/ws` and the API.
+    pub allowed_origins: Vec<String>,
 }
 
 impl DevOptions {
@@ -77,6 +79,7 @@ impl DevOptions {
             rooms_per_conn: gateway::ROOMS_PER_CONN as usize,
             http: HttpLimits::default(),
             ping_interval: Duration::from_secs(gateway::PING_INTERVAL_SECS),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -213,6 +216,7 @@ impl DevCluster {
             config.rooms_per_conn = options.rooms_per_conn;
             config.http = options.http;
             config.ping_interval = options.ping_interval;
+            config.allowed_origins = options.allowed_origins.clone();
             let control: Arc<dyn DevControl> = nodes.clone();
             gateways.push(gateway::start(config, coordinator.clone(), Some(control)).await?);
         }

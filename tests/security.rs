@@ -323,3 +323,46 @@ async fn strangers_on_a_node_port_are_bounded_and_counted() {
     eventually!(link::client::connect(&addr, Role::Gateway, &me, &secret).await);
     cluster.stop().await;
 }
+
+/// The status of a request sent with these `Host` and extra headers.
+async fn status_as(addr: std::net::SocketAddr, request: &str, host: &str, extra: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let text = format!("{request} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{{}}");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    // The status line is enough (a WebSocket stays open).
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+        raw.push(byte[0]);
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap()
+}
+
+#[tokio::test]
+async fn without_auth_other_sites_and_rebound_names_get_403() {
+    let mut options = DevOptions::for_test(1, 1);
+    options.allowed_origins = vec!["https://app.example".into()];
+    let cluster = support::TestCluster::with(options).await;
+    let addr = cluster.addr();
+    let own = addr.to_string();
+    let drain = "POST /api/cluster/nodes/nobody/drain";
+    let upgrade = "GET /ws?user=ann";
+    let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // A page of another site, through a visitor's browser.
+    let evil = "Origin: http://evil.example\r\n";
+    assert_eq!(status_as(addr, drain, &own, evil).await, 403);
+    assert_eq!(status_as(addr, upgrade, &own, &format!("{evil}{ws}")).await, 403);
+    // A name rebound to this host.
+    assert_eq!(status_as(addr, drain, "evil.example:80", "").await, 403);
+    assert_eq!(status_as(addr, upgrade, "evil.example", ws).await, 403);
+    // The server's own pages, loopback names and allowed origins go on.
+    let mine = format!("Origin: http://{own}\r\n");
+    assert_eq!(status_as(addr, drain, &own, &mine).await, 404, "no such node");
+    assert_eq!(status_as(addr, drain, "localhost", "").await, 404);
+    let app = "Origin: https://app.example\r\n";
+    assert_eq!(status_as(addr, upgrade, &own, &format!("{app}{ws}")).await, 101);
+    // Health and the pages themselves are not guarded.
+    assert_eq!(status_as(addr, "GET /healthz", "evil.example", "").await, 200);
+    cluster.stop().await;
+}

@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub advertise: Option<String>,
     /// How clients are identified.
     pub auth: Auth,
+    /// Pages (`scheme://host[:port]`) besides the gateway's own that may
+    /// call `/ws` and the API (`gateway::origin`).
+    pub allowed_origins: Vec<String>,
     /// Authenticates the links to the nodes.
     pub cluster_secret: Secret,
     /// Sustained client frames per second per connection.
@@ -104,6 +107,7 @@ impl GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             auth: Auth::None,
+            allowed_origins: Vec::new(),
             cluster_secret,
             rate_per_sec: RATE_PER_SEC,
             rate_burst: RATE_BURST,

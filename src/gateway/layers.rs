@@ -36,6 +36,20 @@ pub(super) fn require(
     ))
 }
 
+/// Lets a request through only if its `Host` and `Origin` may call the
+/// gateway (`origin::Guard`), else 403.
+pub(super) fn guard(gw: &Arc<Gateway>, routes: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
+    routes.route_layer(middleware::from_fn_with_state(
+        gw.clone(),
+        |State(gw): State<Arc<Gateway>>, req: Request, next: Next| async move {
+            match gw.guard.check(req.headers()) {
+                Ok(()) => next.run(req).await,
+                Err(why) => AppError(Failure::new(ErrorCode::Forbidden, why)).into_response(),
+            }
+        },
+    ))
+}
+
 /// Concurrency, time and body limits around the API's routes.
 pub(super) fn limit(routes: Router<Arc<Gateway>>, limits: HttpLimits) -> Router<Arc<Gateway>> {
     let body_bytes = limits.body_bytes;

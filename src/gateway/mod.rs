@@ -26,6 +26,7 @@ mod http;
 mod joins;
 mod layers;
 mod listener;
+mod origin;
 pub mod outbox;
 mod sessions;
 mod subs;
@@ -86,6 +87,8 @@ pub(crate) struct Gateway {
     /// The connection rate, and whether the gateway stops (then `/readyz`
     /// answers 503 and nobody is admitted).
     admission: admission::Admission,
+    /// Which names and pages may call `/ws` and the API.
+    guard: origin::Guard,
 }
 
 /// The gateway's HTTP and WebSocket routes, with their limits and
@@ -108,9 +111,11 @@ pub(crate) fn app(gw: Arc<Gateway>) -> Router {
         .merge(layers::require(&gw, admin, ApiRole::Admin))
         .route("/api", any(http::not_found))
         .route("/api/{*rest}", any(http::not_found));
-    Router::new()
+    let guarded = Router::new()
         .route("/ws", get(upgrade::upgrade))
-        .merge(layers::limit(api, gw.config.http))
+        .merge(layers::limit(api, gw.config.http));
+    Router::new()
+        .merge(layers::guard(&gw, guarded))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
@@ -231,7 +236,10 @@ pub async fn start(
             config.max_connections = possible;
         }
     }
+    let open = matches!(config.auth, Auth::None);
+    let guard = origin::Guard::new(open, addr, Some(&advertise), &config.allowed_origins);
     let gw = Arc::new(Gateway {
+        guard,
         conn_limit: Arc::new(Semaphore::new(config.max_connections)),
         admission: admission::Admission::new(config.accept_rate),
         config,
