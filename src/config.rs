@@ -793,7 +793,14 @@ mod tests {
         assert!(run(&[&base[..], &["--jwt-secret", LONG_J]].concat()).is_err());
         for short in [
             &["--jwt-secret", "j", "--cluster-secret", LONG_C][..],
-            &["--jwt-secret", LONG_J, "--jwt-previous-secret", "p", "--cluster-secret", LONG_C],
+            &[
+                "--jwt-secret",
+                LONG_J,
+                "--jwt-previous-secret",
+                "p",
+                "--cluster-secret",
+                LONG_C,
+            ],
             &["--jwt-secret", LONG_J, "--cluster-secret", &LONG_C[..31]],
         ] {
             let e = run(&[&base[..], short].concat()).expect_err("a short secret");
@@ -805,12 +812,9 @@ mod tests {
         assert!(
             run(&[&base[..], &["--auth", "none", "--cluster-secret", "short"]].concat()).is_err()
         );
-        assert!(run(&[
-            &base[..],
-            &["--auth", "none", "--cluster-secret", LONG_C]
-        ]
-        .concat())
-        .is_ok());
+        assert!(
+            run(&[&base[..], &["--auth", "none", "--cluster-secret", LONG_C]].concat()).is_ok()
+        );
     }
 
     #[test]
@@ -865,7 +869,16 @@ mod tests {
         };
         assert_eq!(claims["aud"], "roomring-api");
         assert_eq!(claims["role"], "admin");
-        assert!(run(&["token", "--sub", "ops", "--aud", "api", "--jwt-secret", LONG_J]).is_err());
+        assert!(run(&[
+            "token",
+            "--sub",
+            "ops",
+            "--aud",
+            "api",
+            "--jwt-secret",
+            LONG_J
+        ])
+        .is_err());
         assert!(run(&["token", "--sub", "bad name", "--jwt-secret", LONG_J]).is_err());
     }
 }

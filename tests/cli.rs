@@ -41,7 +41,12 @@ fn secrets_shorter_than_32_bytes_exit_64_and_roomring_secret_prints_one() {
     let node = |secret: &str| {
         roomring()
             .args(["node", "--id", "n1", "--listen", "127.0.0.1:0"])
-            .args(["--coordinator", "redis://127.0.0.1:1", "--cluster-secret", secret])
+            .args([
+                "--coordinator",
+                "redis://127.0.0.1:1",
+                "--cluster-secret",
+                secret,
+            ])
             .output()
             .unwrap()
     };
@@ -122,7 +127,10 @@ async fn a_second_process_with_a_live_members_id_exits_with_a_clear_error() {
             "--coordinator",
             &redis.url(),
         ])
-        .args(["--cluster-secret", "test-cluster-secret-of-32-bytes-or-more"])
+        .args([
+            "--cluster-secret",
+            "test-cluster-secret-of-32-bytes-or-more",
+        ])
         .output()
         .expect("runs");
     assert_eq!(second.status.code(), Some(1));
@@ -147,7 +155,10 @@ async fn of_two_processes_started_at_once_with_one_id_one_exits_and_one_keeps_it
         roomring()
             .args(["node", "--id", "twin", "--listen", "127.0.0.1:0"])
             .args(["--coordinator", &redis.url()])
-            .args(["--cluster-secret", "test-cluster-secret-of-32-bytes-or-more"])
+            .args([
+                "--cluster-secret",
+                "test-cluster-secret-of-32-bytes-or-more",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -312,7 +312,10 @@ async fn strangers_on_a_node_port_are_bounded_and_counted() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 36, "past 64 authenticating, a link is closed at once");
+    assert_eq!(
+        closed, 36,
+        "past 64 authenticating, a link is closed at once"
+    );
     let refused = support::metric(gw, "roomring_link_refusals_total").await - before;
     assert_eq!(refused, 36, "each counted");
     drop(silent);
@@ -352,17 +355,30 @@ async fn without_auth_other_sites_and_rebound_names_get_403() {
     // A page of another site, through a visitor's browser.
     let evil = "Origin: http://evil.example\r\n";
     assert_eq!(status_as(addr, drain, &own, evil).await, 403);
-    assert_eq!(status_as(addr, upgrade, &own, &format!("{evil}{ws}")).await, 403);
+    assert_eq!(
+        status_as(addr, upgrade, &own, &format!("{evil}{ws}")).await,
+        403
+    );
     // A name rebound to this host.
     assert_eq!(status_as(addr, drain, "evil.example:80", "").await, 403);
     assert_eq!(status_as(addr, upgrade, "evil.example", ws).await, 403);
     // The server's own pages, loopback names and allowed origins go on.
     let mine = format!("Origin: http://{own}\r\n");
-    assert_eq!(status_as(addr, drain, &own, &mine).await, 404, "no such node");
+    assert_eq!(
+        status_as(addr, drain, &own, &mine).await,
+        404,
+        "no such node"
+    );
     assert_eq!(status_as(addr, drain, "localhost", "").await, 404);
     let app = "Origin: https://app.example\r\n";
-    assert_eq!(status_as(addr, upgrade, &own, &format!("{app}{ws}")).await, 101);
+    assert_eq!(
+        status_as(addr, upgrade, &own, &format!("{app}{ws}")).await,
+        101
+    );
     // Health and the pages themselves are not guarded.
-    assert_eq!(status_as(addr, "GET /healthz", "evil.example", "").await, 200);
+    assert_eq!(
+        status_as(addr, "GET /healthz", "evil.example", "").await,
+        200
+    );
     cluster.stop().await;
 }

@@ -89,7 +89,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A random wait before try `tries` (from 0) of a client coming back:
 /// below min(30 s, 0.5 s × 2^tries), full jitter (`docs/client.md`).
 pub fn reconnect_delay(tries: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1 << tries.min(16)).min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << tries.min(16))
+        .min(BACKOFF_CAP);
     ceiling.mul_f64(fastrand::f64())
 }
 

@@ -218,7 +218,8 @@ impl Tracker {
             // What a connection that stayed waited for the server, not for
             // a sender that was closed and came back.
             self.latency.add_to(&mut report.unmoved_latency)?;
-            self.late_latency.subtract_from(&mut report.unmoved_latency)?;
+            self.late_latency
+                .subtract_from(&mut report.unmoved_latency)?;
         }
         self.latency.add_to(&mut report.latency)?;
         self.ack_latency.add_to(&mut report.ack_latency)?;

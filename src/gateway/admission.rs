@@ -233,8 +233,14 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(admission.admit(), ms(0), "a second's worth at once");
         }
-        let turns: Vec<_> = (0..3).map(|_| admission.admit().map(|d| d.as_millis())).collect();
-        assert_eq!(turns, [Ok(333), Ok(666), Ok(1000)], "one every third of a second");
+        let turns: Vec<_> = (0..3)
+            .map(|_| admission.admit().map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            turns,
+            [Ok(333), Ok(666), Ok(1000)],
+            "one every third of a second"
+        );
         assert_eq!(admission.would_admit(), Err(Refusal::Rate(RETRY_RATE)));
         assert_eq!(
             admission.admit(),
@@ -242,13 +248,23 @@ mod tests {
             "longer than a second: come back later"
         );
         tokio::time::advance(Duration::from_millis(340)).await;
-        assert_eq!(admission.would_admit(), Ok(()), "a third of a second: one more");
+        assert_eq!(
+            admission.would_admit(),
+            Ok(()),
+            "a third of a second: one more"
+        );
         assert_eq!(admission.would_admit(), Ok(()), "asking takes nothing");
-        assert!(admission.admit().is_ok_and(|d| d > Duration::from_millis(900)));
+        assert!(admission
+            .admit()
+            .is_ok_and(|d| d > Duration::from_millis(900)));
         assert!(admission.admit().is_err());
         tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 0..3 {
-            assert_eq!(admission.admit(), ms(0), "a full bucket, not a minute's worth");
+            assert_eq!(
+                admission.admit(),
+                ms(0),
+                "a full bucket, not a minute's worth"
+            );
         }
         assert_eq!(admission.admit().map(|d| d.as_millis()), Ok(333));
     }

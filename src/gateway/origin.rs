@@ -82,7 +82,10 @@ impl Guard {
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
         loopback
-            || self.own.iter().any(|own| own == host || name_of(own) == name && !name.is_empty())
+            || self
+                .own
+                .iter()
+                .any(|own| own == host || name_of(own) == name && !name.is_empty())
             || self
                 .origins
                 .iter()
@@ -136,14 +139,22 @@ mod tests {
         ] {
             assert_eq!(g.check(&headers(Some(host), None)), Ok(()), "{host}");
         }
-        for host in ["evil.example", "10.0.0.6:8080", "localhost.evil.example", "192.168.1.1"] {
+        for host in [
+            "evil.example",
+            "10.0.0.6:8080",
+            "localhost.evil.example",
+            "192.168.1.1",
+        ] {
             assert!(g.check(&headers(Some(host), None)).is_err(), "{host}");
         }
         let own = |origin| g.check(&headers(Some("localhost:8080"), Some(origin)));
         assert_eq!(own("http://localhost:8080"), Ok(()));
         assert_eq!(own("https://chat.example.com"), Ok(()), "allowed");
         assert!(own("http://evil.example").is_err(), "another site's page");
-        assert!(own("http://localhost:9999").is_err(), "another port, another site");
+        assert!(
+            own("http://localhost:9999").is_err(),
+            "another port, another site"
+        );
         assert!(own("null").is_err());
     }
 
@@ -157,6 +168,10 @@ mod tests {
         assert!(listed.check(&any).is_err());
         let from_app = headers(Some("gw.example"), Some("https://app.example"));
         assert_eq!(listed.check(&from_app), Ok(()));
-        assert_eq!(listed.check(&headers(Some("gw.example"), None)), Ok(()), "no Origin: no page");
+        assert_eq!(
+            listed.check(&headers(Some("gw.example"), None)),
+            Ok(()),
+            "no Origin: no page"
+        );
     }
 }

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use handshake::LATEST;
-pub use server::OlderBuilds;
 pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
+pub use server::OlderBuilds;
 
 use crate::ids::NodeId;
 use crate::ids::Role;
@@ -125,7 +125,9 @@ mod tests {
         let secret = Secret::new(SECRET);
         let server = async {
             let (stream, _) = listener.accept().await.unwrap();
-            server::accept(stream, &id("n1"), &secret, OlderBuilds::Refuse).await.unwrap()
+            server::accept(stream, &id("n1"), &secret, OlderBuilds::Refuse)
+                .await
+                .unwrap()
         };
         let me = id("g1");
         let client = client::connect(&addr, Role::Gateway, &me, &secret);
@@ -238,10 +240,16 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         use tokio::io::AsyncWriteExt;
         // A length prefix of 4 MiB - 1, then nothing.
-        client.write_all(&((4u32 << 20) - 1).to_le_bytes()).await.unwrap();
+        client
+            .write_all(&((4u32 << 20) - 1).to_le_bytes())
+            .await
+            .unwrap();
         let (me, secret) = (id("n1"), Secret::new(SECRET));
         let refused = server::accept(stream, &me, &secret, OlderBuilds::Refuse).await;
-        assert!(matches!(refused, Err(LinkError::Codec(codec::CodecError::TooLarge(_)))));
+        assert!(matches!(
+            refused,
+            Err(LinkError::Codec(codec::CodecError::TooLarge(_)))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,7 +259,8 @@ mod tests {
         let _silent = TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let began = tokio::time::Instant::now();
-        let result = server::accept(stream, &id("n1"), &Secret::new(SECRET), OlderBuilds::Refuse).await;
+        let result =
+            server::accept(stream, &id("n1"), &Secret::new(SECRET), OlderBuilds::Refuse).await;
         assert!(matches!(result, Err(LinkError::Timeout)));
         assert_eq!(began.elapsed(), ACCEPT_TIMEOUT);
     }

@@ -245,9 +245,10 @@ mod tests {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let me = NodeId::parse("node-b").expect("id");
-                    let link = link::server::accept(stream, &me, &Secret::new(SECRET), Default::default())
-                        .await
-                        .expect("link");
+                    let link =
+                        link::server::accept(stream, &me, &Secret::new(SECRET), Default::default())
+                            .await
+                            .expect("link");
                     let mut reader = link.reader;
                     while reader.read_batch(|_| {}).await.is_ok() {}
                 });

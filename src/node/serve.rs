@@ -57,7 +57,13 @@ impl Listener {
                     };
                     let span = tracing::debug_span!("link", client.addr = %peer);
                     let admitted = (permit, log.clone());
-                    let link = serve(self.node.clone(), stream, peer, admitted, self.shutdown.clone());
+                    let link = serve(
+                        self.node.clone(),
+                        stream,
+                        peer,
+                        admitted,
+                        self.shutdown.clone(),
+                    );
                     tokio::spawn(crate::telemetry::contained("link", link).instrument(span));
                 }
                 Err(e) => {
@@ -125,8 +131,13 @@ async fn serve(
 ) {
     let (permit, log) = admitted;
     let config = &node.config;
-    let accepted =
-        link::server::accept(stream, &config.id, &config.cluster_secret, config.older_builds).await;
+    let accepted = link::server::accept(
+        stream,
+        &config.id,
+        &config.cluster_secret,
+        config.older_builds,
+    )
+    .await;
     drop(permit);
     let link = match accepted {
         Ok(link) => link,

@@ -33,7 +33,12 @@ fn member_command(role: &str, id: &str, redis_url: &str, extra: &[&str]) -> Comm
     command
         .args([role, "--id", id, "--listen", "127.0.0.1:0"])
         .args(["--coordinator", redis_url])
-        .args(["--auth", "none", "--cluster-secret", "test-cluster-secret-of-32-bytes-or-more"])
+        .args([
+            "--auth",
+            "none",
+            "--cluster-secret",
+            "test-cluster-secret-of-32-bytes-or-more",
+        ])
         .args(extra);
     command
 }
