@@ -234,6 +234,17 @@ struct ClusterSecret {
     /// `roomring secret` prints one).
     #[arg(long, env = "ROOMRING_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// PEM file of the CA that signs every member's link certificate: with
+    /// `--link-cert` and `--link-key`, links run in mutual TLS.
+    #[arg(long, env = "ROOMRING_LINK_CA")]
+    link_ca: Option<std::path::PathBuf>,
+    /// PEM file of this process's link certificate (naming the address it
+    /// is reached at, for a node), signed by `--link-ca`.
+    #[arg(long, env = "ROOMRING_LINK_CERT")]
+    link_cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of `--link-cert`.
+    #[arg(long, env = "ROOMRING_LINK_KEY", hide_env_values = true)]
+    link_key: Option<std::path::PathBuf>,
 }
 
 /// Where Redis is.
@@ -629,9 +640,16 @@ fn auth(s: &ClientAuth, default: AuthKind) -> Result<Auth, UsageError> {
 /// Outside dev the cluster secret is required, whatever `--auth` says:
 /// `--auth` is about clients, the secret about who may speak on a link.
 fn cluster_secret(s: &ClusterSecret) -> Result<Secret, UsageError> {
-    match &s.cluster_secret {
-        Some(secret) => long_enough("--cluster-secret", secret).map(|()| Secret::new(secret)),
-        None => Err(usage("--cluster-secret is required outside dev")),
+    let secret = match &s.cluster_secret {
+        Some(secret) => long_enough("--cluster-secret", secret).map(|()| Secret::new(secret))?,
+        None => return Err(usage("--cluster-secret is required outside dev")),
+    };
+    match (&s.link_ca, &s.link_cert, &s.link_key) {
+        (None, None, None) => Ok(secret),
+        (Some(ca), Some(cert), Some(key)) => crate::link::LinkTls::from_files(ca, cert, key)
+            .map(|tls| secret.with_tls(tls))
+            .map_err(|e| usage(format!("link TLS: {e}"))),
+        _ => Err(usage("--link-ca, --link-cert and --link-key go together")),
     }
 }
 

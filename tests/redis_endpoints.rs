@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::procs::Proc;
@@ -74,80 +73,10 @@ async fn an_acl_user_and_password_in_the_url_are_used_and_never_printed() {
     }
 }
 
-/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made
-/// with openssl in a fresh directory.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    let path = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (scripts/test installs it)");
-        assert!(
-            ok.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=roomring test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "redis.key",
-        "-out",
-        "redis.csr",
-    ]);
-    std::fs::write(
-        path("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "redis.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "redis.pem",
-    ]);
-    (path("ca.pem"), path("redis.pem"), path("redis.key"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_the_clusters_own_ca_carries_the_cluster() {
     let dir = std::env::temp_dir().join(format!("roomring-tls-{}", std::process::id()));
-    let (ca, cert, key) = certificates(&dir);
+    let (ca, cert, key) = support::tls::certificates(&dir, "redis");
     let tls_port = free_port();
     let tls: Vec<String> = vec![
         "--tls-port".into(),

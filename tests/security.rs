@@ -382,3 +382,84 @@ async fn without_auth_other_sites_and_rebound_names_get_403() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_mutual_tls_carry_the_cluster_and_refuse_plain_or_foreign_peers() {
+    const ROOMS: [&str; 8] = [
+        "chat:tls-1",
+        "chat:tls-2",
+        "chat:tls-3",
+        "chat:tls-4",
+        "chat:tls-5",
+        "chat:tls-6",
+        "chat:tls-7",
+        "chat:tls-8",
+    ];
+    let base = std::env::temp_dir().join(format!("roomring-link-tls-{}", std::process::id()));
+    let (ca, cert, key) = support::tls::certificates(&base.join("ours"), "member");
+    let (_, foreign_cert, foreign_key) = support::tls::certificates(&base.join("theirs"), "member");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ca_s, cert_s, key_s) = (path(&ca), path(&cert), path(&key));
+    let tls = [
+        "--link-ca",
+        ca_s.as_str(),
+        "--link-cert",
+        cert_s.as_str(),
+        "--link-key",
+        key_s.as_str(),
+    ];
+    let redis = support::redis::RedisServer::start();
+    let n1 = support::procs::Proc::start_with("node", "n1", &redis.url(), &tls);
+    let n2 = support::procs::Proc::start_with("node", "n2", &redis.url(), &tls);
+    let gw = support::procs::Proc::start_with("gateway", "g1", &redis.url(), &tls);
+    support::wait_for_nodes(gw.addr, 2).await;
+    let (mut ann, mut bob) = (
+        Client::connect(gw.addr, "ann").await,
+        Client::connect(gw.addr, "bob").await,
+    );
+    for room in ROOMS {
+        ann.join(room).await;
+        bob.join(room).await;
+        let seq = ann.say(room, &format!("{room}-1"), "over TLS").await;
+        let got = bob.recv_type("msg").await;
+        assert_eq!(
+            (got["room"].as_str(), got["seq"].as_u64()),
+            (Some(room), Some(seq))
+        );
+    }
+    // A drain hands n1's rooms to n2 over a node-to-node link in TLS.
+    let mut on_n1 = 0;
+    for room in ROOMS {
+        on_n1 += usize::from(support::owner(gw.addr, room).await.as_deref() == Some("n1"));
+    }
+    assert!(on_n1 > 0, "n1 owns rooms to hand off");
+    let (status, _) = support::http(gw.addr, "POST", "/api/cluster/nodes/n1/drain", None).await;
+    assert_eq!(status, 202);
+    for room in ROOMS {
+        eventually!(match support::owner(gw.addr, room).await.as_deref() {
+            Some("n2") => Ok(()),
+            other => Err(format!("{room} on {other:?}")),
+        });
+        let seq = ann.say(room, &format!("{room}-2"), "after the move").await;
+        let got = bob.recv_type("msg").await;
+        assert_eq!(
+            (got["room"].as_str(), got["seq"].as_u64()),
+            (Some(room), Some(seq))
+        );
+    }
+    // The right secret without TLS, or TLS from another CA, links to nothing.
+    let secret = Secret::new("test-cluster-secret-of-32-bytes-or-more");
+    let me = NodeId::parse("intruder").unwrap();
+    let node = n1.addr.to_string();
+    let plain = link::client::connect(&node, Role::Gateway, &me, &secret).await;
+    assert!(plain.is_err(), "a plain link to a TLS node");
+    let foreign = link::LinkTls::from_files(&ca, &foreign_cert, &foreign_key).unwrap();
+    let theirs =
+        link::client::connect(&node, Role::Gateway, &me, &secret.clone().with_tls(foreign)).await;
+    assert!(theirs.is_err(), "a certificate of another CA");
+    let ours = link::LinkTls::from_files(&ca, &cert, &key).unwrap();
+    let member = link::client::connect(&node, Role::Gateway, &me, &secret.with_tls(ours)).await;
+    assert!(member.is_ok(), "a member's certificate and secret");
+    drop((n1, n2, gw));
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -8,6 +8,7 @@ use super::handshake::{
     LATEST, RECORD_MAX, VERSION,
 };
 use super::io::{tune, write_record, LinkReader};
+use super::transport::Stream;
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;
 use crate::ids::Role;
@@ -28,7 +29,11 @@ pub async fn connect(
 async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Link, LinkError> {
     let stream = TcpStream::connect(addr).await?;
     tune(&stream);
-    let (read, mut write) = stream.into_split();
+    let stream = match &secret.tls {
+        Some(tls) => tls.connect(addr, stream).await?,
+        None => Stream::Tcp(stream),
+    };
+    let (read, mut write) = stream.split();
     let mut reader = LinkReader::new(read);
     let client_nonce = nonce();
     let hello = Hello {

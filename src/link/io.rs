@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use super::codec::{self, CodecError};
+use super::transport::{write_sealed, ReadHalf, WriteHalf};
 use super::LinkError;
 
 /// Bytes a reader asks the socket for at a time, at least.
@@ -40,7 +39,7 @@ pub struct LinkWriter {
 }
 
 struct Shared {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     /// Records not yet written; held only to append, or to take the buffer
     /// for a write (the write itself happens outside).
     state: Mutex<State>,
@@ -84,7 +83,7 @@ impl Drop for Hold<'_> {
 
 impl LinkWriter {
     /// Starts the writer task on `half`; `limit` bounds the buffered bytes.
-    pub fn spawn(half: OwnedWriteHalf, limit: usize) -> Self {
+    pub(crate) fn spawn(half: WriteHalf, limit: usize) -> Self {
         let shared = Arc::new(Shared {
             half,
             state: Mutex::default(),
@@ -139,6 +138,17 @@ impl LinkWriter {
     /// socket is full; what the socket does not take waits for the writer
     /// task.
     fn flush(&self) {
+        let WriteHalf::Tcp(half) = &self.shared.half else {
+            // TLS: the writer task seals and writes.
+            let mut state = self.lock();
+            let wake = !state.scheduled && !state.buf.is_empty();
+            state.scheduled |= wake;
+            drop(state);
+            if wake {
+                self.shared.ready.notify_one();
+            }
+            return;
+        };
         let mut out = {
             let mut state = self.lock();
             if state.writing || state.blocked || state.buf.is_empty() {
@@ -149,7 +159,7 @@ impl LinkWriter {
         };
         loop {
             while !out.is_empty() {
-                match self.shared.half.try_write(&out) {
+                match half.try_write(&out) {
                     Ok(n) => out.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Unwritten bytes go back in front of what was
@@ -232,6 +242,9 @@ impl LinkWriter {
     }
 
     async fn write_loop(self) {
+        if let WriteHalf::Tls(half) = &self.shared.half {
+            return self.write_loop_tls(half).await;
+        }
         // The writer steps aside once before it writes: on one thread a
         // yielding task runs again only after the I/O driver was polled, so
         // the records that the sockets ready by then produce join the same
@@ -244,7 +257,10 @@ impl LinkWriter {
                 (state.blocked, state.buf.is_empty())
             };
             if blocked {
-                match tokio::time::timeout(WRITE_STALL, self.shared.half.writable()).await {
+                let WriteHalf::Tcp(half) = &self.shared.half else {
+                    unreachable!("only a plain link blocks")
+                };
+                match tokio::time::timeout(WRITE_STALL, half.writable()).await {
                     Ok(Ok(())) => self.lock().blocked = false,
                     Ok(Err(_)) | Err(_) => {
                         tracing::warn!("link write stalled; dropping the link");
@@ -266,19 +282,58 @@ impl LinkWriter {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.drained.notify_waiters();
         // Everything is written: the peer reads to the end, then sees EOF.
-        let _ =
-            socket2::SockRef::from(self.shared.half.as_ref()).shutdown(std::net::Shutdown::Write);
+        if let WriteHalf::Tcp(half) = &self.shared.half {
+            let _ = socket2::SockRef::from(half.as_ref()).shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// The writer task of a TLS link: it writes whatever is buffered, in
+    /// one sealed write at a time, until the link closes.
+    async fn write_loop_tls(
+        &self,
+        half: &tokio::sync::Mutex<
+            tokio::io::WriteHalf<tokio_rustls::TlsStream<tokio::net::TcpStream>>,
+        >,
+    ) {
+        let mut half = half.lock().await;
+        loop {
+            self.shared.ready.notified().await;
+            tokio::task::yield_now().await;
+            loop {
+                let out = {
+                    let mut state = self.lock();
+                    state.scheduled = false;
+                    if state.buf.is_empty() {
+                        break;
+                    }
+                    std::mem::take(&mut state.buf)
+                };
+                let written = tokio::time::timeout(WRITE_STALL, write_sealed(&mut *half, &out));
+                if !matches!(written.await, Ok(Ok(()))) {
+                    tracing::warn!("link write failed or stalled; dropping the link");
+                    self.shared.closed.store(true, Ordering::Release);
+                    self.shared.drained.notify_waiters();
+                    return;
+                }
+                self.shared.drained.notify_waiters();
+            }
+            if self.is_closed() {
+                break;
+            }
+        }
+        self.shared.drained.notify_waiters();
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut *half).await;
     }
 }
 
 /// The receiving half of a link.
 pub struct LinkReader {
-    half: OwnedReadHalf,
+    half: ReadHalf,
     buf: BytesMut,
 }
 
 impl LinkReader {
-    pub(super) fn new(half: OwnedReadHalf) -> Self {
+    pub(super) fn new(half: ReadHalf) -> Self {
         Self {
             half,
             buf: BytesMut::new(),
@@ -341,7 +396,7 @@ impl LinkReader {
 /// Writes one record straight to a socket half (the handshake, before the
 /// writer task exists).
 pub(super) async fn write_record<T: Serialize>(
-    half: &mut OwnedWriteHalf,
+    half: &mut WriteHalf,
     record: &T,
 ) -> Result<(), LinkError> {
     let bytes = codec::encode(record)?;

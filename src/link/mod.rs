@@ -12,6 +12,8 @@ mod handshake;
 mod io;
 pub mod records;
 pub mod server;
+mod tls;
+mod transport;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ pub(crate) use io::keepalive;
 pub use io::{Hold, LinkReader, LinkWriter};
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
 pub use server::OlderBuilds;
+pub use tls::LinkTls;
 
 use crate::ids::NodeId;
 use crate::ids::Role;
@@ -34,28 +37,43 @@ pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a link may buffer for writing before it counts as overloaded.
 pub const WRITE_LIMIT: usize = 64 << 20;
 
-/// The cluster secret that authenticates links. Its `Debug` hides it.
+/// The cluster secret that authenticates links, and the TLS they run in
+/// when the cluster has a CA (`tls`). Its `Debug` hides it.
 #[derive(Clone)]
-pub struct Secret(Arc<[u8]>);
+pub struct Secret {
+    key: Arc<[u8]>,
+    tls: Option<LinkTls>,
+}
 
 impl Secret {
-    /// A secret from its text form.
+    /// A secret from its text form, for links without TLS.
     pub fn new(secret: &str) -> Self {
-        Self(secret.as_bytes().into())
+        Self {
+            key: secret.as_bytes().into(),
+            tls: None,
+        }
+    }
+
+    /// The same secret, with links in TLS.
+    pub fn with_tls(self, tls: LinkTls) -> Self {
+        Self {
+            tls: Some(tls),
+            ..self
+        }
     }
 
     /// Whether the secret is empty (no secret was configured).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.key.is_empty()
     }
 
     /// The secret's bytes, for the few places that must use it as a key.
     pub fn reveal(&self) -> &[u8] {
-        &self.0
+        &self.key
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.key
     }
 }
 
@@ -148,7 +166,7 @@ mod tests {
             server::accept(stream, &id("n1"), &secret, OlderBuilds::Accept).await
         };
         let old_client = async {
-            let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+            let (read, mut write) = transport::tcp_halves(TcpStream::connect(addr).await.unwrap());
             let mut reader = LinkReader::new(read);
             let client_nonce = nonce();
             let hello = Hello {
@@ -196,7 +214,7 @@ mod tests {
             server::accept(stream, &id("n1"), &Secret::new(SECRET), older).await
         };
         let client = async {
-            let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+            let (read, mut write) = transport::tcp_halves(TcpStream::connect(addr).await.unwrap());
             let hello = Hello {
                 version: VERSION,
                 role: Role::Gateway,

@@ -11,6 +11,7 @@ use super::handshake::{
     LATEST, RECORD_MAX, VERSION,
 };
 use super::io::{tune, write_record, LinkReader};
+use super::transport::Stream;
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, ACCEPT_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;
 
@@ -45,7 +46,11 @@ async fn handshake(
     older: OlderBuilds,
 ) -> Result<Link, LinkError> {
     tune(&stream);
-    let (read, mut write) = stream.into_split();
+    let stream = match &secret.tls {
+        Some(tls) => tls.accept(stream).await?,
+        None => Stream::Tcp(stream),
+    };
+    let (read, mut write) = stream.split();
     let mut reader = LinkReader::new(read);
     let record = reader.next_within(RECORD_MAX).await?;
     let not_a_link = |_| LinkError::Handshake("not a roomring link".into());

@@ -278,6 +278,7 @@ pub mod procs;
 pub mod proxy;
 pub mod redis;
 pub mod sentinel;
+pub mod tls;
 
 /// A client sending one message after another into a room until stopped,
 /// each retried with its id until acked.
