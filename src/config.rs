@@ -251,7 +251,8 @@ struct ClusterSecret {
 #[derive(Debug, Args)]
 struct RedisArgs {
     /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS), or
-    /// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]`.
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]`
+    /// (`rediss+sentinel://...` over TLS).
     #[arg(long, env = "ROOMRING_COORDINATOR", hide_env_values = true)]
     coordinator: String,
     /// PEM file of the roots to trust for `rediss://` (default: the system's).

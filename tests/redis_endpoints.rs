@@ -109,3 +109,53 @@ async fn rediss_with_the_clusters_own_ca_carries_the_cluster() {
     assert!(printed.contains("--redis-ca"), "{printed}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_reaches_sentinels_and_primary_over_tls() {
+    let dir = std::env::temp_dir().join(format!("roomring-sentinel-tls-{}", std::process::id()));
+    let (ca, cert, key) = support::tls::certificates(&dir, "redis");
+    let (redis_tls, sentinel_tls) = (free_port(), free_port());
+    let tls_files = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let tls: Vec<String> = tls_files
+        .lines()
+        .flat_map(|l| {
+            l.split_once(' ')
+                .map(|(k, v)| [format!("--{k}"), v.to_string()])
+        })
+        .flatten()
+        .chain(["--tls-port".into(), redis_tls.to_string()])
+        .collect();
+    let redis = RedisServer::start_with(Some("tls-s3cret"), &tls);
+    // One Sentinel, on TLS only, that watches the primary's TLS port.
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 0\ntls-port {sentinel_tls}\nbind 127.0.0.1\ndir {}\n{tls_files}tls-replication yes\n\
+             sentinel monitor main 127.0.0.1 {redis_tls} 1\nsentinel auth-pass main tls-s3cret\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut sentinel = Command::new("redis-sentinel")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-sentinel runs (scripts/test installs it)");
+    let ca_flag = ca.display().to_string();
+    let url = format!("rediss+sentinel://:tls-s3cret@127.0.0.1:{sentinel_tls}/main");
+    chat_works(&url, &["--redis-ca", &ca_flag], &redis).await;
+    // In clear, that Sentinel answers nothing.
+    let plain = format!("redis+sentinel://:tls-s3cret@127.0.0.1:{sentinel_tls}/main");
+    let (code, printed) = refused(&plain, &[]);
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Where Redis is, and a connection that follows it. An [`Endpoint`] is one
 //! server (`redis://`, `rediss://` with TLS) or the primary that a set of
-//! Sentinels names (`redis+sentinel://host:port,host:port/MASTER[/db]`).
+//! Sentinels names (`redis+sentinel://host:port,host:port/MASTER[/db]`, or
+//! `rediss+sentinel://` with TLS to the Sentinels and the primary).
 //! A [`Conn`] is what the coordinator and room storage talk through: a
 //! reconnecting connection to the server or, behind Sentinels, to the
 //! current primary. When a command fails in a way that says the primary is
@@ -17,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, RedisError, RedisFuture, Value};
+
+use super::sentinel::Sentinels;
 
 /// How long asking the Sentinels may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +52,7 @@ enum Kind {
     /// The primary named `master` by these Sentinels (`host:port`), with
     /// the credentials and database to use on it.
     Sentinel {
-        sentinels: Vec<String>,
+        sentinels: Sentinels,
         master: String,
         redis: redis::RedisConnectionInfo,
     },
@@ -61,7 +63,7 @@ enum Kind {
 #[error("{0}")]
 pub struct BadEndpoint(String);
 
-const FORMS: &str = "redis://[user:password@]host:port[/db], rediss://... (TLS) or redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]";
+const FORMS: &str = "redis://[user:password@]host:port[/db], rediss://... (TLS), redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db] or rediss+sentinel://... (TLS)";
 
 impl FromStr for Endpoint {
     type Err = BadEndpoint;
@@ -78,7 +80,8 @@ impl FromStr for Endpoint {
                     .map_err(|_| BadEndpoint(format!("not a valid {scheme}:// URL ({FORMS})")))?;
                 Kind::Server(url.to_string())
             }
-            "redis+sentinel" => sentinel(rest)?,
+            "redis+sentinel" => sentinel(rest, false)?,
+            "rediss+sentinel" => sentinel(rest, true)?,
             other => {
                 return Err(BadEndpoint(format!(
                     "unsupported scheme {other:?} ({FORMS})"
@@ -89,8 +92,8 @@ impl FromStr for Endpoint {
     }
 }
 
-/// Parses what follows `redis+sentinel://`.
-fn sentinel(rest: &str) -> Result<Kind, BadEndpoint> {
+/// Parses what follows `redis+sentinel://` (`rediss+sentinel://` with `tls`).
+fn sentinel(rest: &str, tls: bool) -> Result<Kind, BadEndpoint> {
     let bad = |what: &str| BadEndpoint(format!("redis+sentinel://: {what} ({FORMS})"));
     let (credentials, rest) = match rest.rsplit_once('@') {
         Some((c, r)) => (Some(c), r),
@@ -124,7 +127,10 @@ fn sentinel(rest: &str) -> Result<Kind, BadEndpoint> {
         }
     }
     Ok(Kind::Sentinel {
-        sentinels,
+        sentinels: Sentinels {
+            addrs: sentinels,
+            tls,
+        },
         master: master.to_string(),
         redis,
     })
@@ -156,7 +162,14 @@ impl fmt::Debug for Endpoint {
             }
             Kind::Sentinel {
                 sentinels, master, ..
-            } => write!(f, "Endpoint(sentinel {sentinels:?} {master:?})"),
+            } => {
+                let tls = if sentinels.tls { " tls" } else { "" };
+                write!(
+                    f,
+                    "Endpoint(sentinel{tls} {:?} {master:?})",
+                    sentinels.addrs
+                )
+            }
         }
     }
 }
@@ -171,16 +184,8 @@ impl Endpoint {
     /// Connects: to the server, or to the primary the Sentinels name now.
     pub async fn connect(&self) -> Result<Conn, RedisError> {
         install_crypto();
-        let sentinel = match &self.kind {
-            Kind::Server(_) => None,
-            Kind::Sentinel { sentinels, .. } => {
-                let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
-                Some(tokio::sync::Mutex::new(Sentinel::build(urls)?))
-            }
-        };
         let shared = Arc::new(Shared {
             endpoint: self.clone(),
-            sentinel,
             current: Mutex::new(None),
             asked: Mutex::new(None),
         });
@@ -220,7 +225,6 @@ pub struct Conn {
 
 struct Shared {
     endpoint: Endpoint,
-    sentinel: Option<tokio::sync::Mutex<Sentinel>>,
     current: Mutex<Option<Current>>,
     /// When the Sentinels were last asked.
     asked: Mutex<Option<Instant>>,
@@ -254,25 +258,23 @@ fn primary_lost(e: &RedisError) -> bool {
 impl Shared {
     /// A client and a connection for the server, or the primary now named.
     async fn open(&self) -> Result<(redis::Client, ConnectionManager), RedisError> {
-        let client = match (&self.endpoint.kind, &self.sentinel) {
-            (Kind::Sentinel { master, redis, .. }, Some(sentinel)) => {
-                let node =
-                    SentinelNodeConnectionInfo::default().set_redis_connection_info(redis.clone());
-                let mut sentinel = sentinel.lock().await;
-                tokio::time::timeout(
-                    RESOLVE_TIMEOUT,
-                    sentinel.async_master_for(master, Some(&node)),
-                )
-                .await
-                .map_err(|_| {
-                    RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the Sentinels did not answer",
-                    ))
-                })??
+        let client = match &self.endpoint.kind {
+            Kind::Sentinel {
+                sentinels,
+                master,
+                redis,
+            } => {
+                let ca = self.endpoint.ca.as_deref();
+                tokio::time::timeout(RESOLVE_TIMEOUT, sentinels.primary(master, redis, ca))
+                    .await
+                    .map_err(|_| {
+                        RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the Sentinels did not answer",
+                        ))
+                    })??
             }
-            (Kind::Server(url), _) => self.endpoint.server_client(url)?,
-            (Kind::Sentinel { .. }, None) => unreachable!("a Sentinel endpoint has Sentinels"),
+            Kind::Server(url) => self.endpoint.server_client(url)?,
         };
         let manager = client
             .get_connection_manager_with_config(manager_config())
@@ -291,7 +293,7 @@ impl Shared {
     /// After `e` on the connection of `generation`: behind Sentinels, asks
     /// them for the primary and moves there if it is another server.
     async fn follow(&self, generation: u64, e: &RedisError) {
-        if self.sentinel.is_none() || !primary_lost(e) {
+        if matches!(self.endpoint.kind, Kind::Server(_)) || !primary_lost(e) {
             return;
         }
         {
@@ -399,6 +401,7 @@ mod tests {
             "rediss://u:secret@h:1/2",
             "redis+sentinel://a:1,b:2/main",
             "redis+sentinel://u:secret@a:1/main/3",
+            "rediss+sentinel://u:secret@a:1,b:2/main",
         ] {
             let e: Endpoint = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
             let shown = format!("{e:?}");
@@ -435,7 +438,8 @@ mod tests {
         else {
             panic!("a Sentinel endpoint");
         };
-        assert_eq!(sentinels, ["a:1", "b:2"]);
+        assert_eq!(sentinels.addrs, ["a:1", "b:2"]);
+        assert!(!sentinels.tls);
         assert_eq!(master, "main");
         assert_eq!(redis.username(), Some("app"));
         assert_eq!(redis.password(), Some("p@ss"));

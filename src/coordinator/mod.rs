@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod endpoint;
 pub mod isolated;
 pub mod redis;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
