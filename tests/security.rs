@@ -384,7 +384,8 @@ async fn without_auth_other_sites_and_rebound_names_get_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn links_in_mutual_tls_carry_the_cluster_and_refuse_plain_or_foreign_peers() {
+async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refuse_plain_or_foreign_peers(
+) {
     const ROOMS: [&str; 8] = [
         "chat:tls-1",
         "chat:tls-2",
@@ -408,10 +409,28 @@ async fn links_in_mutual_tls_carry_the_cluster_and_refuse_plain_or_foreign_peers
         "--link-key",
         key_s.as_str(),
     ];
-    let redis = support::redis::RedisServer::start();
-    let n1 = support::procs::Proc::start_with("node", "n1", &redis.url(), &tls);
-    let n2 = support::procs::Proc::start_with("node", "n2", &redis.url(), &tls);
-    let gw = support::procs::Proc::start_with("gateway", "g1", &redis.url(), &tls);
+    // Redis over TLS too, its certificate from the same CA.
+    let redis_tls = support::redis::free_port();
+    let redis_args: Vec<String> = [
+        "--tls-port",
+        &redis_tls.to_string(),
+        "--tls-cert-file",
+        &cert_s,
+        "--tls-key-file",
+        &key_s,
+        "--tls-ca-cert-file",
+        &ca_s,
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _redis = support::redis::RedisServer::start_with(Some("redis-s3cret"), &redis_args);
+    let url = format!("rediss://:redis-s3cret@localhost:{redis_tls}");
+    let flags = [&tls[..], &["--redis-ca", ca_s.as_str()]].concat();
+    let n1 = support::procs::Proc::start_with("node", "n1", &url, &flags);
+    let n2 = support::procs::Proc::start_with("node", "n2", &url, &flags);
+    let gw = support::procs::Proc::start_with("gateway", "g1", &url, &flags);
     support::wait_for_nodes(gw.addr, 2).await;
     let (mut ann, mut bob) = (
         Client::connect(gw.addr, "ann").await,
