@@ -213,6 +213,20 @@ impl Subscriptions {
         Some((subs.conns.first()?.conn, subs.last_seq))
     }
 
+    /// Holds a room's events for a resume at the same owner (its history
+    /// was lost or rewound there): whether it was subscribed and not held
+    /// already.
+    pub(super) fn hold(&self, room: &str) -> bool {
+        let mut rooms = self.lock();
+        match rooms.get_mut(room) {
+            Some(subs) if subs.held.is_none() => {
+                subs.held = Some(Vec::new());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A room still held for a resume: the seq to resume from, the history
     /// it counts in, and every connection subscribed to it (a resume of the
     /// whole room).
@@ -461,6 +475,28 @@ mod tests {
     /// After the room's history was lost, its `joined` starts every count
     /// again: the events of the new history reach the readers, though
     /// their seqs are below those passed on before.
+    /// Told that a room's history was rewound where it is, the gateway
+    /// holds its events for the resume that follows, once, and the joined
+    /// of the new history restarts its count.
+    #[tokio::test]
+    async fn a_room_rewound_at_its_owner_is_held_once_and_counts_from_its_joined() {
+        let subs = Subscriptions::default();
+        let room = RoomId::parse("chat:r").unwrap();
+        let owner = node("n1");
+        let (a, mut a_peer) = socket().await;
+        subs.subscribe(&room, 1, &a, 50, &owner, || Some(Arc::from("e1")));
+        assert!(subs.hold("chat:r"));
+        assert!(!subs.hold("chat:r"), "held already: one resume");
+        assert!(!subs.hold("chat:other"), "not subscribed here");
+        let mut dirty = Dirty::default();
+        subs.dispatch("chat:r", Some(1), None, b"1", &mut dirty);
+        let joined = (1, Some(Arc::from("e2")), Bytes::from_static(b"J"));
+        subs.resumed("chat:r", &owner, &[], Some(joined), &mut dirty);
+        subs.dispatch("chat:r", Some(2), None, b"2", &mut dirty);
+        dirty.flush();
+        assert_eq!(received(&mut a_peer).await, ["J", "2"]);
+    }
+
     #[tokio::test]
     async fn a_resume_into_a_new_history_counts_from_its_joined() {
         let subs = Subscriptions::default();

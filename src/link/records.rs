@@ -221,4 +221,11 @@ pub enum FromNode<'a> {
         #[serde(borrow)]
         payload: &'a Raw,
     },
+    /// The room's history was lost or rewound where it is (it reloaded and
+    /// storage holds another): resume it, and its readers get `joined`
+    /// with the new history, marked truncated (link version 4 on).
+    Rewound {
+        /// The room.
+        room: &'a str,
+    },
 }

@@ -144,7 +144,7 @@ async fn serve(
         Err(e) => return log.refused(addr, &e.to_string()),
     };
     let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
-    let sink = Arc::new(LinkSink::new(id, link.writer.clone()));
+    let sink = Arc::new(LinkSink::new(id, link.writer.clone(), link.version));
     node.lock_links().insert(
         id,
         LinkEntry {

@@ -16,11 +16,17 @@ use crate::rooms::{Reply, Sink};
 pub(super) struct LinkSink {
     id: LinkId,
     writer: LinkWriter,
+    /// The link version the peer speaks.
+    version: u16,
 }
 
 impl LinkSink {
-    pub(super) fn new(id: LinkId, writer: LinkWriter) -> Self {
-        Self { id, writer }
+    pub(super) fn new(id: LinkId, writer: LinkWriter, version: u16) -> Self {
+        Self {
+            id,
+            writer,
+            version,
+        }
     }
 
     /// Closes the link: its peer sees it drop (and a gateway resumes its
@@ -59,6 +65,15 @@ impl LinkSink {
 impl Sink for LinkSink {
     fn link(&self) -> LinkId {
         self.id
+    }
+
+    fn rewound(&self, room: &RoomId) {
+        // Older gateways cannot read it; theirs learn at their next resume.
+        if self.version >= 4 {
+            let _ = self.writer.send(&FromNode::Rewound {
+                room: room.as_str(),
+            });
+        }
     }
 
     fn event(&self, room: &RoomId, event: &Event, skip: Option<ConnId>) {

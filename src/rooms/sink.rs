@@ -16,6 +16,9 @@ pub trait Sink: Send + Sync {
     fn event(&self, room: &RoomId, event: &Event, skip: Option<ConnId>);
     /// The answer to request `rid`.
     fn reply(&self, rid: Rid, reply: Reply<'_>);
+    /// The room's history was lost or rewound where it is: the link's
+    /// readers of it must be told (they resume it).
+    fn rewound(&self, _room: &RoomId) {}
 }
 
 /// An answer, as values.

@@ -228,6 +228,15 @@ impl Upstream {
                 },
                 None => {}
             },
+            FromNode::Rewound { room } => {
+                // Resumed at once: the owner answers with the room's
+                // `joined` of its new history, marked truncated.
+                if let Ok(room) = RoomId::parse(room) {
+                    if self.subs.hold(room.as_str()) {
+                        self.resume_room(room, 0);
+                    }
+                }
+            }
             FromNode::Reply {
                 rid,
                 status,

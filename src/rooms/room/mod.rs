@@ -485,13 +485,22 @@ impl Room {
                 if let Some(d) = &mut inner.durable {
                     d.loaded_at(seq);
                 }
-                if shown > 0 && seq > shown && inner.state.epoch() == history {
+                let same_history = inner.state.epoch() == history;
+                if shown > 0 && seq > shown && same_history {
                     let events = inner.state.stored_after(shown);
                     tracing::info!(room.id = %self.id, events = events.len(), "stored events of a failed append published");
                     inner.release(Release {
                         events,
                         answer: None,
                     });
+                } else if shown > 0 && (seq < shown || !same_history) {
+                    // Storage lost what the readers saw (a failover to a
+                    // replica that missed it, its data gone): they must
+                    // not wait for seqs that will never come again.
+                    tracing::warn!(room.id = %self.id, shown, seq, "the room's history was lost or rewound; its readers are told");
+                    for sink in inner.links.values() {
+                        sink.rewound(&self.id);
+                    }
                 }
                 tracing::debug!(seq, "room loaded");
                 true
