@@ -7,12 +7,14 @@
 //! - `protocol`: the client wire; client frames, server frames, and the
 //!   plain values rooms answer with.
 //! - `link`: the cluster's internal transport, and the only place that
-//!   speaks it; binary records over authenticated TCP links between
-//!   gateways and nodes and between nodes, one client and one server half.
+//!   speaks it; binary records over authenticated TCP links (in mutual TLS
+//!   when the cluster has a CA) between gateways and nodes and between
+//!   nodes, one client and one server half.
 //! - `ring`: the consistent-hash ring and the pure diff of two rings.
 //! - `coordinator`: the `Membership` trait, its backends and their one
-//!   suite, and the thread of its own that membership and leases run on,
-//!   out of reach of room work.
+//!   suite, where Redis is (one server, or the primary its Sentinels name,
+//!   over TLS or not), and the thread of its own that membership and leases
+//!   run on, out of reach of room work.
 //! - `rooms`: pure chat and board state (presence counted past its limit,
 //!   ephemeral events paced), the live room (single writer,
 //!   applied in place by whoever delivers an operation), its durability
@@ -25,8 +27,8 @@
 //!   as layers, its own WebSocket framing on the sockets it owns, outboxes
 //!   written in place, subscriptions and fan-out, routing, joins gathered
 //!   per room, resuming moved rooms, one link per node, revoking a node
-//!   whose port is closed, and admission (a connection rate and cap, and a
-//!   paced drain on stop).
+//!   whose port is closed, admission (a connection rate and cap, and a
+//!   paced drain on stop), and which names and pages may call it.
 //! - `dev`: a whole cluster in one process; `ctl`: the operator's command
 //!   (and the containers' health probe).
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
