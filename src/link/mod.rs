@@ -1,10 +1,11 @@
 //! The cluster's internal transport: gateway↔node and node↔node links. A
-//! link is one TCP connection carrying length-prefixed binary records
-//! (`codec`, `records`), opened by a mutual HMAC handshake (`handshake`) on
-//! the client half (`client::connect`) and the server half
-//! (`server::accept`), both used by every role. After the handshake each
-//! side has a `LinkReader` and a cloneable `LinkWriter` (`io`). This module
-//! is the only place that speaks the link.
+//! link is one TCP connection (`transport`; in mutual TLS when the cluster
+//! has a CA, `tls`) carrying length-prefixed binary records (`codec`,
+//! `records`), opened by a mutual HMAC handshake (`handshake`) on the
+//! client half (`client::connect`) and the server half (`server::accept`),
+//! both used by every role. After the handshake each side has a
+//! `LinkReader` and a cloneable `LinkWriter` (`io`). This module is the
+//! only place that speaks the link.
 
 pub mod client;
 pub mod codec;
