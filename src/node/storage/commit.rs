@@ -131,7 +131,7 @@ impl Committer {
             let snapshot = append
                 .snapshot
                 .as_ref()
-                .map(|s| serde_json::to_string(s).unwrap_or_default())
+                .map(super::write_snapshot)
                 .unwrap_or_default();
             call.arg(snapshot).arg(append.entries.len());
             for e in &append.entries {

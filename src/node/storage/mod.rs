@@ -13,6 +13,13 @@
 //! view gave to another node, can then never append again: its rooms stop
 //! at their next append and reload, and the reload's claim is refused too.
 //!
+//! Stored formats carry a version: a snapshot is JSON with `"v"` (a
+//! snapshot without one was written by a release before versions, and is
+//! version 1); a log entry may carry a field `v`, and one without is
+//! version 1. A release reads every version up to its own and refuses a
+//! room stored in a newer one (it says so and serves nothing of that room)
+//! rather than misread it; a reader of an older release ignores `"v"`.
+//!
 //! Here: keys, loads, claims and forgetting; the group-commit writer and
 //! its append script are `commit`'s.
 //!
@@ -190,6 +197,12 @@ impl RoomStore for RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(failed)?;
+        if let Some(v) = log
+            .iter()
+            .find_map(|(_, f)| newer(f.get("v").map(Vec::as_slice)))
+        {
+            return Err(stored_by_a_newer_release(room, "log entry", v));
+        }
         let entries = log
             .into_iter()
             .filter_map(|(_, mut f)| {
@@ -203,9 +216,7 @@ impl RoomStore for RedisStore {
             })
             .collect();
         let snapshot = match snap {
-            Some(s) => {
-                Some(serde_json::from_str::<Snapshot>(&s).map_err(|e| StoreError(e.to_string()))?)
-            }
+            Some(s) => Some(read_snapshot(room, &s)?),
             None => None,
         };
         Ok(Loaded {
@@ -241,5 +252,75 @@ impl RoomStore for RedisStore {
 
     fn fence(&self, writer: FenceWriter) {
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
+}
+
+/// The version of the stored formats this release writes, and the newest
+/// it reads.
+pub(super) const FORMAT: u16 = 1;
+
+/// A snapshot as stored: its format's version, then its fields.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Stored<T> {
+    /// Absent in what releases before versions wrote: 1.
+    #[serde(default = "first_format")]
+    pub(super) v: u16,
+    #[serde(flatten)]
+    pub(super) snapshot: T,
+}
+
+fn first_format() -> u16 {
+    1
+}
+
+/// A snapshot's stored text, in this release's format.
+pub(super) fn write_snapshot(snapshot: &Snapshot) -> String {
+    serde_json::to_string(&Stored {
+        v: FORMAT,
+        snapshot,
+    })
+    .unwrap_or_default()
+}
+
+/// A stored snapshot of any version up to this release's.
+fn read_snapshot(room: &RoomId, text: &str) -> Result<Snapshot, StoreError> {
+    let stored: Stored<Snapshot> =
+        serde_json::from_str(text).map_err(|e| StoreError(format!("{room}'s snapshot: {e}")))?;
+    if stored.v > FORMAT {
+        return Err(stored_by_a_newer_release(room, "snapshot", stored.v));
+    }
+    Ok(stored.snapshot)
+}
+
+/// A log entry's version, if newer than this release reads.
+fn newer(v: Option<&[u8]>) -> Option<u16> {
+    let v: u16 = std::str::from_utf8(v?).ok()?.parse().ok()?;
+    (v > FORMAT).then_some(v)
+}
+
+fn stored_by_a_newer_release(room: &RoomId, what: &str, v: u16) -> StoreError {
+    StoreError(format!(
+        "{room}'s {what} is in stored format {v}, newer than this release reads ({FORMAT}): run the newer release"
+    ))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_written_with_its_version_and_read_back_whole() {
+        let room = RoomId::parse("board:v").unwrap();
+        let mut snapshot = Snapshot {
+            seq: 7,
+            ..Snapshot::default()
+        };
+        snapshot.reads.insert("ann".into(), 7);
+        let text = write_snapshot(&snapshot);
+        assert!(text.starts_with(r#"{"v":1,"#), "{text}");
+        assert_eq!(read_snapshot(&room, &text).unwrap(), snapshot);
+        assert_eq!(newer(Some(b"1")), None);
+        assert_eq!(newer(Some(b"2")), Some(2));
+        assert_eq!(newer(None), None);
     }
 }
