@@ -5,7 +5,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{http, Client, TestCluster};
 
 #[tokio::test]
@@ -375,5 +375,100 @@ async fn a_history_larger_than_a_link_record_is_joined_and_handed_off_whole() {
         "handed off with all of it"
     );
     assert_eq!(ann.say("chat:big", "next", "after the move").await, 401);
+    cluster.stop().await;
+}
+
+/// `history` pages back through a room's stored events, ascending, and
+/// the HTTP API with `before=` the same; bad bounds are `bad_request`.
+#[tokio::test]
+async fn history_pages_back_through_the_stored_events() {
+    let cluster = support::TestCluster::start(2, 1).await;
+    let addr = cluster.addr();
+    let room = "chat:paged";
+    let mut ann = Client::connect(addr, "ann").await;
+    ann.join(room).await;
+    for i in 1..=120 {
+        ann.say(room, &format!("m{i}"), "hello").await;
+    }
+    let seqs = |frame: &Value| -> Vec<u64> {
+        frame["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    ann.send(json!({"t": "history", "room": room, "id": "h1"}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(
+        (page["id"].as_str(), page["room"].as_str()),
+        (Some("h1"), Some(room))
+    );
+    assert!(page["epoch"].is_string());
+    assert_eq!(seqs(&page), (71..=120).collect::<Vec<_>>(), "the latest 50");
+    assert_eq!(page["more"], true);
+    ann.send(json!({"t": "history", "room": room, "id": "h2", "before": 71, "limit": 200}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(seqs(&page), (1..=70).collect::<Vec<_>>());
+    assert_eq!(page["more"], false);
+    assert_eq!(page["messages"][0]["t"], "msg");
+    for (bad, id) in [
+        (json!({"before": 0}), "b1"),
+        (json!({"before": -3}), "b2"),
+        (json!({"before": "x"}), "b3"),
+        (json!({"limit": 201}), "b4"),
+        (json!({"limit": 0}), "b5"),
+    ] {
+        let mut frame = json!({"t": "history", "room": room, "id": id});
+        frame
+            .as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        ann.send(frame).await;
+        let error = ann.recv_type("error").await;
+        assert_eq!(
+            (error["code"].as_str(), error["id"].as_str()),
+            (Some("bad_request"), Some(id))
+        );
+    }
+
+    let path = format!("/api/rooms/{room}/messages?before=71&limit=20");
+    let (status, page) = support::http(addr, "GET", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(seqs(&page), (51..=70).collect::<Vec<_>>());
+    assert_eq!(page["more"], true);
+    for bad in [
+        "before=abc",
+        "before=0",
+        "before=5&limit=0",
+        "before=5&limit=201",
+        "before=-1",
+    ] {
+        let (status, body) = support::http(
+            addr,
+            "GET",
+            &format!("/api/rooms/{room}/messages?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}"
+        );
+    }
+    let (status, empty) = support::http(
+        addr,
+        "GET",
+        "/api/rooms/chat:never-used/messages?before=10",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, empty),
+        (200, json!({"messages": [], "more": false}))
+    );
     cluster.stop().await;
 }

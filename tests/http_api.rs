@@ -247,3 +247,15 @@ async fn a_broadcast_reaches_every_connection_on_every_gateway() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn the_config_tells_a_client_how_to_authenticate_and_its_limits() {
+    let cluster = TestCluster::start(1, 1).await;
+    let (status, config) = http(cluster.addr(), "GET", "/api/config", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["auth"], "none");
+    assert_eq!(config["protocol"], 1);
+    assert_eq!(config["limits"]["history_page"], 200);
+    assert_eq!(config["limits"]["rooms_per_connection"], 256);
+    cluster.stop().await;
+}

@@ -95,6 +95,9 @@ async fn api_tokens_roles_and_rotation_are_checked_by_the_layers() {
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
+    // What a client needs before it connects asks for no token.
+    let (status, config) = call(&app, "GET", "/api/config", None, "").await;
+    assert_eq!((status, config["auth"].as_str()), (200, Some("jwt")));
 
     // A client token, even one claiming the admin role, is not an API token.
     let client_admin = sign(

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::Gateway;
 use crate::coordinator::{MemberState, Role};
 use crate::ids::{NodeId, RoomId, UserId};
-use crate::protocol::client::MAX_BODY_BYTES;
+use crate::protocol::client::{DEFAULT_HISTORY_PAGE, MAX_BODY_BYTES, MAX_HISTORY_PAGE};
 use crate::protocol::{ErrorCode, Failure, Query as RoomQuery};
 
 /// Default and largest page of `GET /api/rooms/{room}/messages`.
@@ -103,13 +103,35 @@ pub(super) async fn room_messages(
             })
         })
     };
-    let since = number("since", 0)? as u64;
-    let limit = number("limit", PAGE.0)?.min(PAGE.1);
+    let query = match params.get("before") {
+        // Paging back: `before` a positive integer, `limit` 1 to 200.
+        Some(before) => {
+            let before = before
+                .parse::<u64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    AppError(Failure::bad_request("before must be a positive integer"))
+                })?;
+            let max = usize::from(MAX_HISTORY_PAGE);
+            let limit = number("limit", usize::from(DEFAULT_HISTORY_PAGE))?;
+            if !(1..=max).contains(&limit) {
+                let message = format!("limit {limit} is not between 1 and {max}");
+                return Err(AppError(Failure::bad_request(message)));
+            }
+            RoomQuery::Page {
+                before: Some(before),
+                limit,
+            }
+        }
+        None => RoomQuery::Messages {
+            since: number("since", 0)? as u64,
+            limit: number("limit", PAGE.0)?.min(PAGE.1),
+        },
+    };
     Ok(json_text(
         StatusCode::OK,
-        gw.upstream
-            .query(&room, RoomQuery::Messages { since, limit })
-            .await?,
+        gw.upstream.query(&room, query).await?,
     ))
 }
 
@@ -229,6 +251,31 @@ pub(super) async fn add_node(State(gw): State<Arc<Gateway>>) -> ApiResult {
     };
     let id = dev.add_node().await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response())
+}
+
+/// `GET /api/config`: what a client needs to know before it connects (how
+/// it authenticates, and the limits it will meet); asks for no token.
+pub(super) async fn config(State(gw): State<Arc<Gateway>>) -> Response {
+    use crate::protocol::client as limits;
+    let auth = match gw.config.auth {
+        super::Auth::None => "none",
+        super::Auth::Jwt(_) => "jwt",
+    };
+    axum::Json(json!({
+        "protocol": 1,
+        "auth": auth,
+        "limits": {
+            "frame_bytes": limits::MAX_FRAME_BYTES,
+            "body_bytes": MAX_BODY_BYTES,
+            "rooms_per_connection": gw.config.rooms_per_conn,
+            "frames_per_second": gw.config.rate_per_sec,
+            "frame_burst": gw.config.rate_burst,
+            "history_page": MAX_HISTORY_PAGE,
+            "presence_page": limits::MAX_PAGE,
+            "widgets_per_board": limits::MAX_WIDGETS,
+        },
+    }))
+    .into_response()
 }
 
 /// `GET /healthz`.

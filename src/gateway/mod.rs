@@ -109,6 +109,7 @@ pub(crate) fn app(gw: Arc<Gateway>) -> Router {
         .route("/api/cluster/nodes/{id}/drain", post(http::drain));
     let api = layers::require(&gw, service, ApiRole::Service)
         .merge(layers::require(&gw, admin, ApiRole::Admin))
+        .route("/api/config", get(http::config))
         .route("/api", any(http::not_found))
         .route("/api/{*rest}", any(http::not_found));
     let guarded = Router::new()

@@ -35,6 +35,10 @@ pub const MAX_BOARD_BYTES: usize = 8 << 20;
 pub const MAX_PAGE: u16 = 1000;
 /// Users in a `presence.page` when the client names no `limit`.
 pub const DEFAULT_PAGE: u16 = 200;
+/// Most events in one `history` page.
+pub const MAX_HISTORY_PAGE: u16 = 200;
+/// Events in a `history` page when the client names no `limit`.
+pub const DEFAULT_HISTORY_PAGE: u16 = 50;
 
 /// One validated client frame, borrowing from the text it was read from.
 #[derive(Debug)]
@@ -139,6 +143,14 @@ pub enum RoomOp<B> {
         /// Users at most (1 to `MAX_PAGE`).
         limit: u16,
     },
+    /// A page of the room's stored events below `before` (link version 4
+    /// on).
+    History {
+        /// Exclusive upper bound; none for the room's seq + 1.
+        before: Option<u64>,
+        /// Events at most (1 to `MAX_HISTORY_PAGE`).
+        limit: u16,
+    },
 }
 
 impl<B> RoomOp<B> {
@@ -157,6 +169,7 @@ impl<B> RoomOp<B> {
             Self::BoardRole { .. } => "board.role",
             Self::BoardCursor { .. } => "board.cursor",
             Self::PresenceList { .. } => "presence.list",
+            Self::History { .. } => "history",
         }
     }
 
@@ -176,6 +189,7 @@ impl<B> RoomOp<B> {
             Self::BoardRole { user, role } => RoomOp::BoardRole { user, role },
             Self::BoardCursor { x, y } => RoomOp::BoardCursor { x, y },
             Self::PresenceList { after, limit } => RoomOp::PresenceList { after, limit },
+            Self::History { before, limit } => RoomOp::History { before, limit },
         }
     }
 }
@@ -315,6 +329,8 @@ struct Raw<'a> {
     after: Option<&'a RawValue>,
     #[serde(borrow)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    before: Option<&'a RawValue>,
 }
 
 /// A field that should be a string: the string (borrowed when it has no
@@ -482,6 +498,7 @@ fn is_room_frame(t: &str) -> bool {
             | "board.role"
             | "board.cursor"
             | "presence.list"
+            | "history"
     )
 }
 
@@ -575,23 +592,39 @@ fn room_op<'a>(
                 crate::ids::UserId::parse(after)
                     .map_err(|e| Failure::bad_request(format!("after: {e}")))?;
             }
-            let limit = match optional::<u64>(raw.limit, "limit")? {
-                None => DEFAULT_PAGE,
-                Some(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => n as u16,
-                Some(n) => {
-                    return Err(Failure::bad_request(format!(
-                        "limit {n} is not between 1 and {MAX_PAGE}"
-                    )))
-                }
-            };
+            let limit = page_limit(optional(raw.limit, "limit")?, DEFAULT_PAGE, MAX_PAGE)?;
             RoomOp::PresenceList { after, limit }
         }
+        "history" => RoomOp::History {
+            before: match optional::<u64>(raw.before, "before") {
+                Ok(Some(0)) | Err(_) => {
+                    return Err(Failure::bad_request("before must be a positive integer"))
+                }
+                Ok(before) => before,
+            },
+            limit: page_limit(
+                optional(raw.limit, "limit")?,
+                DEFAULT_HISTORY_PAGE,
+                MAX_HISTORY_PAGE,
+            )?,
+        },
         other => {
             return Err(Failure::bad_request(format!(
                 "unknown frame type {other:?}"
             )))
         }
     })
+}
+
+/// A page's `limit`: `default` when absent, else within 1 and `max`.
+fn page_limit(limit: Option<u64>, default: u16, max: u16) -> Result<u16, Failure> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=u64::from(max)).contains(&n) => Ok(n as u16),
+        Some(n) => Err(Failure::bad_request(format!(
+            "limit {n} is not between 1 and {max}"
+        ))),
+    }
 }
 
 fn required<'de, T: Deserialize<'de>>(v: Option<&'de RawValue>, name: &str) -> Result<T, Failure> {

@@ -129,6 +129,13 @@ pub enum Query<B> {
         /// How many at most.
         limit: usize,
     },
+    /// A page of stored events below `before` (link version 4 on).
+    Page {
+        /// Exclusive upper bound; none for the room's seq + 1.
+        before: Option<u64>,
+        /// How many at most.
+        limit: usize,
+    },
     /// Post a message on behalf of a user.
     Post {
         /// The author.
@@ -144,6 +151,7 @@ impl<B> Query<B> {
         match self {
             Self::Info => Query::Info,
             Self::Messages { since, limit } => Query::Messages { since, limit },
+            Self::Page { before, limit } => Query::Page { before, limit },
             Self::Post { from, body } => Query::Post {
                 from,
                 body: f(body),

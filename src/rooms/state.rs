@@ -298,6 +298,9 @@ impl RoomState {
             RoomOp::PresenceList { after, limit } => {
                 Ok(self.presence_page(id, after.as_deref(), usize::from(*limit)))
             }
+            RoomOp::History { before, limit } => {
+                Ok(self.history_page(id, *before, usize::from(*limit)))
+            }
             RoomOp::BoardPut { .. }
             | RoomOp::BoardMove { .. }
             | RoomOp::BoardShift { .. }
@@ -619,6 +622,7 @@ pub fn new_epoch() -> Arc<str> {
         .into()
 }
 
+mod history;
 mod joins;
 mod queries;
 mod transfer;

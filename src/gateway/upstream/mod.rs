@@ -274,6 +274,7 @@ impl Upstream {
         };
         let version = match req.op {
             RoomOp::PresenceList { .. } => 2,
+            RoomOp::History { .. } => 4,
             _ => 1,
         };
         if let RoomOp::Join { since, epoch } = &req.op {

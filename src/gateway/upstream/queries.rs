@@ -22,6 +22,11 @@ impl Upstream {
                 break;
             }
             if let Some((owner, writer)) = self.writer_to_owner(room.as_str()) {
+                if matches!(query, Query::Page { .. }) && self.version_of(&owner) < 4 {
+                    // Only during a rolling update: the owner's build pages
+                    // no history.
+                    return Err(unavailable());
+                }
                 let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 self.lock_pending().insert(

@@ -131,6 +131,9 @@ impl Inner {
             Query::Messages { since, limit } => {
                 (Vec::new(), self.state.messages_json(since, limit), false)
             }
+            Query::Page { before, limit } => {
+                (Vec::new(), self.state.page_json(before, limit), false)
+            }
             Query::Post { from, body } => {
                 let Ok(from) = UserId::parse(&from) else {
                     let failure = Status::Failed(Failure::bad_request("bad author"));

@@ -1,0 +1,69 @@
+//! Paging back through a room's stored events (`history`): a page of the
+//! `msg` and `board.changed` frames just below a seq, ascending, from what
+//! the room keeps.
+
+use super::*;
+
+impl RoomState {
+    /// The kept stored events below `before` (default: all), the latest
+    /// `limit` of them, ascending, and whether older ones are kept.
+    fn page(&self, before: Option<u64>, limit: usize) -> (Vec<&[u8]>, bool) {
+        let before = before.unwrap_or(u64::MAX);
+        let mut below = self.log.iter().rev().skip_while(|e| e.seq >= before);
+        let mut page: Vec<&[u8]> = below.by_ref().take(limit).map(|e| &e.frame[..]).collect();
+        page.reverse();
+        (page, below.next().is_some())
+    }
+
+    /// The `history` frame: a page of stored events below `before`.
+    pub(super) fn history_page(
+        &self,
+        id: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Outcome {
+        let (events, more) = self.page(before, limit);
+        Outcome {
+            reply: Some(self.history_frame(id, &events, more).into()),
+            ..Outcome::default()
+        }
+    }
+
+    /// `{"messages":[..],"more":bool}`: a page for the HTTP API.
+    pub fn page_json(&self, before: Option<u64>, limit: usize) -> Vec<u8> {
+        let (events, more) = self.page(before, limit);
+        let mut out = b"{\"messages\":[".to_vec();
+        splice(&mut out, &events);
+        out.extend_from_slice(format!("],\"more\":{more}}}").as_bytes());
+        out
+    }
+
+    fn history_frame(&self, id: Option<&str>, events: &[&[u8]], more: bool) -> Vec<u8> {
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut out = b"{\"t\":\"history\",".to_vec();
+        if let Some(id) = id {
+            out.extend_from_slice(format!("\"id\":{},", quoted(id)).as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "\"room\":{},\"epoch\":{},\"messages\":[",
+                quoted(self.room.as_str()),
+                quoted(&self.epoch)
+            )
+            .as_bytes(),
+        );
+        splice(&mut out, events);
+        out.extend_from_slice(format!("],\"more\":{more}}}").as_bytes());
+        out
+    }
+}
+
+/// Appends frames, comma-separated.
+fn splice(out: &mut Vec<u8>, frames: &[&[u8]]) {
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(frame);
+    }
+}
