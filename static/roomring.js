@@ -113,7 +113,7 @@ export class RoomringClient {
       }
       if (f.seq <= last) return; // already seen (replayed after a reconnect)
       this.rooms.set(f.room, f.seq);
-    } else if (f.t === 'presence.page' && f.id && this.requests.has(f.id)) {
+    } else if ((f.t === 'presence.page' || f.t === 'history') && f.id && this.requests.has(f.id)) {
       this.requests.get(f.id).resolve(f);
       this.requests.delete(f.id);
     } else if (f.t === 'error' && f.id && this.requests.has(f.id)) {
@@ -196,6 +196,16 @@ export class RoomringClient {
   presenceList(room, after, limit) {
     const frame = { t: 'presence.list', room };
     if (after !== undefined) frame.after = after;
+    if (limit !== undefined) frame.limit = limit;
+    return this.request(frame);
+  }
+
+  // A page of a room's stored events just below seq `before` (default: the
+  // latest), ascending; `more` says whether older ones exist. Pass the
+  // page's first seq as `before` for the one above it.
+  history(room, before, limit) {
+    const frame = { t: 'history', room };
+    if (before !== undefined) frame.before = before;
     if (limit !== undefined) frame.limit = limit;
     return this.request(frame);
   }

@@ -124,3 +124,48 @@ test('the page has the cluster view with the ring', async () => {
   if (shots) await page.screenshot({ path: `${shots}/cluster.png` });
   await page.close();
 });
+
+test('the chat page loads older messages as the reader scrolls up', async () => {
+  const room = 'chat:scrollback';
+  for (let i = 1; i <= 600; i++) {
+    const res = await fetch(`${base}/api/rooms/${room}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ from: 'bot', body: { text: `line ${i}` } }),
+    });
+    assert.equal(res.status, 200);
+  }
+  const page = await enter('reader', room);
+  await page.waitForFunction(() => document.querySelectorAll('.msg').length > 0);
+  const shown = () => page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
+  const first = (await shown()).length;
+  for (let round = 0; round < 40 && (await shown()).length < first + 500; round++) {
+    const before = (await shown()).length;
+    await page.evaluate(() => { document.querySelector('#messages').scrollTop = 0; });
+    await page.waitForFunction((n) => document.querySelectorAll('.msg').length > n, before, { timeout: 5000 });
+  }
+  const seqs = await shown();
+  assert.ok(seqs.length >= first + 500, `scrolled back ${seqs.length - first} messages`);
+  // In order, none twice, none missing.
+  assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => seqs[0] + i));
+  assert.equal(seqs.at(-1), 600);
+  if (shots) await page.screenshot({ path: `${shots}/chat-scrollback.png` });
+  await page.close();
+});
+
+test('the first screen remembers the name and rooms, and asks for a token only when the server wants one', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(base);
+  await page.waitForFunction(() => document.querySelector('#intro').textContent.includes('roomring'));
+  assert.equal(await page.isVisible('#token'), false, 'dev runs without tokens');
+  await page.fill('#user', 'dora');
+  await page.fill('#room', 'chat:remembered');
+  await page.click('#enter');
+  await page.waitForSelector('#status.up');
+  await page.goto(base);
+  assert.equal(await page.inputValue('#user'), 'dora');
+  assert.equal(await page.inputValue('#room'), 'chat:remembered');
+  if (shots) await page.screenshot({ path: `${shots}/chat-first-screen.png` });
+  await context.close();
+});
