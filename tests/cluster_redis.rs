@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::procs::Proc;
+use support::procs::{Proc, ProcCluster};
 use support::redis::RedisServer;
 use support::{check_room, history, http, Client, Writer};
 
@@ -24,27 +24,8 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let redis = RedisServer::start();
-    let nodes: Vec<Proc> = (1..=3)
-        .map(|i| Proc::start("node", &format!("n{i}"), &redis.url()))
-        .collect();
-    let gateways: Vec<Proc> = (1..=2)
-        .map(|i| Proc::start("gateway", &format!("g{i}"), &redis.url()))
-        .collect();
-    for gw in &gateways {
-        let addr = gw.addr;
-        eventually!({
-            let (_, v) = http(addr, "GET", "/api/cluster", None).await;
-            let (nodes, gws) = (
-                v["nodes"].as_array().map_or(0, Vec::len),
-                v["gateways"].as_array().map_or(0, Vec::len),
-            );
-            if nodes == 3 && gws == 2 {
-                Ok(())
-            } else {
-                Err(v)
-            }
-        });
-    }
+    let ProcCluster { nodes, gateways } =
+        ProcCluster::start(&redis.url(), (3, &[]), (2, &[])).await;
     Cluster {
         redis,
         nodes,
@@ -159,12 +140,7 @@ fn rooms() -> Vec<String> {
 }
 
 async fn owners(gw: SocketAddr) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for room in rooms() {
-        let owner = support::owner(gw, &room).await.unwrap();
-        out.insert(room, owner);
-    }
-    out
+    support::owners(gw, rooms()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,31 +12,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
-use support::procs::Proc;
+use support::procs::{Proc, ProcCluster};
 use support::redis::RedisServer;
 use support::{wait_for_nodes, ChatLoad, Client};
 
 const ROOMS: usize = 6;
 
-struct Cluster {
-    _nodes: Vec<Proc>,
-    gateways: Vec<Proc>,
-}
-
-async fn cluster(url: &str, node_flags: &[&str]) -> Cluster {
-    let nodes: Vec<Proc> = (1..=3)
-        .map(|i| Proc::start_with("node", &format!("n{i}"), url, node_flags))
-        .collect();
-    let gateways: Vec<Proc> = (1..=2)
-        .map(|i| Proc::start("gateway", &format!("g{i}"), url))
-        .collect();
-    for gw in &gateways {
-        wait_for_nodes(gw.addr, 3).await;
-    }
-    Cluster {
-        _nodes: nodes,
-        gateways,
-    }
+async fn cluster(url: &str, node_flags: &[&str]) -> ProcCluster {
+    ProcCluster::start(url, (3, node_flags), (2, &[])).await
 }
 
 /// Writers on `writers_at`, readers on `readers_at`, while `fault` runs;

@@ -50,15 +50,7 @@ impl Traffic {
 }
 
 async fn owners(addr: SocketAddr) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for i in 0..ROOMS {
-        let (_, info) = http(addr, "GET", &format!("/api/rooms/{}", room(i)), None).await;
-        out.insert(
-            room(i),
-            info["owner"].as_str().unwrap_or_default().to_string(),
-        );
-    }
-    out
+    support::owners(addr, (0..ROOMS).map(room)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -431,10 +431,8 @@ async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refu
     let _redis = support::redis::RedisServer::start_with(Some("redis-s3cret"), &redis_args);
     let url = format!("rediss://:redis-s3cret@localhost:{redis_tls}");
     let flags = [&tls[..], &["--redis-ca", ca_s.as_str()]].concat();
-    let n1 = support::procs::Proc::start_with("node", "n1", &url, &flags);
-    let n2 = support::procs::Proc::start_with("node", "n2", &url, &flags);
-    let gw = support::procs::Proc::start_with("gateway", "g1", &url, &flags);
-    support::wait_for_nodes(gw.addr, 2).await;
+    let cluster = support::procs::ProcCluster::start(&url, (2, &flags), (1, &flags)).await;
+    let (gw, n1) = (&cluster.gateways[0], &cluster.nodes[0]);
     let (mut ann, mut bob) = (
         Client::connect(gw.addr, "ann").await,
         Client::connect(gw.addr, "bob").await,
@@ -482,6 +480,6 @@ async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refu
     let ours = link::LinkTls::from_files(&ca, &cert, &key).unwrap();
     let member = link::client::connect(&node, Role::Gateway, &me, &secret.with_tls(ours)).await;
     assert!(member.is_ok(), "a member's certificate and secret");
-    drop((n1, n2, gw));
+    drop(cluster);
     let _ = std::fs::remove_dir_all(&base);
 }

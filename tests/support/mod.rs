@@ -486,6 +486,19 @@ impl ChatLoad {
     }
 }
 
+/// The node that owns each of `rooms`, as a gateway's API says.
+pub async fn owners(
+    gw: SocketAddr,
+    rooms: impl IntoIterator<Item = String>,
+) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for room in rooms {
+        let owner = owner(gw, &room).await.unwrap_or_default();
+        out.insert(room, owner);
+    }
+    out
+}
+
 /// The node that owns `room`, as a gateway's API says.
 pub async fn owner(gw: SocketAddr, room: &str) -> Option<String> {
     let (_, info) = http(gw, "GET", &format!("/api/rooms/{room}"), None).await;

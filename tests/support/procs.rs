@@ -152,3 +152,43 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Node and gateway processes on one Redis, each started by its ready line,
+/// every gateway waited for until it knows every member; stopped on drop.
+pub struct ProcCluster {
+    /// `n1`, `n2`, ...
+    pub nodes: Vec<Proc>,
+    /// `g1`, `g2`, ...
+    pub gateways: Vec<Proc>,
+}
+
+impl ProcCluster {
+    /// `nodes` nodes (with `node_flags`) and `gateways` gateways (with
+    /// `gateway_flags`) on the Redis at `url`.
+    pub async fn start(
+        url: &str,
+        (nodes, node_flags): (usize, &[&str]),
+        (gateways, gateway_flags): (usize, &[&str]),
+    ) -> Self {
+        let nodes: Vec<Proc> = (1..=nodes)
+            .map(|i| Proc::start_with("node", &format!("n{i}"), url, node_flags))
+            .collect();
+        let gateways: Vec<Proc> = (1..=gateways)
+            .map(|i| Proc::start_with("gateway", &format!("g{i}"), url, gateway_flags))
+            .collect();
+        let want = (nodes.len(), gateways.len());
+        for gw in &gateways {
+            let addr = gw.addr;
+            eventually!({
+                let (_, v) = super::http(addr, "GET", "/api/cluster", None).await;
+                let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+                if (count("nodes"), count("gateways")) == want {
+                    Ok(())
+                } else {
+                    Err(v)
+                }
+            });
+        }
+        Self { nodes, gateways }
+    }
+}
