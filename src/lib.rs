@@ -29,6 +29,8 @@
 //!   per room, resuming moved rooms, one link per node, revoking a node
 //!   whose port is closed, admission (a connection rate and cap, and a
 //!   paced drain on stop), and which names and pages may call it.
+//! - `archive`: every stored event kept for good, behind a trait (in
+//!   memory, or PostgreSQL) with its one suite.
 //! - `dev`: a whole cluster in one process; `ctl`: the operator's command
 //!   (and the containers' health probe).
 //! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
@@ -37,6 +39,7 @@
 //! `coordinator`, `rooms` → `protocol` → `ids`. The gateway and the node never
 //! import each other; they meet only on the link.
 
+pub mod archive;
 pub mod config;
 pub mod coordinator;
 pub mod ctl;

@@ -274,6 +274,7 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+pub mod postgres;
 pub mod procs;
 pub mod proxy;
 pub mod redis;
