@@ -178,6 +178,17 @@ struct EdgeLimits {
     allowed_origins: Vec<String>,
 }
 
+/// A PostgreSQL URL, never echoed (it may hold a password).
+fn archive_url(s: &str) -> Result<String, String> {
+    if (s.starts_with("postgres://") || s.starts_with("postgresql://"))
+        && s.parse::<tokio_postgres::Config>().is_ok()
+    {
+        Ok(s.to_string())
+    } else {
+        Err("not a postgres://user[:password]@host:port/db URL".into())
+    }
+}
+
 /// An `http://` or `https://` origin: a scheme and a host, no path.
 fn origin_arg(s: &str) -> Result<String, String> {
     let rest = s
@@ -309,6 +320,11 @@ struct NodeArgs {
     /// rolling update from them.
     #[arg(long, env = "ROOMRING_ALLOW_OLD_LINKS")]
     allow_old_links: bool,
+    /// `postgres://user[:password]@host:port/db`: keep every stored event
+    /// there, past the Redis tail, for `history` (the table is created at
+    /// start when missing).
+    #[arg(long, env = "ROOMRING_ARCHIVE", hide_env_values = true, value_parser = archive_url)]
+    archive: Option<String>,
     /// Accepted so that one command line serves every role; a node serves
     /// no clients, so they change nothing on it.
     #[command(flatten)]
@@ -412,6 +428,8 @@ pub enum Command {
         coordinator: Endpoint,
         /// What an acknowledged commit promises of replicas.
         replication: crate::node::storage::Replication,
+        /// Where every stored event is archived, if anywhere.
+        archive: Option<String>,
     },
     /// `roomring gateway`.
     Gateway {
@@ -533,6 +551,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                     replicas: a.redis_wait_replicas,
                     allow_degraded: a.redis_allow_degraded,
                 },
+                archive: a.archive,
             })
         }
         Cmd::Gateway(a) => {

@@ -80,11 +80,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config,
             coordinator: endpoint,
             replication,
+            archive,
         } => {
             let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
-            let store =
-                RedisStore::connect(&endpoint, PREFIX, config.rooms.keep, replication).await?;
+            let archiver = archive.map(|url| {
+                roomring::archive::archiver::Archiver::spawn(move || {
+                    let url = url.clone();
+                    async move {
+                        let archive = roomring::archive::postgres::PostgresArchive::connect(&url);
+                        Ok(Arc::new(archive.await?) as Arc<dyn roomring::archive::Archive>)
+                    }
+                })
+            });
+            let keep = config.rooms.keep;
+            let store = RedisStore::connect(&endpoint, PREFIX, keep, replication, archiver).await?;
             roomring::node::run(config, coordinator, Some(store)).await?
         }
         Command::Gateway {

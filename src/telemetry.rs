@@ -77,6 +77,12 @@ pub struct Metrics {
     pub joins: Counter,
     /// Link connections a node closed before they authenticated.
     pub link_refusals: Counter,
+    /// Events committed but not yet in the archive.
+    pub archive_lag: Gauge,
+    /// Events appended to the archive.
+    pub archived: Counter,
+    /// Events dropped from the archive's queue past its bound.
+    pub archive_dropped: Counter,
 }
 
 /// The process's metrics, registered with the recorder on first use.
@@ -103,6 +109,9 @@ pub fn metrics() -> &'static Metrics {
             join_requests: metrics::counter!("roomring_join_requests_total"),
             joins: metrics::counter!("roomring_joins_total"),
             link_refusals: metrics::counter!("roomring_link_refusals_total"),
+            archive_lag: metrics::gauge!("roomring_archive_lag"),
+            archived: metrics::counter!("roomring_archived_total"),
+            archive_dropped: metrics::counter!("roomring_archive_dropped_total"),
         }
     })
 }

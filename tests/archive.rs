@@ -35,3 +35,101 @@ async fn a_bad_url_or_an_absent_server_is_a_clear_error() {
         "{absent}"
     );
 }
+
+/// Pages of `history` from `before` down to seq 1: every seq once, in order.
+async fn page_back(c: &mut support::Client, room: &str, before: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut before = before;
+    for page in 0.. {
+        let id = format!("p{page}");
+        c.send(serde_json::json!({"t": "history", "room": room, "id": id, "before": before, "limit": 200}))
+            .await;
+        let got = c.recv_type("history").await;
+        let mut these: Vec<u64> = got["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        let more = got["more"] == true;
+        if let Some(first) = these.first() {
+            before = *first;
+        }
+        these.extend(seqs);
+        seqs = these;
+        if !more {
+            return seqs;
+        }
+        assert!(page < 100, "paging never ends");
+    }
+    unreachable!()
+}
+
+/// The number of times each seq of `room` is in the archive.
+async fn archived(url: &str, room: &str) -> Vec<(i64, i64)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT seq, count(*) FROM roomring_events WHERE room = $1 GROUP BY seq ORDER BY seq",
+            &[&room],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// A node with an archive: every acked message reaches it once, including
+/// those of a node killed while it archived, and `history` pages back past
+/// what the room keeps, to seq 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acked_message_is_archived_once_and_history_pages_back_through_it() {
+    let pg = Postgres::start();
+    let redis = support::redis::RedisServer::start();
+    let node_flags = ["--archive", &pg.url(), "--history", "1000"];
+    let mut cluster =
+        support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
+    let gw = cluster.gateways[0].addr;
+    let room = "chat:kept-for-good";
+    let mut ann = support::Client::connect(gw, "ann").await;
+    ann.join(room).await;
+    for i in 1..=1200 {
+        ann.say(room, &format!("a{i}"), "before").await;
+    }
+    // Killed while it archives; a new process takes the room from Redis.
+    cluster.nodes[0].kill9();
+    cluster.nodes[0] = support::procs::Proc::start_with("node", "n1", &redis.url(), &node_flags);
+    let mut bob = support::Client::connect(gw, "bob").await;
+    eventually!({
+        bob.send(serde_json::json!({"t": "join", "room": room, "id": "j"}))
+            .await;
+        let f = bob.recv().await;
+        if f["t"] == "joined" {
+            Ok(())
+        } else {
+            Err(f)
+        }
+    });
+    for i in 1..=300 {
+        bob.say(room, &format!("b{i}"), "after").await;
+    }
+    let all: Vec<u64> = (1..=1500).collect();
+    assert_eq!(
+        page_back(&mut bob, room, 1501).await,
+        all,
+        "paged back to seq 1"
+    );
+    eventually!({
+        let counts = archived(&pg.url(), room).await;
+        let expected: Vec<(i64, i64)> = (1..=1500).map(|s| (s, 1)).collect();
+        if counts == expected {
+            Ok(())
+        } else {
+            Err(counts.len())
+        }
+    });
+}

@@ -15,6 +15,7 @@ async fn append(store: &RedisStore, room: &RoomId, seqs: &[u64]) -> Result<(), S
     let (tx, rx) = tokio::sync::oneshot::channel();
     store.append(Append {
         room: room.clone(),
+        epoch: std::sync::Arc::from("e"),
         entries: seqs
             .iter()
             .map(|&seq| Entry {
@@ -37,7 +38,7 @@ async fn append(store: &RedisStore, room: &RoomId, seqs: &[u64]) -> Result<(), S
 async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
     let redis = RedisServer::start();
     redis.cli(&["HSET", "t:member:n1", "generation", "1"]);
-    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default())
+    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default(), None)
         .await
         .expect("store");
     store.fence(Writer {
@@ -69,7 +70,7 @@ async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
 async fn what_the_previous_release_stored_is_read_and_a_newer_format_refused() {
     let redis = RedisServer::start();
     redis.cli(&["HSET", "t:member:n1", "generation", "1"]);
-    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default())
+    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default(), None)
         .await
         .expect("store");
     store.fence(Writer {

@@ -5,6 +5,7 @@
 //! one range of that key. `memory` is the in-process twin; `postgres` the
 //! production backend; both pass the one `conformance` suite.
 
+pub mod archiver;
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

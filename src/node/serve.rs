@@ -225,6 +225,22 @@ fn handle(
             if matches!(op, RoomOp::Resume { .. }) {
                 counted_resume(1);
             }
+            if let RoomOp::History { before, limit } = op {
+                // Past what the room keeps, a page comes from the archive.
+                let archiver = node.store.as_ref().and_then(|s| s.archiver());
+                if let (Some(archiver), Some(live)) = (archiver, routes.get(node, room)) {
+                    let request = super::history::Request {
+                        rid,
+                        room,
+                        id,
+                        before,
+                        limit,
+                    };
+                    if super::history::answer(archiver, &live, sink, request) {
+                        return true;
+                    }
+                }
+            }
             match routes.get(node, room) {
                 Some(live) => live.op(
                     sink,

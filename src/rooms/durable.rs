@@ -37,6 +37,8 @@ pub(super) struct Durable<R> {
 /// and how many entries of the log storage keeps at least.
 pub(super) struct Batch {
     pub(super) upto: u64,
+    /// The history the entries belong to (set by the room).
+    pub(super) epoch: Arc<str>,
     pub(super) entries: Vec<Entry>,
     pub(super) snapshot: Option<Snapshot>,
     pub(super) keep: usize,
@@ -135,6 +137,7 @@ impl<R> Durable<R> {
         let keep = kept.max(since_snapshot);
         self.in_flight = Some(upto);
         Some(Batch {
+            epoch: Arc::from(""),
             upto,
             entries: std::mem::take(&mut self.unsent),
             snapshot,

@@ -623,6 +623,7 @@ pub fn new_epoch() -> Arc<str> {
 }
 
 mod history;
+pub use history::{history_frame, MemoryPage};
 mod joins;
 mod queries;
 mod transfer;

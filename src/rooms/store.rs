@@ -71,6 +71,8 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub struct Append {
     /// The room.
     pub room: RoomId,
+    /// The history the entries belong to (what the archive keys them by).
+    pub epoch: std::sync::Arc<str>,
     /// Entries, in seq order.
     pub entries: Vec<Entry>,
     /// A snapshot to write with them.
@@ -96,6 +98,10 @@ pub trait RoomStore: Send + Sync + 'static {
     /// fences refuses loads and appends whose writer is no longer the
     /// room's owner of record or whose lease lapsed.
     fn fence(&self, _writer: Writer) {}
+    /// The archive behind this storage, if the node has one.
+    fn archiver(&self) -> Option<std::sync::Arc<crate::archive::archiver::Archiver>> {
+        None
+    }
     /// A room that never stored an event was let go: what storage keeps of
     /// it (its owner record, its epoch) goes too, unless it holds events
     /// after all or another writer owns it now, so that rooms only joined

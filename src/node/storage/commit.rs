@@ -7,8 +7,22 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::{current, failed, fenced, log_key, member_key, owner_key, snap_key};
+use crate::archive::archiver::Archiver;
+use crate::archive::Archived;
 use crate::coordinator::endpoint::Conn;
 use crate::rooms::store::{Append, StoreError, Writer as FenceWriter};
+
+/// A committed append's entries, as the archive keeps them.
+fn archived(append: &Append, out: &mut Vec<Archived>) {
+    let at = crate::protocol::now_ms();
+    out.extend(append.entries.iter().map(|e| Archived {
+        room: append.room.to_string(),
+        epoch: append.epoch.to_string(),
+        seq: e.seq,
+        at,
+        frame: e.frame.clone(),
+    }));
+}
 
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
@@ -69,6 +83,8 @@ pub(super) struct Committer {
     pub(super) rx: mpsc::UnboundedReceiver<Append>,
     /// Who writes, shared with the store.
     pub(super) writer: Arc<Mutex<Option<FenceWriter>>>,
+    /// Where committed entries go next, if the node keeps an archive.
+    pub(super) archiver: Option<Arc<Archiver>>,
 }
 
 impl Committer {
@@ -88,12 +104,20 @@ impl Committer {
             crate::telemetry::metrics().storage_commits.increment(1);
             match result {
                 Ok(codes) => {
+                    let mut committed = Vec::new();
                     for (append, code) in batch.drain(..).zip(codes) {
                         let outcome = fenced(code, &append.room);
-                        if let Err(e) = &outcome {
-                            tracing::warn!(room.id = %append.room, error = %e, "append refused");
+                        match &outcome {
+                            Err(e) => {
+                                tracing::warn!(room.id = %append.room, error = %e, "append refused")
+                            }
+                            Ok(()) if self.archiver.is_some() => archived(&append, &mut committed),
+                            Ok(()) => {}
                         }
                         (append.done)(outcome);
+                    }
+                    if let Some(archiver) = &self.archiver {
+                        archiver.push(committed);
                     }
                 }
                 Err(e) => {

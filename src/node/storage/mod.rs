@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use crate::archive::archiver::Archiver;
 use crate::coordinator::endpoint::{Conn, Endpoint};
 use crate::ids::RoomId;
 use crate::rooms::store::{
@@ -99,6 +100,8 @@ pub struct RedisStore {
     /// Unbounded, but a room has at most one append queued or in flight, so
     /// it holds at most one per room.
     journal: mpsc::UnboundedSender<Append>,
+    /// Where committed events are archived, if anywhere.
+    archiver: Option<Arc<Archiver>>,
 }
 
 fn failed(e: redis::RedisError) -> StoreError {
@@ -113,6 +116,7 @@ impl RedisStore {
         prefix: &str,
         keep: usize,
         replication: Replication,
+        archiver: Option<Arc<Archiver>>,
     ) -> Result<Arc<Self>, StoreError> {
         let conn = endpoint.connect().await.map_err(failed)?;
         let (journal, rx) = mpsc::unbounded_channel();
@@ -125,6 +129,7 @@ impl RedisStore {
                 replication,
                 rx,
                 writer: fence.clone(),
+                archiver: archiver.clone(),
             }
             .run(),
         );
@@ -133,6 +138,7 @@ impl RedisStore {
             prefix: prefix.to_string(),
             writer: fence,
             journal,
+            archiver,
         }))
     }
 }
@@ -203,7 +209,7 @@ impl RoomStore for RedisStore {
         {
             return Err(stored_by_a_newer_release(room, "log entry", v));
         }
-        let entries = log
+        let entries: Vec<Entry> = log
             .into_iter()
             .filter_map(|(_, mut f)| {
                 let text = |v: Vec<u8>| String::from_utf8(v).ok();
@@ -219,6 +225,14 @@ impl RoomStore for RedisStore {
             Some(s) => Some(read_snapshot(room, &s)?),
             None => None,
         };
+        if let Some(archiver) = &self.archiver {
+            // What the previous owner may not have archived yet.
+            let events: Vec<(u64, bytes::Bytes)> = entries
+                .iter()
+                .map(|e: &Entry| (e.seq, e.frame.clone()))
+                .collect();
+            archiver.ensure(room.as_str(), &epoch, events);
+        }
         Ok(Loaded {
             entries,
             snapshot,
@@ -248,6 +262,10 @@ impl RoomStore for RedisStore {
         if let Err(mpsc::error::SendError(append)) = self.journal.send(append) {
             (append.done)(Err(StoreError("the journal writer is gone".into())));
         }
+    }
+
+    fn archiver(&self) -> Option<Arc<Archiver>> {
+        self.archiver.clone()
     }
 
     fn fence(&self, writer: FenceWriter) {

@@ -176,7 +176,8 @@ impl Inner {
     pub(super) fn next_batch(&mut self) -> Option<(Arc<dyn RoomStore>, Batch)> {
         let d = self.durable.as_mut()?;
         let state = &self.state;
-        let batch = d.next_batch(|| state.snapshot(), state.kept())?;
+        let mut batch = d.next_batch(|| state.snapshot(), state.kept())?;
+        batch.epoch = Arc::from(state.epoch());
         Some((d.store.clone(), batch))
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::durable::{Batch, Durable};
 use super::sink::{Reply, Sink};
-use super::state::{Event, Joiner, LinkId, Origin, RoomState, Sub};
+use super::state::{Event, Joiner, LinkId, MemoryPage, Origin, RoomState, Sub};
 use super::store::{Append, Loaded, RoomStore, StoreError};
 use super::Limits;
 use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
@@ -339,6 +339,16 @@ impl Room {
         });
     }
 
+    /// What memory holds of a `history` page, if the room serves from
+    /// memory now (not loading, not frozen).
+    pub fn memory_page(&self, before: Option<u64>, limit: usize) -> Option<MemoryPage> {
+        let inner = self.lock();
+        if inner.frozen || inner.needs_load() {
+            return None;
+        }
+        Some(inner.state.memory_page(before, limit))
+    }
+
     /// Answers an HTTP API query; the answer goes to `sink`.
     pub fn query(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, query: Query<Bytes>) {
         let queued = |query| Queued::Query {
@@ -574,6 +584,7 @@ impl Room {
         let upto = batch.upto;
         store.append(Append {
             room: self.id.clone(),
+            epoch: batch.epoch,
             entries: batch.entries,
             snapshot: batch.snapshot,
             keep: batch.keep,

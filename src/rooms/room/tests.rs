@@ -20,6 +20,7 @@ async fn stored(store: &Arc<MemoryStore>, room: &RoomId, seq: u64) {
     let (tx, rx) = oneshot::channel();
     store.append(Append {
         room: room.clone(),
+        epoch: Arc::from("e"),
         entries: vec![Entry {
             seq,
             frame: format!(r#"{{"t":"msg","seq":{seq}}}"#).into(),

@@ -1,0 +1,218 @@
+//! A node's archiver: it takes the events its rooms committed (after their
+//! acks), and those a room's new owner found in storage above what the
+//! archive holds, and appends them in batches. While the archive is away it
+//! keeps them and tries again; what waits is the archive's lag
+//! (`roomring_archive_lag`), bounded by `MAX_WAITING_BYTES`, past which the
+//! oldest waiting events are dropped from the queue (counted in
+//! `roomring_archive_dropped_total`; Redis still holds a room's tail).
+//!
+//! Task tree: `Archiver::spawn` starts one task; it ends when the archiver
+//! is dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Archive, ArchiveError, Archived, Page};
+
+/// Events appended in one batch at most.
+const BATCH: usize = 2000;
+/// Bytes of frames waiting for the archive at most.
+pub const MAX_WAITING_BYTES: usize = 256 << 20;
+/// The longest pause between two tries while the archive is away.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+enum Job {
+    /// Committed events.
+    Events(Vec<Archived>),
+    /// A room's stored events as its new owner found them: those above the
+    /// archive's high-water mark go in.
+    Ensure {
+        room: String,
+        epoch: String,
+        events: Vec<(u64, Bytes)>,
+    },
+}
+
+/// The archive as a node's rooms use it.
+pub struct Archiver {
+    jobs: mpsc::UnboundedSender<Job>,
+    archive: Arc<OnceLock<Arc<dyn Archive>>>,
+}
+
+impl Archiver {
+    /// An archiver whose archive `connect` opens, tried again until it
+    /// answers (the node serves meanwhile; the events wait).
+    pub fn spawn<F, Fut>(connect: F) -> Arc<Self>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Arc<dyn Archive>, ArchiveError>> + Send + 'static,
+    {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let archive = Arc::new(OnceLock::new());
+        tokio::spawn(run(connect, archive.clone(), rx));
+        Arc::new(Self { jobs, archive })
+    }
+
+    /// Committed events, to archive.
+    pub fn push(&self, events: Vec<Archived>) {
+        if !events.is_empty() {
+            let _ = self.jobs.send(Job::Events(events));
+        }
+    }
+
+    /// A room's stored events as a new owner found them.
+    pub fn ensure(&self, room: &str, epoch: &str, events: Vec<(u64, Bytes)>) {
+        let job = Job::Ensure {
+            room: room.into(),
+            epoch: epoch.into(),
+            events,
+        };
+        let _ = self.jobs.send(job);
+    }
+
+    /// A page of the archive (`Archive::page`), if it is connected.
+    pub async fn page(
+        &self,
+        room: &str,
+        epoch: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Page, ArchiveError> {
+        let archive = self
+            .archive
+            .get()
+            .ok_or_else(|| ArchiveError("not connected yet".into()))?;
+        archive.page(room, epoch, before, limit).await
+    }
+}
+
+async fn run<F, Fut>(
+    connect: F,
+    slot: Arc<OnceLock<Arc<dyn Archive>>>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<dyn Archive>, ArchiveError>>,
+{
+    let mut waiting = Waiting::default();
+    let mut pause = Duration::from_millis(100);
+    let archive = loop {
+        match connect().await {
+            Ok(archive) => break archive,
+            Err(e) => {
+                tracing::warn!(error = %e, "archive unreachable; events wait for it");
+                while let Ok(job) = rx.try_recv() {
+                    waiting.add(job);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    };
+    let _ = slot.set(archive.clone());
+    let mut jobs = Vec::new();
+    loop {
+        if waiting.is_empty() && rx.recv_many(&mut jobs, 64).await == 0 {
+            return;
+        }
+        for job in jobs.drain(..) {
+            waiting.add(job);
+        }
+        while let Ok(job) = rx.try_recv() {
+            waiting.add(job);
+        }
+        if let Err(e) = waiting.flush(archive.as_ref()).await {
+            tracing::warn!(error = %e, lag = waiting.events.len(), "archive append failed; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        } else {
+            pause = Duration::from_millis(100);
+        }
+    }
+}
+
+/// A room's stored events (seq, frame) as its new owner found them: room,
+/// epoch, events.
+type Found = (String, String, Vec<(u64, Bytes)>);
+
+/// What waits for the archive.
+#[derive(Default)]
+struct Waiting {
+    events: VecDeque<Archived>,
+    ensures: VecDeque<Found>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.ensures.is_empty()
+    }
+
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Events(events) => {
+                for e in events {
+                    self.bytes += e.frame.len();
+                    self.events.push_back(e);
+                }
+                while self.bytes > MAX_WAITING_BYTES {
+                    let Some(old) = self.events.pop_front() else {
+                        break;
+                    };
+                    self.bytes -= old.frame.len();
+                    crate::telemetry::metrics().archive_dropped.increment(1);
+                }
+            }
+            Job::Ensure {
+                room,
+                epoch,
+                events,
+            } => self.ensures.push_back((room, epoch, events)),
+        }
+        self.gauge();
+    }
+
+    fn gauge(&self) {
+        crate::telemetry::metrics()
+            .archive_lag
+            .set(self.events.len() as f64);
+    }
+
+    /// Appends what waits, a batch at a time; stops at the first failure
+    /// (nothing is lost: the rest waits).
+    async fn flush(&mut self, archive: &dyn Archive) -> Result<(), ArchiveError> {
+        while let Some((room, epoch, events)) = self.ensures.front() {
+            let high = archive.high_water(room, epoch).await?;
+            let missing: Vec<Archived> = events
+                .iter()
+                .filter(|(seq, _)| *seq > high)
+                .map(|(seq, frame)| Archived {
+                    room: room.clone(),
+                    epoch: epoch.clone(),
+                    seq: *seq,
+                    at: crate::protocol::now_ms(),
+                    frame: frame.clone(),
+                })
+                .collect();
+            for chunk in missing.chunks(BATCH) {
+                archive.append(chunk).await?;
+            }
+            self.ensures.pop_front();
+        }
+        while !self.events.is_empty() {
+            let n = self.events.len().min(BATCH);
+            let batch: Vec<Archived> = self.events.iter().take(n).cloned().collect();
+            archive.append(&batch).await?;
+            for e in self.events.drain(..n) {
+                self.bytes -= e.frame.len();
+            }
+            crate::telemetry::metrics().archived.increment(n as u64);
+            self.gauge();
+        }
+        Ok(())
+    }
+}
