@@ -133,3 +133,59 @@ async fn every_acked_message_is_archived_once_and_history_pages_back_through_it(
         }
     });
 }
+
+/// PostgreSQL away under load, and the node killed before it came back:
+/// sends are acked all along, Redis keeps what the archive does not hold
+/// yet (past the room's `--history`), and the next owner archives it once
+/// PostgreSQL is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acked_while_postgres_is_away_is_lost_to_the_archive() {
+    let mut pg = Postgres::start();
+    let redis = support::redis::RedisServer::start();
+    let node_flags = ["--archive", &pg.url(), "--history", "1000"];
+    let mut cluster =
+        support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
+    let gw = cluster.gateways[0].addr;
+    let room = "chat:while-away";
+    let mut ann = support::Client::connect(gw, "ann").await;
+    ann.join(room).await;
+    for i in 1..=50 {
+        ann.say(room, &format!("a{i}"), "archived").await;
+    }
+    eventually!({
+        let n = archived(&pg.url(), room).await.len();
+        if n == 50 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
+    pg.stop();
+    for i in 51..=1250 {
+        ann.say(room, &format!("a{i}"), "acked while PostgreSQL is away")
+            .await;
+    }
+    cluster.nodes[0].kill9();
+    pg.start_again();
+    cluster.nodes[0] = support::procs::Proc::start_with("node", "n1", &redis.url(), &node_flags);
+    let mut bob = support::Client::connect(gw, "bob").await;
+    eventually!({
+        bob.send(serde_json::json!({"t": "join", "room": room, "id": "j"}))
+            .await;
+        let f = bob.recv().await;
+        if f["t"] == "joined" {
+            Ok(())
+        } else {
+            Err(f)
+        }
+    });
+    let expected: Vec<(i64, i64)> = (1..=1250).map(|s| (s, 1)).collect();
+    eventually!({
+        let counts = archived(&pg.url(), room).await;
+        if counts == expected {
+            Ok(())
+        } else {
+            Err(counts.len())
+        }
+    });
+}

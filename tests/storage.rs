@@ -34,9 +34,8 @@ async fn append(store: &RedisStore, room: &RoomId, seqs: &[u64]) -> Result<(), S
     rx.await.expect("an answer")
 }
 
-#[tokio::test]
-async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
-    let redis = RedisServer::start();
+/// A store on `redis` whose writer, n1, holds a live lease.
+async fn fenced_store(redis: &RedisServer) -> std::sync::Arc<RedisStore> {
     redis.cli(&["HSET", "t:member:n1", "generation", "1"]);
     let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default(), None)
         .await
@@ -46,6 +45,13 @@ async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
         generation: 1,
         epoch: 1,
     });
+    store
+}
+
+#[tokio::test]
+async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
+    let redis = RedisServer::start();
+    let store = fenced_store(&redis).await;
     let room = RoomId::parse("chat:twice").unwrap();
     store.load(&room).await.expect("claimed and loaded");
 
@@ -69,15 +75,7 @@ async fn a_seq_already_in_the_log_is_refused_whoever_writes_it() {
 #[tokio::test]
 async fn what_the_previous_release_stored_is_read_and_a_newer_format_refused() {
     let redis = RedisServer::start();
-    redis.cli(&["HSET", "t:member:n1", "generation", "1"]);
-    let store = RedisStore::connect(&redis.endpoint(), "t", 1000, Replication::default(), None)
-        .await
-        .expect("store");
-    store.fence(Writer {
-        member: "n1".into(),
-        generation: 1,
-        epoch: 1,
-    });
+    let store = fenced_store(&redis).await;
     let room = RoomId::parse("board:old").unwrap();
     for seq in 1..=2 {
         let frame =

@@ -41,6 +41,46 @@ enum Job {
 pub struct Archiver {
     jobs: mpsc::UnboundedSender<Job>,
     archive: Arc<OnceLock<Arc<dyn Archive>>>,
+    pending: Arc<Pending>,
+}
+
+/// Per room, the lowest seq handed to the archiver and not archived yet,
+/// and how many of its events wait: storage keeps a room's log from there
+/// on, so that nothing leaves Redis before the archive holds it.
+#[derive(Default)]
+pub struct Pending(std::sync::Mutex<std::collections::HashMap<String, (u64, usize)>>);
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, usize)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, room: &str, seqs: impl Iterator<Item = u64>) {
+        let mut rooms = self.lock();
+        for seq in seqs {
+            let entry = rooms.entry(room.to_string()).or_insert((seq, 0));
+            entry.0 = entry.0.min(seq);
+            entry.1 += 1;
+        }
+    }
+
+    /// `seq` of `room` is archived (or let go): the next one is the lowest.
+    fn done(&self, room: &str, seq: u64) {
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(room) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                rooms.remove(room);
+            } else {
+                entry.0 = entry.0.max(seq + 1);
+            }
+        }
+    }
+
+    /// The lowest seq of `room` not archived yet, if any waits.
+    pub fn lowest(&self, room: &str) -> Option<u64> {
+        self.lock().get(room).map(|(low, _)| *low)
+    }
 }
 
 impl Archiver {
@@ -53,19 +93,33 @@ impl Archiver {
     {
         let (jobs, rx) = mpsc::unbounded_channel();
         let archive = Arc::new(OnceLock::new());
-        tokio::spawn(run(connect, archive.clone(), rx));
-        Arc::new(Self { jobs, archive })
+        let pending = Arc::new(Pending::default());
+        tokio::spawn(run(connect, archive.clone(), rx, pending.clone()));
+        Arc::new(Self {
+            jobs,
+            archive,
+            pending,
+        })
+    }
+
+    /// What waits, per room.
+    pub fn pending(&self) -> &Pending {
+        &self.pending
     }
 
     /// Committed events, to archive.
     pub fn push(&self, events: Vec<Archived>) {
         if !events.is_empty() {
+            for e in &events {
+                self.pending.add(&e.room, std::iter::once(e.seq));
+            }
             let _ = self.jobs.send(Job::Events(events));
         }
     }
 
     /// A room's stored events as a new owner found them.
     pub fn ensure(&self, room: &str, epoch: &str, events: Vec<(u64, Bytes)>) {
+        self.pending.add(room, events.iter().map(|(seq, _)| *seq));
         let job = Job::Ensure {
             room: room.into(),
             epoch: epoch.into(),
@@ -94,11 +148,15 @@ async fn run<F, Fut>(
     connect: F,
     slot: Arc<OnceLock<Arc<dyn Archive>>>,
     mut rx: mpsc::UnboundedReceiver<Job>,
+    pending: Arc<Pending>,
 ) where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Arc<dyn Archive>, ArchiveError>>,
 {
-    let mut waiting = Waiting::default();
+    let mut waiting = Waiting {
+        pending,
+        ..Waiting::default()
+    };
     let mut pause = Duration::from_millis(100);
     let archive = loop {
         match connect().await {
@@ -145,6 +203,7 @@ struct Waiting {
     events: VecDeque<Archived>,
     ensures: VecDeque<Found>,
     bytes: usize,
+    pending: Arc<Pending>,
 }
 
 impl Waiting {
@@ -164,6 +223,7 @@ impl Waiting {
                         break;
                     };
                     self.bytes -= old.frame.len();
+                    self.pending.done(&old.room, old.seq);
                     crate::telemetry::metrics().archive_dropped.increment(1);
                 }
             }
@@ -201,6 +261,9 @@ impl Waiting {
             for chunk in missing.chunks(BATCH) {
                 archive.append(chunk).await?;
             }
+            for (seq, _) in events {
+                self.pending.done(room, *seq);
+            }
             self.ensures.pop_front();
         }
         while !self.events.is_empty() {
@@ -209,10 +272,32 @@ impl Waiting {
             archive.append(&batch).await?;
             for e in self.events.drain(..n) {
                 self.bytes -= e.frame.len();
+                self.pending.done(&e.room, e.seq);
             }
             crate::telemetry::metrics().archived.increment(n as u64);
             self.gauge();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    #[test]
+    fn what_waits_is_counted_per_room_from_its_lowest_seq() {
+        let pending = Pending::default();
+        pending.add("chat:a", [5, 6, 7].into_iter());
+        pending.add("chat:b", std::iter::once(1));
+        assert_eq!(pending.lowest("chat:a"), Some(5));
+        pending.done("chat:a", 5);
+        pending.done("chat:a", 6);
+        assert_eq!(pending.lowest("chat:a"), Some(7));
+        pending.done("chat:a", 7);
+        assert_eq!(pending.lowest("chat:a"), None, "all archived");
+        assert_eq!(pending.lowest("chat:b"), Some(1));
+        pending.done("chat:never", 3);
+        assert_eq!(pending.lowest("chat:never"), None);
     }
 }

@@ -199,16 +199,25 @@ impl Endpoint {
     }
 
     fn server_client(&self, url: &str) -> Result<redis::Client, RedisError> {
-        match &self.ca {
-            Some(pem) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(url),
-        }
+        client(url, self.ca.as_deref())
+    }
+}
+
+/// A client of `info` that trusts the PEM roots `ca` for TLS, when given,
+/// instead of the system's.
+pub(super) fn client(
+    info: impl IntoConnectionInfo,
+    ca: Option<&[u8]>,
+) -> Result<redis::Client, RedisError> {
+    match ca {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        None => redis::Client::open(info),
     }
 }
 

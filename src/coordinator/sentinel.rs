@@ -82,16 +82,7 @@ impl Sentinels {
             ConnectionAddr::Tcp(host, port)
         };
         let info = addr.into_connection_info()?.set_redis_settings(redis);
-        match ca.filter(|_| self.tls) {
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.to_vec()),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
+        super::endpoint::client(info, ca.filter(|_| self.tls))
     }
 }
 

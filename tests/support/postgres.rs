@@ -79,26 +79,43 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let child = as_postgres(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("postgres starts");
+        let child = spawn(&bin, &data, &dir, port);
         let server = Self { port, dir, child };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server (a fast shutdown: its sessions are cut), keeping
+    /// its data.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on its data and port.
+    pub fn start_again(&mut self) {
+        self.child = spawn(&bin_dir(), &self.dir.join("data"), &self.dir, self.port);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            let ready = Command::new(bin_dir().join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ready {
-                return server;
+                return;
             }
             assert!(Instant::now() < deadline, "postgres never took connections");
             std::thread::sleep(Duration::from_millis(50));
@@ -109,6 +126,21 @@ impl Postgres {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+}
+
+/// The server on `data`, listening on 127.0.0.1:`port`, its socket in `dir`.
+fn spawn(bin: &Path, data: &Path, dir: &Path, port: u16) -> Child {
+    as_postgres(&bin.join("postgres"))
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgres starts")
 }
 
 impl Drop for Postgres {

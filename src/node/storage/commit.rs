@@ -27,6 +27,9 @@ fn archived(append: &Append, out: &mut Vec<Archived>) {
 /// Appends committed in one pipeline at most.
 const GROUP: usize = 1024;
 
+/// Entries of one room's log kept at most for an archive that is away.
+const KEEP_FOR_ARCHIVE: usize = 1_000_000;
+
 /// How long a group commit waits for its replicas (`WAIT`).
 const WAIT_TIMEOUT_MS: u64 = 500;
 
@@ -130,6 +133,25 @@ impl Committer {
         }
     }
 
+    /// Entries of `append`'s room its log keeps at least: what the room
+    /// asks, within the store's bound, and, with an archive, every entry
+    /// from the lowest the archive does not hold yet.
+    fn keep_for(&self, append: &Append) -> usize {
+        let keep = append.keep.clamp(1, self.keep);
+        let waiting = self
+            .archiver
+            .as_ref()
+            .and_then(|a| a.pending().lowest(append.room.as_str()));
+        let last = append.entries.last().map(|e| e.seq);
+        match (waiting, last) {
+            (Some(low), Some(last)) if last >= low => {
+                let unarchived = usize::try_from(last - low + 1).unwrap_or(usize::MAX);
+                keep.max(unarchived.min(KEEP_FOR_ARCHIVE))
+            }
+            _ => keep,
+        }
+    }
+
     /// One fenced script per room, all in one pipeline.
     fn pipeline(
         &self,
@@ -151,7 +173,7 @@ impl Committer {
                 .arg(&writer.member)
                 .arg(writer.generation)
                 .arg(writer.epoch)
-                .arg(append.keep.clamp(1, self.keep));
+                .arg(self.keep_for(append));
             let snapshot = append
                 .snapshot
                 .as_ref()
