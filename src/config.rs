@@ -178,6 +178,25 @@ struct EdgeLimits {
     allowed_origins: Vec<String>,
 }
 
+/// A duration of whole seconds, minutes, hours or days: `90d`, `12h`.
+fn retention_arg(s: &str) -> Result<std::time::Duration, String> {
+    let unit = s.chars().last().ok_or("empty")?;
+    let n: u64 = s[..s.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| "a number and a unit: 90d, 12h, 30m or 45s")?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        'd' => n.saturating_mul(86_400),
+        _ => return Err("the unit is s, m, h or d".into()),
+    };
+    if secs == 0 {
+        return Err("at least one second".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// A PostgreSQL URL, never echoed (it may hold a password).
 fn archive_url(s: &str) -> Result<String, String> {
     if (s.starts_with("postgres://") || s.starts_with("postgresql://"))
@@ -325,6 +344,10 @@ struct NodeArgs {
     /// start when missing).
     #[arg(long, env = "ROOMRING_ARCHIVE", hide_env_values = true, value_parser = archive_url)]
     archive: Option<String>,
+    /// With `--archive`: how long events are kept there (`90d`, `12h`,
+    /// `30m`, `45s`); none by default (for ever).
+    #[arg(long, env = "ROOMRING_RETENTION", value_parser = retention_arg, requires = "archive")]
+    retention: Option<std::time::Duration>,
     /// Accepted so that one command line serves every role; a node serves
     /// no clients, so they change nothing on it.
     #[command(flatten)]
@@ -430,6 +453,8 @@ pub enum Command {
         replication: crate::node::storage::Replication,
         /// Where every stored event is archived, if anywhere.
         archive: Option<String>,
+        /// How long the archive keeps events, if not for ever.
+        retention: Option<std::time::Duration>,
     },
     /// `roomring gateway`.
     Gateway {
@@ -552,6 +577,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                     allow_degraded: a.redis_allow_degraded,
                 },
                 archive: a.archive,
+                retention: a.retention,
             })
         }
         Cmd::Gateway(a) => {
@@ -791,6 +817,17 @@ mod tests {
 
     const LONG_J: &str = "a-jwt-secret-of-32-bytes-at-least";
     const LONG_C: &str = "a-cluster-secret-of-32-bytes-or-more";
+
+    #[test]
+    fn a_retention_is_a_number_and_a_unit() {
+        let secs = |s| retention_arg(s).map(|d| d.as_secs());
+        assert_eq!(secs("90d"), Ok(90 * 86_400));
+        assert_eq!(secs("12h"), Ok(12 * 3600));
+        assert_eq!(secs("45s"), Ok(45));
+        for bad in ["", "d", "10", "0s", "5w", "-1d", "1.5h"] {
+            assert!(retention_arg(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_fresh_secret_is_long_and_new_each_time() {

@@ -81,6 +81,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             coordinator: endpoint,
             replication,
             archive,
+            retention,
         } => {
             let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
@@ -93,6 +94,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }
                 })
             });
+            if let (Some(archiver), Some(retention)) = (&archiver, retention) {
+                archiver.retain(retention);
+            }
             let keep = config.rooms.keep;
             let store = RedisStore::connect(&endpoint, PREFIX, keep, replication, archiver).await?;
             roomring::node::run(config, coordinator, Some(store)).await?

@@ -189,3 +189,44 @@ async fn nothing_acked_while_postgres_is_away_is_lost_to_the_archive() {
         }
     });
 }
+
+/// With `--retention`, what was stored longer ago leaves the archive, and
+/// what is newer stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_removes_older_events_from_the_archive() {
+    let pg = Postgres::start();
+    let redis = support::redis::RedisServer::start();
+    let node_flags = ["--archive", &pg.url(), "--retention", "3s"];
+    let cluster =
+        support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
+    let room = "chat:short-lived";
+    let mut ann = support::Client::connect(cluster.gateways[0].addr, "ann").await;
+    ann.join(room).await;
+    for i in 1..=5 {
+        ann.say(room, &format!("old{i}"), "goes").await;
+    }
+    eventually!({
+        let n = archived(&pg.url(), room).await.len();
+        if n == 5 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for i in 6..=8 {
+        ann.say(room, &format!("new{i}"), "stays").await;
+    }
+    eventually!({
+        let seqs: Vec<i64> = archived(&pg.url(), room)
+            .await
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        if seqs == [6, 7, 8] {
+            Ok(())
+        } else {
+            Err(seqs)
+        }
+    });
+}

@@ -128,6 +128,31 @@ impl Archiver {
         let _ = self.jobs.send(job);
     }
 
+    /// Removes, now and then, what was stored longer ago than `retention`
+    /// (every node does: it is idempotent, and cheap on the time index).
+    pub fn retain(self: &Arc<Self>, retention: Duration) {
+        let archive = self.archive.clone();
+        let every = (retention / 2).clamp(Duration::from_millis(500), Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(archive) = archive.get() else {
+                    continue;
+                };
+                let cutoff = crate::protocol::now_ms().saturating_sub(retention.as_millis() as u64);
+                match archive.retain(cutoff).await {
+                    Ok(0) => {}
+                    Ok(gone) => tracing::info!(
+                        events = gone,
+                        "retention: older events removed from the archive"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "retention: the archive did not answer"),
+                }
+            }
+        });
+    }
+
     /// A page of the archive (`Archive::page`), if it is connected.
     pub async fn page(
         &self,
