@@ -19,6 +19,9 @@ pub(crate) struct Guard {
     open: bool,
     /// The address the gateway is bound to, and the one it advertises.
     own: Vec<String>,
+    /// Bound to every address (`0.0.0.0`, `::`): any IP address is its own
+    /// (a rebound name is a name, never an address).
+    any_address: bool,
     /// `scheme://host[:port]` of the pages allowed besides its own.
     origins: Vec<String>,
 }
@@ -37,7 +40,12 @@ impl Guard {
             .iter()
             .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
             .collect();
-        Self { open, own, origins }
+        Self {
+            open,
+            own,
+            origins,
+            any_address: bound.ip().is_unspecified(),
+        }
     }
 
     /// Whether a request with these headers may go on, or why not.
@@ -74,14 +82,16 @@ impl Guard {
     /// allowed origin.
     fn is_own_host(&self, host: &str) -> bool {
         let name = name_of(host);
+        let ip = name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
         let loopback = name == "localhost"
             || name.ends_with(".localhost")
-            || name
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+            || ip.is_some_and(|ip| ip.is_loopback());
         loopback
+            || (self.any_address && ip.is_some())
             || self
                 .own
                 .iter()
@@ -156,6 +166,15 @@ mod tests {
             "another port, another site"
         );
         assert!(own("null").is_err());
+    }
+
+    #[test]
+    fn bound_to_every_address_any_address_is_its_own_but_no_other_name() {
+        let bound: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let g = Guard::new(true, bound, None, &[]);
+        assert_eq!(g.check(&headers(Some("192.168.1.20:8080"), None)), Ok(()));
+        assert_eq!(g.check(&headers(Some("[fd00::5]:8080"), None)), Ok(()));
+        assert!(g.check(&headers(Some("evil.example:8080"), None)).is_err());
     }
 
     #[test]
