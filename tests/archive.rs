@@ -230,3 +230,54 @@ async fn a_retention_removes_older_events_from_the_archive() {
         }
     });
 }
+
+/// `DELETE /api/rooms/{room}`: the room's memory, Redis keys and archived
+/// events go; its reader gets `joined` of a new, empty history; deleting
+/// again is not an error; the room goes on from seq 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_room_removes_its_history_everywhere_and_tells_its_readers() {
+    let pg = Postgres::start();
+    let redis = support::redis::RedisServer::start();
+    let node_flags = ["--archive", &pg.url()];
+    let cluster =
+        support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
+    let gw = cluster.gateways[0].addr;
+    let room = "chat:to-forget";
+    let mut ann = support::Client::connect(gw, "ann").await;
+    let first = ann.join(room).await;
+    for i in 1..=20 {
+        ann.say(room, &format!("m{i}"), "soon gone").await;
+    }
+    eventually!({
+        let n = archived(&pg.url(), room).await.len();
+        if n == 20 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
+    let path = format!("/api/rooms/{room}");
+    let (status, _) = support::http(gw, "DELETE", &path, None).await;
+    assert_eq!(status, 204);
+    let joined = ann.recv_type("joined").await;
+    assert_eq!(joined["truncated"], true);
+    assert_ne!(joined["epoch"], first["epoch"], "a new history");
+    assert_eq!(joined["history"], serde_json::json!([]));
+    assert!(
+        archived(&pg.url(), room).await.is_empty(),
+        "the archive forgot it"
+    );
+    assert_eq!(
+        redis
+            .query(&["XLEN", &format!("roomring:room:{room}:log")])
+            .trim(),
+        "0"
+    );
+    let (status, _) = support::http(gw, "DELETE", &path, None).await;
+    assert_eq!(status, 204, "again, and nothing to delete");
+    assert_eq!(ann.say(room, "after", "a new start").await, 1);
+    let (status, page) =
+        support::http(gw, "GET", &format!("{path}/messages?before=100"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+}

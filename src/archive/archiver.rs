@@ -28,6 +28,11 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 enum Job {
     /// Committed events.
     Events(Vec<Archived>),
+    /// A room erased: its events go, after those handed over before.
+    Delete {
+        room: String,
+        done: tokio::sync::oneshot::Sender<Result<(), ArchiveError>>,
+    },
     /// A room's stored events as its new owner found them: those above the
     /// archive's high-water mark go in.
     Ensure {
@@ -153,6 +158,22 @@ impl Archiver {
         });
     }
 
+    /// Removes every archived event of `room`, after the events handed
+    /// over before (and before those handed over after); waits until the
+    /// archive has done it.
+    pub async fn delete(&self, room: &str) -> Result<(), ArchiveError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let job = Job::Delete {
+            room: room.into(),
+            done,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(ArchiveError("the archiver stopped".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ArchiveError("the archiver stopped".into())))
+    }
+
     /// A page of the archive (`Archive::page`), if it is connected.
     pub async fn page(
         &self,
@@ -222,10 +243,19 @@ async fn run<F, Fut>(
 /// epoch, events.
 type Found = (String, String, Vec<(u64, Bytes)>);
 
+/// What waits for the archive, in order.
+enum Item {
+    Event(Archived),
+    Delete(
+        String,
+        tokio::sync::oneshot::Sender<Result<(), ArchiveError>>,
+    ),
+}
+
 /// What waits for the archive.
 #[derive(Default)]
 struct Waiting {
-    events: VecDeque<Archived>,
+    events: VecDeque<Item>,
     ensures: VecDeque<Found>,
     bytes: usize,
     pending: Arc<Pending>,
@@ -241,17 +271,19 @@ impl Waiting {
             Job::Events(events) => {
                 for e in events {
                     self.bytes += e.frame.len();
-                    self.events.push_back(e);
+                    self.events.push_back(Item::Event(e));
                 }
                 while self.bytes > MAX_WAITING_BYTES {
-                    let Some(old) = self.events.pop_front() else {
+                    let Some(Item::Event(old)) = self.events.front() else {
                         break;
                     };
                     self.bytes -= old.frame.len();
                     self.pending.done(&old.room, old.seq);
+                    self.events.pop_front();
                     crate::telemetry::metrics().archive_dropped.increment(1);
                 }
             }
+            Job::Delete { room, done } => self.events.push_back(Item::Delete(room, done)),
             Job::Ensure {
                 room,
                 epoch,
@@ -291,15 +323,34 @@ impl Waiting {
             }
             self.ensures.pop_front();
         }
-        while !self.events.is_empty() {
-            let n = self.events.len().min(BATCH);
-            let batch: Vec<Archived> = self.events.iter().take(n).cloned().collect();
-            archive.append(&batch).await?;
-            for e in self.events.drain(..n) {
-                self.bytes -= e.frame.len();
-                self.pending.done(&e.room, e.seq);
+        while let Some(front) = self.events.front() {
+            if let Item::Delete(room, _) = front {
+                let deleted = archive.delete(room).await;
+                if let Some(Item::Delete(_, done)) = self.events.pop_front() {
+                    let _ = done.send(deleted.clone());
+                }
+                deleted?;
+                continue;
             }
-            crate::telemetry::metrics().archived.increment(n as u64);
+            let batch: Vec<Archived> = self
+                .events
+                .iter()
+                .take(BATCH)
+                .map_while(|item| match item {
+                    Item::Event(e) => Some(e.clone()),
+                    Item::Delete(..) => None,
+                })
+                .collect();
+            archive.append(&batch).await?;
+            for item in self.events.drain(..batch.len()) {
+                if let Item::Event(e) = item {
+                    self.bytes -= e.frame.len();
+                    self.pending.done(&e.room, e.seq);
+                }
+            }
+            crate::telemetry::metrics()
+                .archived
+                .increment(batch.len() as u64);
             self.gauge();
         }
         Ok(())

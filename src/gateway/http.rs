@@ -135,6 +135,17 @@ pub(super) async fn room_messages(
     ))
 }
 
+/// `DELETE /api/rooms/{room}`: the room's history goes, in memory, in
+/// Redis and in the archive; 204 whether it had one or not.
+pub(super) async fn delete_room(
+    State(gw): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let room = room_id(&room)?;
+    gw.upstream.query(&room, RoomQuery::Erase).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /api/rooms/{room}/messages` with `{"from","body"}`.
 pub(super) async fn post_message(
     State(gw): State<Arc<Gateway>>,

@@ -106,7 +106,11 @@ pub(crate) fn app(gw: Arc<Gateway>) -> Router {
         .route("/api/cluster", get(http::cluster))
         .route("/api/broadcast", post(http::broadcast))
         .route("/api/cluster/nodes", post(http::add_node))
-        .route("/api/cluster/nodes/{id}/drain", post(http::drain));
+        .route("/api/cluster/nodes/{id}/drain", post(http::drain))
+        .route(
+            "/api/rooms/{room}",
+            axum::routing::delete(http::delete_room),
+        );
     let api = layers::require(&gw, service, ApiRole::Service)
         .merge(layers::require(&gw, admin, ApiRole::Admin))
         .route("/api/config", get(http::config))

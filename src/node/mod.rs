@@ -14,6 +14,7 @@
 //! - short-lived loader tasks, one per room being rebuilt from storage.
 
 mod arrival;
+mod erase;
 mod history;
 mod lease;
 mod peers;

@@ -260,6 +260,13 @@ fn handle(
         }
         ToNode::Query { rid, room, query } => {
             let query = query.map_body(|body| record.slice_ref(body));
+            if matches!(query, crate::protocol::Query::Erase) {
+                match routes.get(node, room) {
+                    Some(live) => super::erase::erase(live, node.store.clone(), sink.clone(), rid),
+                    None => sink.reply(rid, Reply::moved()),
+                }
+                return true;
+            }
             match routes.get(node, room) {
                 Some(live) => live.query(sink, rid, query),
                 None => sink.reply(rid, Reply::moved()),

@@ -136,6 +136,9 @@ pub enum Query<B> {
         /// How many at most.
         limit: usize,
     },
+    /// Remove the room's history: memory, storage and archive (link
+    /// version 4 on).
+    Erase,
     /// Post a message on behalf of a user.
     Post {
         /// The author.
@@ -152,6 +155,7 @@ impl<B> Query<B> {
             Self::Info => Query::Info,
             Self::Messages { since, limit } => Query::Messages { since, limit },
             Self::Page { before, limit } => Query::Page { before, limit },
+            Self::Erase => Query::Erase,
             Self::Post { from, body } => Query::Post {
                 from,
                 body: f(body),

@@ -98,6 +98,11 @@ pub trait RoomStore: Send + Sync + 'static {
     /// fences refuses loads and appends whose writer is no longer the
     /// room's owner of record or whose lease lapsed.
     fn fence(&self, _writer: Writer) {}
+    /// Removes what storage holds of a room's history, and names its next
+    /// history `epoch`.
+    async fn erase(&self, _room: &RoomId, _epoch: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The archive behind this storage, if the node has one.
     fn archiver(&self) -> Option<std::sync::Arc<crate::archive::archiver::Archiver>> {
         None
@@ -178,5 +183,17 @@ impl RoomStore for MemoryStore {
         if let Err(mpsc::error::SendError(append)) = self.journal.send(append) {
             (append.done)(Err(StoreError("the journal writer is gone".into())));
         }
+    }
+
+    async fn erase(&self, room: &RoomId, epoch: &str) -> Result<(), StoreError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.insert(
+            room.clone(),
+            Loaded {
+                epoch: Some(epoch.to_string()),
+                ..Loaded::default()
+            },
+        );
+        Ok(())
     }
 }

@@ -22,7 +22,8 @@ impl Upstream {
                 break;
             }
             if let Some((owner, writer)) = self.writer_to_owner(room.as_str()) {
-                if matches!(query, Query::Page { .. }) && self.version_of(&owner) < 4 {
+                let since_v4 = matches!(query, Query::Page { .. } | Query::Erase);
+                if since_v4 && self.version_of(&owner) < 4 {
                     // Only during a rolling update: the owner's build pages
                     // no history.
                     return Err(unavailable());

@@ -107,20 +107,28 @@ impl Committer {
             crate::telemetry::metrics().storage_commits.increment(1);
             match result {
                 Ok(codes) => {
-                    let mut committed = Vec::new();
-                    for (append, code) in batch.drain(..).zip(codes) {
-                        let outcome = fenced(code, &append.room);
-                        match &outcome {
-                            Err(e) => {
-                                tracing::warn!(room.id = %append.room, error = %e, "append refused")
+                    let outcomes: Vec<_> = batch
+                        .iter()
+                        .zip(codes)
+                        .map(|(append, code)| fenced(code, &append.room))
+                        .collect();
+                    // Handed to the archiver before the rooms learn of the
+                    // commit: a room that has nothing waiting for storage has
+                    // nothing waiting to be archived that comes after it.
+                    if let Some(archiver) = &self.archiver {
+                        let mut committed = Vec::new();
+                        for (append, outcome) in batch.iter().zip(&outcomes) {
+                            if outcome.is_ok() {
+                                archived(append, &mut committed);
                             }
-                            Ok(()) if self.archiver.is_some() => archived(&append, &mut committed),
-                            Ok(()) => {}
+                        }
+                        archiver.push(committed);
+                    }
+                    for (append, outcome) in batch.drain(..).zip(outcomes) {
+                        if let Err(e) = &outcome {
+                            tracing::warn!(room.id = %append.room, error = %e, "append refused");
                         }
                         (append.done)(outcome);
-                    }
-                    if let Some(archiver) = &self.archiver {
-                        archiver.push(committed);
                     }
                 }
                 Err(e) => {

@@ -264,6 +264,22 @@ impl RoomStore for RedisStore {
         }
     }
 
+    async fn erase(&self, room: &RoomId, epoch: &str) -> Result<(), StoreError> {
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(log_key(&self.prefix, room))
+            .arg(snap_key(&self.prefix, room))
+            .ignore()
+            .cmd("SET")
+            .arg(epoch_key(&self.prefix, room))
+            .arg(epoch)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(failed)
+    }
+
     fn archiver(&self) -> Option<Arc<Archiver>> {
         self.archiver.clone()
     }

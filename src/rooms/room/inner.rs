@@ -134,6 +134,12 @@ impl Inner {
             Query::Page { before, limit } => {
                 (Vec::new(), self.state.page_json(before, limit), false)
             }
+            // The node erases a room itself (`Room::erase`); one that reaches
+            // the room waited for it to load: asked again, it is erased.
+            Query::Erase => {
+                sink.reply(rid, Reply::failed(&busy(&self.state)));
+                return None;
+            }
             Query::Post { from, body } => {
                 let Ok(from) = UserId::parse(&from) else {
                     let failure = Status::Failed(Failure::bad_request("bad author"));
