@@ -320,7 +320,8 @@ async fn strangers_on_a_node_port_are_bounded_and_counted() {
         "past 64 authenticating, a link is closed at once"
     );
     let refused = support::metric(gw, "roomring_link_refusals_total").await - before;
-    assert_eq!(refused, 36, "each counted");
+    // At least: the counter is the process's, and other tests refuse links too.
+    assert!(refused >= 36, "each counted: {refused}");
     drop(silent);
     // Once they are gone, a member links again.
     let me = NodeId::parse("gw-late").unwrap();
