@@ -31,15 +31,7 @@ pub(super) fn erase(
             }
         };
         match live.erase(stored).await {
-            Ok(()) => sink.reply(
-                rid,
-                Reply {
-                    status: &Status::Ok,
-                    seq: None,
-                    frame: Some(b"{}"),
-                    missed: &[],
-                },
-            ),
+            Ok(()) => sink.reply(rid, Reply::ok(b"{}")),
             Err(failure) => sink.reply(rid, Reply::failed(&Status::Failed(failure))),
         }
     });

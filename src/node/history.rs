@@ -8,7 +8,6 @@ use bytes::Bytes;
 
 use crate::archive::archiver::Archiver;
 use crate::ids::Rid;
-use crate::protocol::Status;
 use crate::rooms::state::history_frame;
 use crate::rooms::{Reply, Room, Sink};
 
@@ -40,15 +39,7 @@ pub(super) fn answer(
         move |epoch: &str, events: &[(u64, Bytes)], more: bool| {
             let frames: Vec<&[u8]> = events.iter().map(|(_, f)| &f[..]).collect();
             let frame = history_frame(id.as_deref(), &room, epoch, &frames, more);
-            sink.reply(
-                rid,
-                Reply {
-                    status: &Status::Ok,
-                    seq: None,
-                    frame: Some(&frame),
-                    missed: &[],
-                },
-            );
+            sink.reply(rid, Reply::ok(&frame));
         }
     };
     // Everything older than what memory keeps is in the archive (the room

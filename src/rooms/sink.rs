@@ -47,6 +47,16 @@ impl Reply<'static> {
 }
 
 impl<'a> Reply<'a> {
+    /// An answer with a client frame for the requester.
+    pub fn ok(frame: &'a [u8]) -> Self {
+        Reply {
+            status: &Status::Ok,
+            seq: None,
+            frame: Some(frame),
+            missed: &[],
+        }
+    }
+
     /// A refusal.
     pub fn failed(status: &'a Status) -> Self {
         Reply {

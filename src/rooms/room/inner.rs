@@ -137,7 +137,7 @@ impl Inner {
             // The node erases a room itself (`Room::erase`); one that reaches
             // the room waited for it to load: asked again, it is erased.
             Query::Erase => {
-                sink.reply(rid, Reply::failed(&busy(&self.state)));
+                sink.reply(rid, Reply::failed(&Status::Failed(busy(self.state.id()))));
                 return None;
             }
             Query::Post { from, body } => {

@@ -100,7 +100,7 @@ pub fn history_frame(
 }
 
 /// Appends frames, comma-separated.
-fn splice(out: &mut Vec<u8>, frames: &[&[u8]]) {
+pub(super) fn splice(out: &mut Vec<u8>, frames: &[&[u8]]) {
     for (i, frame) in frames.iter().enumerate() {
         if i > 0 {
             out.push(b',');

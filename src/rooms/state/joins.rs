@@ -157,12 +157,7 @@ impl RoomState {
         out.extend_from_slice(br#"","seq":"#);
         out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
         out.extend_from_slice(br#","history":["#);
-        for (i, frame) in history.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(frame);
-        }
+        super::history::splice(&mut out, history);
         out.extend_from_slice(b"],");
         let tail = self.joined_tail(joiner, truncated);
         // The tail is an object; its fields continue ours.

@@ -6,18 +6,15 @@ use crate::rooms::presence::NAMES_SHOWN;
 impl RoomState {
     /// `{"messages":[..]}`: up to `limit` kept messages after `since`.
     pub fn messages_json(&self, since: u64, limit: usize) -> Vec<u8> {
-        let msgs = self
+        let msgs: Vec<&[u8]> = self
             .log
             .iter()
             .filter(|e| e.msg.is_some() && e.seq > since)
-            .take(limit);
+            .take(limit)
+            .map(|e| &e.frame[..])
+            .collect();
         let mut out = b"{\"messages\":[".to_vec();
-        for (i, e) in msgs.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&e.frame);
-        }
+        super::history::splice(&mut out, &msgs);
         out.extend_from_slice(b"]}");
         out
     }
