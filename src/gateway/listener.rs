@@ -10,11 +10,29 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
+
+/// Connections a listener lets wait for their accept (the kernel keeps at
+/// most `net.core.somaxconn`): a gateway's clients come back together after
+/// another gateway died, and a full queue drops their SYNs, which costs
+/// each of them a second.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The client listener, with room for a burst of connections.
+pub(super) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
 
 /// Accepts connections until shutdown; connections in progress finish
 /// their current request, WebSockets are closed by the gateway itself.

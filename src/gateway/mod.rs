@@ -9,7 +9,7 @@
 //!   `conn::Connection::run`);
 //! - `Upstream`'s supervisor, its sweeper, and one link task per node, which
 //!   reads the node's records and fans events out to the local sockets;
-//! - `keep_lease`: renews membership and reports the connection count, on
+//! - `lease::keep`: renews membership and reports the connection count, on
 //!   the membership thread (`coordinator::isolated`).
 //!
 //! On SIGTERM it leaves readiness and refuses new clients at once, closes
@@ -25,6 +25,7 @@ mod conn;
 mod http;
 mod joins;
 mod layers;
+mod lease;
 mod listener;
 mod origin;
 pub mod outbox;
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 use axum::routing::{any, get, post};
 use axum::Router;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -179,24 +180,6 @@ pub enum GatewayError {
     Coordinator(#[from] CoordError),
 }
 
-/// Connections a listener lets wait for their accept (the kernel keeps at
-/// most `net.core.somaxconn`): a gateway's clients come back together after
-/// another gateway died, and a full queue drops their SYNs, which costs
-/// each of them a second.
-const ACCEPT_BACKLOG: u32 = 4096;
-
-/// The client listener, with room for a burst of connections.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(ACCEPT_BACKLOG)
-}
-
 /// Binds, joins the cluster and starts serving.
 pub async fn start(
     config: GatewayConfig,
@@ -205,7 +188,8 @@ pub async fn start(
 ) -> Result<GatewayHandle, GatewayError> {
     // Metrics recorded before the recorder exists would be lost.
     crate::telemetry::prometheus();
-    let listener = listen(config.listen).map_err(|e| GatewayError::Bind(config.listen, e))?;
+    let listener =
+        listener::listen(config.listen).map_err(|e| GatewayError::Bind(config.listen, e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Bind(config.listen, e))?;
@@ -275,7 +259,7 @@ async fn serve(
 ) {
     let live = Liveness::start(shutdown.clone());
     let keeper = isolated::spawn(
-        keep_lease(gw.clone(), lease, advertise, live, shutdown.clone()).in_current_span(),
+        lease::keep(gw.clone(), lease, advertise, live, shutdown.clone()).in_current_span(),
     );
     if matches!(gw.config.auth, Auth::Jwt(_)) {
         tokio::spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
@@ -342,65 +326,6 @@ async fn heartbeat(gw: Arc<Gateway>, mut shutdown: Shutdown) {
         if closed > 0 {
             tracing::info!(pinged, closed, "closed connections that answered no ping");
         }
-    }
-}
-
-/// Renews the gateway's membership (joining again if it lapsed) until
-/// shutdown, then leaves; runs on the membership thread, and renews nothing
-/// while the serving runtime is stuck (`live`).
-async fn keep_lease(
-    gw: Arc<Gateway>,
-    mut lease: Lease,
-    advertise: String,
-    live: Liveness,
-    mut shutdown: Shutdown,
-) {
-    let period = gw.coordinator.lease_ttl() / 3;
-    let mut wait = period;
-    let (mut renewed, mut worst) = (tokio::time::Instant::now(), Duration::ZERO);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => break,
-        }
-        wait = crate::coordinator::RENEW_RETRY;
-        if live.is_hung() {
-            tracing::error!(
-                stalled_ms = live.stalled_for().as_millis() as u64,
-                "the gateway's runtime is stuck; letting the lease lapse"
-            );
-            wait = period;
-            continue;
-        }
-        let load = gw.sessions.len() as u64;
-        match gw.coordinator.renew(&gw.config.id, lease, load).await {
-            Ok(()) => {
-                isolated::renewed(&mut renewed, &mut worst);
-                wait = period;
-            }
-            Err(CoordError::LeaseLost) => match gw
-                .coordinator
-                .join(Role::Gateway, &gw.config.id, &advertise)
-                .await
-            {
-                Ok(new) => {
-                    lease = new;
-                    wait = period;
-                }
-                Err(e @ CoordError::InUse(_)) => {
-                    // Another process holds the id now: this one stops
-                    // instead of taking the lease back.
-                    tracing::error!(error = %e, "stopping");
-                    gw.fatal.raise(e);
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "joining again failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-        }
-    }
-    if let Err(e) = gw.coordinator.leave(&gw.config.id, lease).await {
-        tracing::warn!(error = %e, "leaving the cluster failed");
     }
 }
 

@@ -2,7 +2,7 @@
 //! gateways and its peers over authenticated links.
 //!
 //! Task tree (all ended by the node's `stop` trigger):
-//! - `serve::Listener::run`: accepts links from gateways and nodes; one
+//! - `accept::Listener::run`: accepts links from gateways and nodes; one
 //!   `serve::serve` task each, which reads records and applies them to the
 //!   rooms in place (a writer task per link sends what rooms emit);
 //! - `lease::keep`: renews the membership lease and reports the room count,
@@ -13,6 +13,7 @@
 //! - `Peers`: a reader and a writer task per link to another node;
 //! - short-lived loader tasks, one per room being rebuilt from storage.
 
+mod accept;
 mod arrival;
 mod erase;
 mod history;
@@ -250,7 +251,7 @@ pub async fn start(
                     tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
                 let sweeper =
                     tokio::spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
-                serve::Listener {
+                accept::Listener {
                     node: node.clone(),
                     listener,
                     shutdown: shutdown.clone(),

@@ -1,16 +1,13 @@
 //! Links into a node, from gateways (room operations, queries,
-//! notifications) and from other nodes (hand-offs): the accept loop, and one
-//! task per link that authenticates the peer, then reads records and applies
-//! each in place. A link may only send the records of its role; after every
+//! notifications) and from other nodes (hand-offs), once authenticated
+//! (`accept`): one task per link reads records and applies each in place. A link may only send the records of its role; after every
 //! batch read, what the rooms emitted goes out in one write per link.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use super::routes::Routes;
@@ -28,52 +25,6 @@ use crate::shutdown::Shutdown;
 
 /// Link ids are unique per process, so rooms never confuse two links.
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
-
-/// Link connections at most that may be authenticating at once; past it
-/// a new one is closed at once.
-const PRE_AUTH_MAX: usize = 64;
-
-/// Accepts links until shutdown.
-pub(super) struct Listener {
-    pub(super) node: Arc<Node>,
-    pub(super) listener: TcpListener,
-    pub(super) shutdown: Shutdown,
-}
-
-impl Listener {
-    pub(super) async fn run(mut self) {
-        let unproven = Arc::new(tokio::sync::Semaphore::new(PRE_AUTH_MAX));
-        let log = Arc::new(RefusalLog::default());
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                _ = self.shutdown.wait() => return,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = unproven.clone().try_acquire_owned() else {
-                        log.refused(peer, "too many links authenticating at once");
-                        continue;
-                    };
-                    let span = tracing::debug_span!("link", client.addr = %peer);
-                    let admitted = (permit, log.clone());
-                    let link = serve(
-                        self.node.clone(),
-                        stream,
-                        peer,
-                        admitted,
-                        self.shutdown.clone(),
-                    );
-                    tokio::spawn(crate::telemetry::contained("link", link).instrument(span));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
 
 /// What one link's task keeps between records.
 struct LinkState {
@@ -97,52 +48,8 @@ impl Parts {
     }
 }
 
-/// Counts the link connections refused before they authenticated, and logs
-/// them at most once a second (a flood of strangers is one line a second).
-#[derive(Default)]
-struct RefusalLog {
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-    unlogged: AtomicU64,
-}
-
-impl RefusalLog {
-    fn refused(&self, addr: SocketAddr, why: &str) {
-        crate::telemetry::metrics().link_refusals.increment(1);
-        let now = std::time::Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1)) {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        *last = Some(now);
-        let more = self.unlogged.swap(0, Ordering::Relaxed);
-        tracing::warn!(client.addr = %addr, error = why, more_since_last = more, "link refused");
-    }
-}
-
-/// Serves one link until it closes or the node shuts down; `admitted` is
-/// its place among the links authenticating, held until it has.
-async fn serve(
-    node: Arc<Node>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    admitted: (tokio::sync::OwnedSemaphorePermit, Arc<RefusalLog>),
-    mut shutdown: Shutdown,
-) {
-    let (permit, log) = admitted;
-    let config = &node.config;
-    let accepted = link::server::accept(
-        stream,
-        &config.id,
-        &config.cluster_secret,
-        config.older_builds,
-    )
-    .await;
-    drop(permit);
-    let link = match accepted {
-        Ok(link) => link,
-        Err(e) => return log.refused(addr, &e.to_string()),
-    };
+/// Serves one authenticated link until it closes or the node shuts down.
+pub(super) async fn serve(node: Arc<Node>, link: link::Link, mut shutdown: Shutdown) {
     let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
     let sink = Arc::new(LinkSink::new(id, link.writer.clone(), link.version));
     node.lock_links().insert(

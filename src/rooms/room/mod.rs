@@ -349,61 +349,6 @@ impl Room {
         Some(inner.state.memory_page(before, limit))
     }
 
-    /// Erases the room's history (its memory, then `erase_stored`: storage
-    /// and archive) and starts a new, empty one under a new epoch; its
-    /// readers get `joined` of it, marked truncated. Refused while the room
-    /// moves, loads or waits for storage (the caller asks again).
-    pub async fn erase<F>(
-        self: &Arc<Self>,
-        erase_stored: impl FnOnce(Arc<str>) -> F,
-    ) -> Result<(), Failure>
-    where
-        F: std::future::Future<Output = Result<(), StoreError>>,
-    {
-        let epoch = super::state::new_epoch();
-        let fresh = || Loaded {
-            entries: Vec::new(),
-            snapshot: None,
-            epoch: Some(epoch.to_string()),
-        };
-        let in_memory_only = {
-            let mut inner = self.lock();
-            let settled = inner.durable.as_ref().is_none_or(Durable::settled);
-            if inner.frozen || inner.loading.is_some() || !settled {
-                let Status::Failed(busy) = busy(&inner.state) else {
-                    unreachable!("busy is a failure")
-                };
-                return Err(busy);
-            }
-            if inner.durable.is_none() {
-                inner.state.restore(fresh());
-                for sink in inner.links.values() {
-                    sink.rewound(&self.id);
-                }
-                true
-            } else {
-                // Operations wait until the erased history is in place.
-                inner.loading = Some(VecDeque::new());
-                false
-            }
-        };
-        if in_memory_only {
-            return erase_stored(epoch.clone())
-                .await
-                .map_err(|e| unavailable_because(&self.id, &e));
-        }
-        match erase_stored(epoch.clone()).await {
-            Ok(()) => {
-                self.loaded(Ok(fresh()));
-                Ok(())
-            }
-            Err(e) => {
-                self.loaded(Err(e.clone()));
-                Err(unavailable_because(&self.id, &e))
-            }
-        }
-    }
-
     /// Answers an HTTP API query; the answer goes to `sink`.
     pub fn query(self: &Arc<Self>, sink: &Arc<dyn Sink>, rid: Rid, query: Query<Bytes>) {
         let queued = |query| Queued::Query {
@@ -689,15 +634,11 @@ impl Queued {
     }
 }
 
-fn busy(state: &RoomState) -> Status {
-    Status::Failed(Failure::new(
+pub(super) fn busy(room: &RoomId) -> Failure {
+    Failure::new(
         ErrorCode::Unavailable,
-        format!("{} is moving or storing right now; retry", state.id()),
-    ))
-}
-
-fn unavailable_because(room: &RoomId, e: &StoreError) -> Failure {
-    Failure::new(ErrorCode::Unavailable, format!("{room}: {e}; retry"))
+        format!("{room} is moving or storing right now; retry"),
+    )
 }
 
 fn unavailable(room: &RoomId) -> Status {
@@ -706,6 +647,8 @@ fn unavailable(room: &RoomId) -> Status {
         format!("{room} cannot store right now; retry"),
     ))
 }
+
+mod erase;
 
 #[cfg(test)]
 mod tests;
