@@ -145,6 +145,46 @@ async fn every_acked_message_is_archived_once_and_history_pages_back_through_it(
     archived_once(&pg.url(), room, 1500).await;
 }
 
+/// A board's changes are stored events too: they page back past what the
+/// board keeps, from the archive, as a chat's messages do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_changes_page_back_through_the_archive_like_messages() {
+    let pg = Postgres::start();
+    let redis = support::redis::RedisServer::start();
+    let node_flags = ["--archive", &pg.url(), "--history", "1000"];
+    let cluster =
+        support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
+    let room = "board:kept-for-good";
+    let mut ann = support::Client::connect(cluster.gateways[0].addr, "ann").await;
+    ann.join(room).await;
+    for i in 1..=1100 {
+        ann.send(serde_json::json!({"t": "board.put", "room": room, "id": format!("p{i}"),
+            "widget": {"id": format!("n{}", i % 7), "kind": "sticky", "x": i, "y": 0, "text": "idea"}}))
+            .await;
+        ann.recv_type("board.changed").await;
+    }
+    archived_once(&pg.url(), room, 1100).await;
+    let all: Vec<u64> = (1..=1100).collect();
+    assert_eq!(
+        page_back(&mut ann, room, 1101).await,
+        all,
+        "paged back to seq 1"
+    );
+    ann.send(serde_json::json!({"t": "history", "room": room, "before": 3, "limit": 5}))
+        .await;
+    let page = ann.recv_type("history").await;
+    let oldest = &page["messages"][0];
+    assert_eq!(
+        (&oldest["t"], &oldest["seq"], &oldest["widgets"][0]["x"]),
+        (
+            &serde_json::json!("board.changed"),
+            &serde_json::json!(1),
+            &serde_json::json!(1.0)
+        ),
+        "{page}"
+    );
+}
+
 /// PostgreSQL away under load, and the node killed before it came back:
 /// sends are acked all along, Redis keeps what the archive does not hold
 /// yet (past the room's `--history`), and the next owner archives it once
@@ -169,11 +209,53 @@ async fn nothing_acked_while_postgres_is_away_is_lost_to_the_archive() {
         ann.say(room, &format!("a{i}"), "acked while PostgreSQL is away")
             .await;
     }
+    pages_while_postgres_is_away(&mut ann, gw, room).await;
     cluster.nodes[0].kill9();
     pg.start_again();
     cluster.nodes[0] = support::procs::Proc::start_with("node", "n1", &redis.url(), &node_flags);
     let _bob = joined_anew(gw, "bob", room).await;
     archived_once(&pg.url(), room, 1250).await;
+}
+
+/// The room keeps 251 to 1250 in memory, the archive 1 to 50, Redis the
+/// rest: pages read memory, then Redis; past it the archive is away.
+async fn pages_while_postgres_is_away(
+    c: &mut support::Client,
+    gw: std::net::SocketAddr,
+    room: &str,
+) {
+    let seqs = |messages: &serde_json::Value| -> Vec<u64> {
+        let messages = messages.as_array().unwrap();
+        messages
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    c.send(serde_json::json!({"t": "history", "room": room, "before": 300, "limit": 200}))
+        .await;
+    let page = c.recv_type("history").await;
+    assert_eq!(
+        seqs(&page["messages"]),
+        (100..300).collect::<Vec<_>>(),
+        "memory, then Redis"
+    );
+    assert_eq!(page["more"], true);
+    let path = format!("/api/rooms/{room}/messages?before=100&limit=200");
+    let (status, page) = support::http(gw, "GET", &path, None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        seqs(&page["messages"]),
+        (51..100).collect::<Vec<_>>(),
+        "what Redis holds"
+    );
+    assert_eq!(page["more"], true, "older ones are archived");
+    let path = format!("/api/rooms/{room}/messages?before=51&limit=200");
+    let (status, answer) = support::http(gw, "GET", &path, None).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (503, &serde_json::json!("unavailable")),
+        "{answer}"
+    );
 }
 
 /// With `--retention`, what was stored longer ago leaves the archive, and

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::routes::Routes;
 use super::sink::LinkSink;
-use super::{arrival, LinkEntry, Node};
+use super::{arrival, history, LinkEntry, Node};
 use crate::coordinator::Role;
 use crate::ids::{Epoch, Map, UserId};
 use crate::link::{self, codec, HandoffEntry, Peer, ToNode};
@@ -133,19 +133,21 @@ fn handle(
                 counted_resume(1);
             }
             if let RoomOp::History { before, limit } = op {
-                // Past what the room keeps, a page comes from the archive.
-                let archiver = node.store.as_ref().and_then(|s| s.archiver());
-                if let (Some(archiver), Some(live)) = (archiver, routes.get(node, room)) {
-                    let request = super::history::Request {
+                let shape = history::Shape::Frame(id);
+                let limit = usize::from(limit);
+                if paged(
+                    node,
+                    routes,
+                    sink,
+                    room,
+                    history::Request {
                         rid,
-                        room,
-                        id,
+                        shape,
                         before,
                         limit,
-                    };
-                    if super::history::answer(archiver, &live, sink, request) {
-                        return true;
-                    }
+                    },
+                ) {
+                    return true;
                 }
             }
             match routes.get(node, room) {
@@ -173,6 +175,23 @@ fn handle(
                     None => sink.reply(rid, Reply::moved()),
                 }
                 return true;
+            }
+            if let crate::protocol::Query::Page { before, limit } = query {
+                let shape = history::Shape::Json;
+                if paged(
+                    node,
+                    routes,
+                    sink,
+                    room,
+                    history::Request {
+                        rid,
+                        shape,
+                        before,
+                        limit,
+                    },
+                ) {
+                    return true;
+                }
             }
             match routes.get(node, room) {
                 Some(live) => live.query(sink, rid, query),
@@ -233,6 +252,28 @@ fn handle(
 }
 
 /// Counts a resume request of `conns` connections.
+/// Serves a page of stored events when the node keeps an archive (past
+/// what the room keeps, the rest comes from Redis and the archive);
+/// `false` when the room answers it itself.
+fn paged(
+    node: &Node,
+    routes: &mut Routes,
+    sink: &Arc<dyn Sink>,
+    room: &str,
+    request: history::Request<'_>,
+) -> bool {
+    let Some(store) = node.store.clone() else {
+        return false;
+    };
+    let Some(archiver) = store.archiver() else {
+        return false;
+    };
+    let Some(live) = routes.get(node, room) else {
+        return false;
+    };
+    history::answer(history::Tiers { store, archiver }, &live, sink, request)
+}
+
 fn counted_resume(conns: usize) {
     let metrics = crate::telemetry::metrics();
     metrics.resumes.increment(1);

@@ -623,7 +623,7 @@ pub fn new_epoch() -> Arc<str> {
 }
 
 mod history;
-pub use history::{history_frame, MemoryPage};
+pub use history::{history_frame, page_json, MemoryPage};
 mod joins;
 mod queries;
 mod transfer;

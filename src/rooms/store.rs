@@ -103,6 +103,20 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn erase(&self, _room: &RoomId, _epoch: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Up to `limit` stored events of `room` with seqs from `from` up to
+    /// `below` (exclusive), the latest of them, ascending; `top` is the
+    /// room's seq (where the log ends). What a page past memory reads of
+    /// events the archive does not hold yet.
+    async fn stored_below(
+        &self,
+        _room: &RoomId,
+        _below: u64,
+        _from: u64,
+        _limit: usize,
+        _top: u64,
+    ) -> Result<Vec<(u64, bytes::Bytes)>, StoreError> {
+        Ok(Vec::new())
+    }
     /// The archive behind this storage, if the node has one.
     fn archiver(&self) -> Option<std::sync::Arc<crate::archive::archiver::Archiver>> {
         None

@@ -28,7 +28,7 @@ fn archived(append: &Append, out: &mut Vec<Archived>) {
 const GROUP: usize = 1024;
 
 /// Entries of one room's log kept at most for an archive that is away.
-const KEEP_FOR_ARCHIVE: usize = 1_000_000;
+pub(super) const KEEP_FOR_ARCHIVE: usize = 1_000_000;
 
 /// How long a group commit waits for its replicas (`WAIT`).
 const WAIT_TIMEOUT_MS: u64 = 500;

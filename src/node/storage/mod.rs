@@ -182,7 +182,6 @@ impl RoomStore for RedisStore {
             .await
             .map_err(failed)?;
         fenced(claimed, room)?;
-        type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
         // The epoch is set once, by whoever loads the room first; a history
         // lost with Redis's data gets a new one.
         let epoch_key = epoch_key(&self.prefix, room);
@@ -209,18 +208,7 @@ impl RoomStore for RedisStore {
         {
             return Err(stored_by_a_newer_release(room, "log entry", v));
         }
-        let entries: Vec<Entry> = log
-            .into_iter()
-            .filter_map(|(_, mut f)| {
-                let text = |v: Vec<u8>| String::from_utf8(v).ok();
-                Some(Entry {
-                    seq: std::str::from_utf8(f.get("s")?).ok()?.parse().ok()?,
-                    frame: f.remove("f")?.into(),
-                    author: f.remove("u").and_then(text),
-                    cid: f.remove("c").and_then(text),
-                })
-            })
-            .collect();
+        let entries: Vec<Entry> = log.into_iter().filter_map(|(_, f)| entry(f)).collect();
         let snapshot = match snap {
             Some(s) => Some(read_snapshot(room, &s)?),
             None => None,
@@ -280,6 +268,37 @@ impl RoomStore for RedisStore {
             .map_err(failed)
     }
 
+    async fn stored_below(
+        &self,
+        room: &RoomId,
+        below: u64,
+        from: u64,
+        limit: usize,
+        top: u64,
+    ) -> Result<Vec<(u64, bytes::Bytes)>, StoreError> {
+        // A log holds one entry per seq, ascending: the page's entries are
+        // within the last `top - below + 1 + limit`.
+        let depth = top.saturating_sub(below).saturating_add(1 + limit as u64);
+        let log: StreamEntries = redis::cmd("XREVRANGE")
+            .arg(log_key(&self.prefix, room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(depth.min(commit::KEEP_FOR_ARCHIVE as u64 + limit as u64))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed)?;
+        let mut page: Vec<(u64, bytes::Bytes)> = log
+            .into_iter()
+            .filter_map(|(_, f)| entry(f))
+            .filter(|e| (from..below).contains(&e.seq))
+            .take(limit)
+            .map(|e| (e.seq, e.frame))
+            .collect();
+        page.reverse();
+        Ok(page)
+    }
+
     fn archiver(&self) -> Option<Arc<Archiver>> {
         self.archiver.clone()
     }
@@ -287,6 +306,19 @@ impl RoomStore for RedisStore {
     fn fence(&self, writer: FenceWriter) {
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
     }
+}
+
+type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
+
+/// A log entry's fields as an entry (`None`: not one this release wrote).
+fn entry(mut f: HashMap<String, Vec<u8>>) -> Option<Entry> {
+    let text = |v: Vec<u8>| String::from_utf8(v).ok();
+    Some(Entry {
+        seq: std::str::from_utf8(f.get("s")?).ok()?.parse().ok()?,
+        frame: f.remove("f")?.into(),
+        author: f.remove("u").and_then(text),
+        cid: f.remove("c").and_then(text),
+    })
 }
 
 /// The version of the stored formats this release writes, and the newest

@@ -29,6 +29,7 @@ impl RoomState {
             events: page.iter().map(|e| (e.seq, e.frame.clone())).collect(),
             more_kept: more,
             oldest_kept: self.log.front().map_or(self.seq + 1, |e| e.seq),
+            top: self.seq,
         }
     }
 
@@ -49,10 +50,7 @@ impl RoomState {
     /// `{"messages":[..],"more":bool}`: a page for the HTTP API.
     pub fn page_json(&self, before: Option<u64>, limit: usize) -> Vec<u8> {
         let (events, more) = self.page(before, limit);
-        let mut out = b"{\"messages\":[".to_vec();
-        splice(&mut out, &events);
-        out.extend_from_slice(format!("],\"more\":{more}}}").as_bytes());
-        out
+        page_json(&events, more)
     }
 
     fn history_frame(&self, id: Option<&str>, events: &[&[u8]], more: bool) -> Vec<u8> {
@@ -71,6 +69,16 @@ pub struct MemoryPage {
     pub more_kept: bool,
     /// The oldest kept seq (the room's seq + 1 when none is kept).
     pub oldest_kept: u64,
+    /// The room's seq.
+    pub top: u64,
+}
+
+/// `{"messages":[..],"more":bool}`: a page for the HTTP API.
+pub fn page_json(events: &[&[u8]], more: bool) -> Vec<u8> {
+    let mut out = b"{\"messages\":[".to_vec();
+    splice(&mut out, events);
+    out.extend_from_slice(format!("],\"more\":{more}}}").as_bytes());
+    out
 }
 
 /// The `history` frame.
