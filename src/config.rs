@@ -348,6 +348,10 @@ struct NodeArgs {
     /// `30m`, `45s`); none by default (for ever).
     #[arg(long, env = "ROOMRING_RETENTION", value_parser = retention_arg, requires = "archive")]
     retention: Option<std::time::Duration>,
+    /// Serve `GET /metrics` (Prometheus) on this address; none by default
+    /// (a node serves no HTTP otherwise).
+    #[arg(long, env = "ROOMRING_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Accepted so that one command line serves every role; a node serves
     /// no clients, so they change nothing on it.
     #[command(flatten)]
@@ -455,6 +459,8 @@ pub enum Command {
         archive: Option<String>,
         /// How long the archive keeps events, if not for ever.
         retention: Option<std::time::Duration>,
+        /// Where `GET /metrics` is served, if anywhere.
+        metrics_listen: Option<SocketAddr>,
     },
     /// `roomring gateway`.
     Gateway {
@@ -578,6 +584,7 @@ fn command(cli: Cli) -> Result<Command, UsageError> {
                 },
                 archive: a.archive,
                 retention: a.retention,
+                metrics_listen: a.metrics_listen,
             })
         }
         Cmd::Gateway(a) => {

@@ -82,7 +82,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             replication,
             archive,
             retention,
+            metrics_listen,
         } => {
+            if let Some(addr) = metrics_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+                tokio::spawn(roomring::telemetry::serve_metrics(listener));
+            }
             let coordinator = connect(&endpoint).await?;
             roomring::coordinator::wait_for_free_id(coordinator.as_ref(), &config.id).await?;
             let archiver = archive.map(|url| {

@@ -33,6 +33,19 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Serves `GET /metrics` (this process's Prometheus text) on `listener`:
+/// how an operator reads the metrics of a process without a client port (a
+/// node's archive lag, its commits). Runs until the process ends.
+pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::http::header;
+    let text = || async {
+        let text = prometheus().render();
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(text));
+    axum::serve(listener, app).await
+}
+
 /// The counters and gauges every role updates.
 pub struct Metrics {
     /// Client frames read by gateways.

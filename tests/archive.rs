@@ -193,7 +193,9 @@ async fn board_changes_page_back_through_the_archive_like_messages() {
 async fn nothing_acked_while_postgres_is_away_is_lost_to_the_archive() {
     let mut pg = Postgres::start();
     let redis = support::redis::RedisServer::start();
-    let node_flags = ["--archive", &pg.url(), "--history", "1000"];
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], support::redis::free_port()).into();
+    let metrics_flag = format!("--metrics-listen={metrics}");
+    let node_flags = ["--archive", &pg.url(), "--history", "1000", &metrics_flag];
     let mut cluster =
         support::procs::ProcCluster::start(&redis.url(), (1, &node_flags), (1, &[])).await;
     let gw = cluster.gateways[0].addr;
@@ -210,6 +212,11 @@ async fn nothing_acked_while_postgres_is_away_is_lost_to_the_archive() {
             .await;
     }
     pages_while_postgres_is_away(&mut ann, gw, room).await;
+    let lag = support::metric(metrics, "roomring_archive_lag").await;
+    assert_eq!(
+        lag, 1200,
+        "the node's metrics tell what waits for the archive"
+    );
     cluster.nodes[0].kill9();
     pg.start_again();
     cluster.nodes[0] = support::procs::Proc::start_with("node", "n1", &redis.url(), &node_flags);
