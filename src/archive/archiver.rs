@@ -33,8 +33,8 @@ enum Job {
         room: String,
         done: tokio::sync::oneshot::Sender<Result<(), ArchiveError>>,
     },
-    /// A room's stored events as its new owner found them: those above the
-    /// archive's high-water mark go in.
+    /// A room's stored events as its new owner found them: those the
+    /// archive does not hold go in.
     Ensure {
         room: String,
         epoch: String,
@@ -82,6 +82,11 @@ impl Pending {
         }
     }
 
+    /// Whether nothing waits.
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// The lowest seq of `room` not archived yet, if any waits.
     pub fn lowest(&self, room: &str) -> Option<u64> {
         self.lock().get(room).map(|(low, _)| *low)
@@ -110,6 +115,21 @@ impl Archiver {
     /// What waits, per room.
     pub fn pending(&self) -> &Pending {
         &self.pending
+    }
+
+    /// Waits until nothing waits for the archive, for at most `patience`;
+    /// whether it came to that. A node that drained waits so before it
+    /// exits (what waits would go with it; new owners archive the rooms'
+    /// kept events they received, not what was older).
+    pub async fn settled(&self, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        while !self.pending.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Committed events, to archive.
@@ -303,10 +323,14 @@ impl Waiting {
     /// (nothing is lost: the rest waits).
     async fn flush(&mut self, archive: &dyn Archive) -> Result<(), ArchiveError> {
         while let Some((room, epoch, events)) = self.ensures.front() {
-            let high = archive.high_water(room, epoch).await?;
+            let (from, to) = match (events.first(), events.last()) {
+                (Some((from, _)), Some((to, _))) => (*from, *to),
+                _ => (1, 0),
+            };
+            let held = archive.held(room, epoch, from, to).await?;
             let missing: Vec<Archived> = events
                 .iter()
-                .filter(|(seq, _)| *seq > high)
+                .filter(|(seq, _)| held.binary_search(seq).is_err())
                 .map(|(seq, frame)| Archived {
                     room: room.clone(),
                     epoch: epoch.clone(),

@@ -60,13 +60,19 @@ impl Archive for MemoryArchive {
         })
     }
 
-    async fn high_water(&self, room: &str, epoch: &str) -> Result<u64, ArchiveError> {
+    async fn held(
+        &self,
+        room: &str,
+        epoch: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>, ArchiveError> {
         let histories = self.lock();
         let key = (room.to_string(), epoch.to_string());
         Ok(histories
             .get(&key)
-            .and_then(|e| e.keys().next_back().copied())
-            .unwrap_or(0))
+            .map(|e| e.range(from..=to).map(|(seq, _)| *seq).collect())
+            .unwrap_or_default())
     }
 
     async fn delete(&self, room: &str) -> Result<(), ArchiveError> {

@@ -56,9 +56,17 @@ pub trait Archive: Send + Sync + 'static {
         before: u64,
         limit: usize,
     ) -> Result<Page, ArchiveError>;
-    /// The highest seq archived of `room`'s history `epoch` (0: none), from
-    /// which a new owner goes on archiving.
-    async fn high_water(&self, room: &str, epoch: &str) -> Result<u64, ArchiveError>;
+    /// The seqs of `room`'s history `epoch` from `from` to `to` (both
+    /// included) that are archived, ascending: what a new owner need not
+    /// archive again of what storage holds. Another node may have archived
+    /// later events first, so the highest seq says nothing of those below.
+    async fn held(
+        &self,
+        room: &str,
+        epoch: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>, ArchiveError>;
     /// Removes every event of `room`, of every history; removing a room
     /// with none is not an error.
     async fn delete(&self, room: &str) -> Result<(), ArchiveError>;

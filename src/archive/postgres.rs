@@ -122,7 +122,7 @@ impl Archive for PostgresArchive {
             )
             .await
             .map_err(failed)?;
-        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let before = clamp(before);
         let take = limit as i64 + 1;
         let rows = client
             .query(&statement, &[&room, &epoch, &before, &take])
@@ -142,17 +142,24 @@ impl Archive for PostgresArchive {
         Ok(Page { events, more })
     }
 
-    async fn high_water(&self, room: &str, epoch: &str) -> Result<u64, ArchiveError> {
+    async fn held(
+        &self,
+        room: &str,
+        epoch: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>, ArchiveError> {
         let client = self.pool.get().await.map_err(failed)?;
-        let row = client
-            .query_one(
-                "SELECT COALESCE(MAX(seq), 0) FROM roomring_events WHERE room = $1 AND epoch = $2",
-                &[&room, &epoch],
+        let (from, to) = (clamp(from), clamp(to));
+        let rows = client
+            .query(
+                "SELECT seq FROM roomring_events WHERE room = $1 AND epoch = $2 \
+                 AND seq BETWEEN $3 AND $4 ORDER BY seq",
+                &[&room, &epoch, &from, &to],
             )
             .await
             .map_err(failed)?;
-        let seq: i64 = row.get(0);
-        Ok(seq as u64)
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
     }
 
     async fn delete(&self, room: &str) -> Result<(), ArchiveError> {
@@ -166,10 +173,15 @@ impl Archive for PostgresArchive {
 
     async fn retain(&self, cutoff: u64) -> Result<u64, ArchiveError> {
         let client = self.pool.get().await.map_err(failed)?;
-        let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+        let cutoff = clamp(cutoff);
         client
             .execute("DELETE FROM roomring_events WHERE at < $1", &[&cutoff])
             .await
             .map_err(failed)
     }
+}
+
+/// A seq or a time as PostgreSQL's `bigint` (past its range: its greatest).
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

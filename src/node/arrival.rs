@@ -82,6 +82,20 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
             roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
         }),
     });
+    if let (
+        Some(archiver),
+        Some(Loaded {
+            epoch: Some(epoch),
+            entries,
+            ..
+        }),
+    ) = (node.store.as_ref().and_then(|s| s.archiver()), &state)
+    {
+        // What the sender had not archived yet may die with it (it drains
+        // and exits): what arrives is archived here unless it is already.
+        let events = entries.iter().map(|e| (e.seq, e.frame.clone())).collect();
+        archiver.ensure(room.as_str(), epoch, events);
+    }
     let arrival = Arrival {
         state,
         conns,

@@ -276,6 +276,9 @@ pub async fn start(
     })
 }
 
+/// How long a node that ended waits for its archiver to have nothing left.
+const ARCHIVE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long a node drains on SIGTERM before it stops anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
@@ -291,6 +294,14 @@ pub async fn run(
     tokio::select! {
         _ = shutdown::signal() => node.drain(DRAIN_GRACE).await,
         _ = &mut node.task => {}
+    }
+    let archiver = inner.store.as_ref().and_then(|s| s.archiver());
+    if let Some(archiver) = archiver {
+        if !archiver.settled(ARCHIVE_PATIENCE).await {
+            tracing::warn!(
+                "exiting with events not archived yet (the archive is away); Redis keeps them"
+            );
+        }
     }
     match inner.fatal.take() {
         Some(e) => Err(e.into()),
