@@ -90,8 +90,16 @@ pub(super) async fn keep(
     if node.killed.load(std::sync::atomic::Ordering::Acquire) {
         return;
     }
-    if let Err(e) = node.coordinator.leave(&id, lease).await {
-        tracing::warn!(error = %e, "leaving the cluster failed");
+    // The lease lapses by itself if the coordinator does not answer.
+    match timeout(
+        super::COORDINATOR_PATIENCE,
+        node.coordinator.leave(&id, lease),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "leaving the cluster failed"),
+        Err(_) => tracing::warn!("leaving the cluster: the coordinator did not answer"),
     }
 }
 

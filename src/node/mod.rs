@@ -168,13 +168,16 @@ impl NodeHandle {
     /// Drains the node: it leaves the ring, hands every room off to its new
     /// owner, leaves the cluster and stops; after `grace` it stops anyway.
     pub async fn drain(self, grace: Duration) {
-        if let Err(e) = self
+        let draining = self
             .node
             .coordinator
-            .set_state(&self.id, MemberState::Draining)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot mark the node draining");
+            .set_state(&self.id, MemberState::Draining);
+        match tokio::time::timeout(COORDINATOR_PATIENCE, draining).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark the node draining"),
+            Err(_) => {
+                tracing::warn!("cannot mark the node draining: the coordinator did not answer")
+            }
         }
         self.wait_or_stop(grace).await;
     }
@@ -275,6 +278,10 @@ pub async fn start(
         task,
     })
 }
+
+/// How long a stopping node waits for the coordinator to mark it draining,
+/// or to let it leave (its lease lapses by itself).
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a node that ended waits for its archiver to have nothing left.
 const ARCHIVE_PATIENCE: Duration = Duration::from_secs(5);
