@@ -79,20 +79,20 @@ async fn histories_and_rooms_are_apart(a: &dyn Archive) {
 
 async fn what_is_held_is_told_seq_by_seq(a: &dyn Archive) {
     assert_eq!(
-        a.held("chat:a", "e1", 118, 130).await.unwrap(),
+        a.held("chat:a", "e1", 118..=130).await.unwrap(),
         [118, 119, 120]
     );
-    assert_eq!(a.held("chat:a", "e2", 1, u64::MAX).await.unwrap(), [1]);
-    assert!(a.held("chat:never", "e1", 1, 9).await.unwrap().is_empty());
+    assert_eq!(a.held("chat:a", "e2", 1..=u64::MAX).await.unwrap(), [1]);
+    assert!(a.held("chat:never", "e1", 1..=9).await.unwrap().is_empty());
     // Later events archived first (by another node) leave a gap below.
     let later: Vec<Archived> = [1, 2, 6, 7]
         .iter()
         .map(|&s| event("chat:gap", "e1", s, s))
         .collect();
     a.append(&later).await.unwrap();
-    assert_eq!(a.held("chat:gap", "e1", 1, 7).await.unwrap(), [1, 2, 6, 7]);
+    assert_eq!(a.held("chat:gap", "e1", 1..=7).await.unwrap(), [1, 2, 6, 7]);
     assert_eq!(
-        a.held("chat:gap", "e1", 3, 5).await.unwrap(),
+        a.held("chat:gap", "e1", 3..=5).await.unwrap(),
         Vec::<u64>::new()
     );
     a.delete("chat:gap").await.unwrap();
@@ -114,7 +114,7 @@ async fn a_room_is_deleted_whole_and_again_harmlessly(a: &dyn Archive) {
         .events
         .is_empty());
     assert!(a
-        .held("chat:a", "e1", 1, u64::MAX)
+        .held("chat:a", "e1", 1..=u64::MAX)
         .await
         .unwrap()
         .is_empty());

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Archive, ArchiveError, Archived, Page};
+use super::{Archive, ArchiveError, Archived, Page, Seqs};
 
 /// Events by (room, epoch), then seq: (stored at, frame).
 type Histories = BTreeMap<(String, String), BTreeMap<u64, (u64, Bytes)>>;
@@ -60,18 +60,12 @@ impl Archive for MemoryArchive {
         })
     }
 
-    async fn held(
-        &self,
-        room: &str,
-        epoch: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<u64>, ArchiveError> {
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError> {
         let histories = self.lock();
         let key = (room.to_string(), epoch.to_string());
         Ok(histories
             .get(&key)
-            .map(|e| e.range(from..=to).map(|(seq, _)| *seq).collect())
+            .map(|e| e.range(seqs).map(|(seq, _)| *seq).collect())
             .unwrap_or_default())
     }
 

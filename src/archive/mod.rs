@@ -41,6 +41,9 @@ pub struct Page {
 #[error("archive unavailable: {0}")]
 pub struct ArchiveError(pub String);
 
+/// A range of seqs, both ends included.
+pub type Seqs = std::ops::RangeInclusive<u64>;
+
 /// Where every room's events are kept for good.
 #[async_trait::async_trait]
 pub trait Archive: Send + Sync + 'static {
@@ -56,17 +59,10 @@ pub trait Archive: Send + Sync + 'static {
         before: u64,
         limit: usize,
     ) -> Result<Page, ArchiveError>;
-    /// The seqs of `room`'s history `epoch` from `from` to `to` (both
-    /// included) that are archived, ascending: what a new owner need not
+    /// The seqs of `room`'s history `epoch` within `seqs` that are archived, ascending: what a new owner need not
     /// archive again of what storage holds. Another node may have archived
     /// later events first, so the highest seq says nothing of those below.
-    async fn held(
-        &self,
-        room: &str,
-        epoch: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<u64>, ArchiveError>;
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError>;
     /// Removes every event of `room`, of every history; removing a room
     /// with none is not an error.
     async fn delete(&self, room: &str) -> Result<(), ArchiveError>;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{Archive, ArchiveError, Archived, Page};
+use super::{Archive, ArchiveError, Archived, Page, Seqs};
 
 /// Partitions of the events table.
 const PARTITIONS: u32 = 8;
@@ -142,15 +142,9 @@ impl Archive for PostgresArchive {
         Ok(Page { events, more })
     }
 
-    async fn held(
-        &self,
-        room: &str,
-        epoch: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<u64>, ArchiveError> {
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError> {
         let client = self.pool.get().await.map_err(failed)?;
-        let (from, to) = (clamp(from), clamp(to));
+        let (from, to) = (clamp(*seqs.start()), clamp(*seqs.end()));
         let rows = client
             .query(
                 "SELECT seq FROM roomring_events WHERE room = $1 AND epoch = $2 \

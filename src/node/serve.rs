@@ -119,6 +119,11 @@ fn handle(
         tracing::warn!(peer = %peer.id, role = ?peer.role, "a record this link's role may not send; dropping the link");
         return false;
     }
+    if let Some((room, page)) = page_of(&request) {
+        if paged(node, routes, sink, room, page) {
+            return true;
+        }
+    }
     match request {
         ToNode::Op {
             rid,
@@ -131,24 +136,6 @@ fn handle(
             let op = op.map_body(|body| record.slice_ref(body));
             if matches!(op, RoomOp::Resume { .. }) {
                 counted_resume(1);
-            }
-            if let RoomOp::History { before, limit } = op {
-                let shape = history::Shape::Frame(id);
-                let limit = usize::from(limit);
-                if paged(
-                    node,
-                    routes,
-                    sink,
-                    room,
-                    history::Request {
-                        rid,
-                        shape,
-                        before,
-                        limit,
-                    },
-                ) {
-                    return true;
-                }
             }
             match routes.get(node, room) {
                 Some(live) => live.op(
@@ -175,23 +162,6 @@ fn handle(
                     None => sink.reply(rid, Reply::moved()),
                 }
                 return true;
-            }
-            if let crate::protocol::Query::Page { before, limit } = query {
-                let shape = history::Shape::Json;
-                if paged(
-                    node,
-                    routes,
-                    sink,
-                    room,
-                    history::Request {
-                        rid,
-                        shape,
-                        before,
-                        limit,
-                    },
-                ) {
-                    return true;
-                }
             }
             match routes.get(node, room) {
                 Some(live) => live.query(sink, rid, query),
@@ -252,6 +222,38 @@ fn handle(
 }
 
 /// Counts a resume request of `conns` connections.
+/// The page of stored events `request` asks for, if it asks for one.
+fn page_of<'a>(request: &ToNode<'a>) -> Option<(&'a str, history::Request<'a>)> {
+    let (rid, room, shape, before, limit) = match *request {
+        ToNode::Op {
+            rid,
+            room,
+            id,
+            op: RoomOp::History { before, limit },
+            ..
+        } => (
+            rid,
+            room,
+            history::Shape::Frame(id),
+            before,
+            usize::from(limit),
+        ),
+        ToNode::Query {
+            rid,
+            room,
+            query: crate::protocol::Query::Page { before, limit },
+        } => (rid, room, history::Shape::Json, before, limit),
+        _ => return None,
+    };
+    let request = history::Request {
+        rid,
+        shape,
+        before,
+        limit,
+    };
+    Some((room, request))
+}
+
 /// Serves a page of stored events when the node keeps an archive (past
 /// what the room keeps, the rest comes from Redis and the archive);
 /// `false` when the room answers it itself.
