@@ -323,11 +323,10 @@ impl Waiting {
     /// (nothing is lost: the rest waits).
     async fn flush(&mut self, archive: &dyn Archive) -> Result<(), ArchiveError> {
         while let Some((room, epoch, events)) = self.ensures.front() {
-            let seqs = match (events.first(), events.last()) {
-                (Some((from, _)), Some((to, _))) => *from..=*to,
-                _ => 1..=0,
+            let held = match (events.first(), events.last()) {
+                (Some((from, _)), Some((to, _))) => archive.held(room, epoch, *from..=*to).await?,
+                _ => Vec::new(),
             };
-            let held = archive.held(room, epoch, seqs).await?;
             let missing: Vec<Archived> = events
                 .iter()
                 .filter(|(seq, _)| held.binary_search(seq).is_err())
