@@ -3,8 +3,11 @@
 //! presence counted over connections, read receipts and, for boards, widgets.
 //! Frames are built once, as shared `Bytes`, and kept as they were sent.
 //!
-//! `joins`: the `joined` frame and the replays of a `since`; `queries`: the
-//! HTTP API's read-only answers; `transfer`: export and restore for
+//! `log`: messages and read receipts, the gap-free seq and the kept log of
+//! stored events; `members`: connections subscribing and leaving, and the presence they
+//! make; `board_ops`: a board's operations; `joins`: the `joined` frame and
+//! the replays of a `since`; `history`: pages of stored events; `queries`:
+//! the HTTP API's read-only answers; `transfer`: export and restore for
 //! hand-offs and snapshots.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -313,297 +316,11 @@ impl RoomState {
         })
     }
 
-    /// Subscribes a connection; its presence is announced to the others
-    /// when it is the user's first (as a count past the presence limit).
-    fn subscribe(&mut self, origin: &Origin, now: u64, out: &mut Outcome) {
-        self.adopted.remove(&origin.sub);
-        if self.conns.insert(origin.sub, origin.user.clone()).is_some() {
-            return;
-        }
-        *self.links.entry(origin.sub.link).or_default() += 1;
-        let told = self.presence.arrive(&origin.user, now);
-        self.tell(told, &origin.user, origin.sub, out);
-    }
-
-    /// Turns what presence says of a user's arrival or departure into
-    /// events (kept from the connection `sub`) or a wake-up.
-    fn tell(&self, told: Told, user: &UserId, sub: Sub, out: &mut Outcome) {
-        let room = self.room.as_str();
-        match told {
-            Told::Nothing => {}
-            Told::User(online) => {
-                let frame = ServerFrame::Presence {
-                    room,
-                    user: user.as_str(),
-                    online,
-                };
-                out.events.push(Event::ephemeral(&frame, Some(sub)));
-            }
-            Told::Count(count) => {
-                let frame = ServerFrame::PresenceCount { room, count };
-                out.events.push(Event::ephemeral(&frame, None));
-            }
-            Told::CountAt(at) => out.wake = Some(out.wake.map_or(at, |w| w.min(at))),
-        }
-    }
-
-    /// The paced events due at `now` (a `presence.count`, a cursor batch),
-    /// and when to ask again.
-    pub fn due(&mut self, now: u64) -> Outcome {
-        let mut out = Outcome::default();
-        if let Some(count) = self.presence.due(now) {
-            let frame = ServerFrame::PresenceCount {
-                room: self.room.as_str(),
-                count,
-            };
-            out.events.push(Event::ephemeral(&frame, None));
-        }
-        if let Some((frame, skip)) = self.ephemeral.due(self.room.as_str(), now) {
-            out.events.push(Event::unstored(frame, skip));
-        }
-        out.wake = [self.presence.next(), self.ephemeral.next()]
-            .into_iter()
-            .flatten()
-            .min();
-        out
-    }
-
-    fn leave(&mut self, sub: Sub, now: u64) -> Outcome {
-        let mut out = Outcome::default();
-        self.adopted.remove(&sub);
-        let Some(user) = self.conns.remove(&sub) else {
-            return out;
-        };
-        if let Some(n) = self.links.get_mut(&sub.link) {
-            *n -= 1;
-            if *n == 0 {
-                self.links.remove(&sub.link);
-            }
-        }
-        let told = self.presence.depart(&user, now);
-        if self.presence.get(user.as_str()).is_none() {
-            self.ephemeral.left(&user);
-        }
-        self.tell(told, &user, sub, &mut out);
-        out
-    }
-
-    /// Drops every connection of a gateway link that went away.
-    pub fn drop_link(&mut self, link: LinkId, now: u64) -> Outcome {
-        let subs: Vec<Sub> = self
-            .conns
-            .keys()
-            .filter(|s| s.link == link)
-            .copied()
-            .collect();
-        let mut out = Outcome::default();
-        self.leave_each(subs, now, &mut out);
-        out
-    }
-
-    /// Each of `subs` leaves; what the room tells of it goes into `out`.
-    fn leave_each(&mut self, subs: Vec<Sub>, now: u64, out: &mut Outcome) {
-        for sub in subs {
-            let left = self.leave(sub, now);
-            out.events.extend(left.events);
-            out.wake = [out.wake, left.wake].into_iter().flatten().min();
-        }
-    }
-
-    /// A `presence.page` of at most `limit` online users after `after`.
-    fn presence_page(&self, id: Option<&str>, after: Option<&str>, limit: usize) -> Outcome {
-        let (users, more) = self.presence.page(after, limit);
-        let next = if more { users.last().copied() } else { None };
-        let frame = ServerFrame::PresencePage {
-            id,
-            room: self.room.as_str(),
-            users,
-            next,
-        };
-        Outcome {
-            reply: Some(frame.encode().into()),
-            ..Outcome::default()
-        }
-    }
-
-    /// Stores a chat message, or returns the first ack of a retried one.
-    pub fn send(&mut self, from: &UserId, id: Option<&str>, body: &[u8], now: u64) -> Outcome {
-        if let Some(id) = id {
-            if let Some(&seq) = self.sent.get(from.as_str()).and_then(|ids| ids.get(id)) {
-                return Outcome {
-                    reply: Some(ack_frame(id, self.room.as_str(), seq).into()),
-                    ..Outcome::default()
-                };
-            }
-        }
-        let seq = self.seq + 1;
-        let frame = msg_frame(self.room.as_str(), seq, from.as_str(), body, now);
-        let reply = id.map(|id| ack_frame(id, self.room.as_str(), seq).into());
-        let event = self.store(frame.into(), Some((from.clone(), id.map(ClientId::from))));
-        Outcome {
-            reply,
-            events: vec![event],
-            ..Outcome::default()
-        }
-    }
-
-    fn read(&mut self, origin: &Origin, seq: u64) -> Result<Outcome, Failure> {
-        if seq > self.seq {
-            return Err(Failure::bad_request(format!(
-                "seq {seq} is past the room's last seq {}",
-                self.seq
-            )));
-        }
-        let latest = self.reads.entry(origin.user.clone()).or_default();
-        *latest = (*latest).max(seq);
-        if self.reads.len() > READS_KEPT {
-            // A room of many passing users: the oldest receipt goes, never
-            // the one just given.
-            let oldest = self
-                .reads
-                .iter()
-                .filter(|(user, _)| **user != origin.user)
-                .min_by_key(|(_, seq)| **seq)
-                .map(|(user, _)| user.clone());
-            if let Some(user) = oldest {
-                self.reads.remove(&user);
-            }
-        }
-        let room = self.room.clone();
-        Ok(self.ephemeral(
-            origin,
-            ServerFrame::Read {
-                room: room.as_str(),
-                user: origin.user.as_str(),
-                seq,
-            },
-        ))
-    }
-
     fn ephemeral(&self, origin: &Origin, frame: ServerFrame<'_>) -> Outcome {
         let event = Event::ephemeral(&frame, Some(origin.sub));
         Outcome {
             events: vec![event],
             ..Outcome::default()
-        }
-    }
-
-    fn board_op(
-        &mut self,
-        by: &UserId,
-        id: Option<&str>,
-        op: &RoomOp<Bytes>,
-    ) -> Result<Outcome, Failure> {
-        let board = self
-            .board
-            .as_mut()
-            .ok_or_else(|| Failure::bad_request("board operations need a board: room"))?;
-        let mut roles = RoleChanges::new();
-        if !matches!(op, RoomOp::BoardRole { .. }) {
-            if board.role_of(by.as_str()) == BoardRole::Viewer {
-                return Err(Failure::new(
-                    ErrorCode::Forbidden,
-                    "a viewer may not change the board",
-                ));
-            }
-            board.claim(by.as_str(), &mut roles);
-        }
-        let mut moved_only = false;
-        let (changed, deleted) = match op {
-            RoomOp::BoardPut { widget, base } => {
-                (vec![board.put(widget.clone(), *base)?], Vec::new())
-            }
-            RoomOp::BoardMove { moves } => {
-                moved_only = true;
-                (board.apply_moves(moves), Vec::new())
-            }
-            RoomOp::BoardShift { ids, dx, dy } => {
-                moved_only = true;
-                (board.shift(ids, *dx, *dy)?, Vec::new())
-            }
-            RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids)),
-            RoomOp::BoardRole { user, role } => {
-                board.set_role(by.as_str(), user, *role, &mut roles)?;
-                (Vec::new(), Vec::new())
-            }
-            _ => return Err(Failure::bad_request("not a board operation")),
-        };
-        let seq = self.seq + 1;
-        let widgets = changed
-            .iter()
-            .filter_map(|w| board.get(w))
-            .map(|w| {
-                if moved_only {
-                    WidgetEntry::Moved {
-                        id: &w.widget.id,
-                        x: w.widget.x,
-                        y: w.widget.y,
-                        v: w.v,
-                    }
-                } else {
-                    WidgetEntry::Full(w)
-                }
-            })
-            .collect();
-        let frame = ServerFrame::BoardChanged {
-            id,
-            room: self.room.as_str(),
-            seq,
-            by: by.as_str(),
-            widgets,
-            deleted: deleted.iter().map(String::as_str).collect(),
-            roles: (!roles.is_empty()).then_some(&roles),
-        }
-        .encode();
-        Ok(Outcome {
-            events: vec![self.store(frame.into(), None)],
-            ..Outcome::default()
-        })
-    }
-
-    /// Stamps the next seq on an encoded frame, keeps it, trims the log.
-    fn store(&mut self, frame: Bytes, msg: Option<(UserId, Option<ClientId>)>) -> Event {
-        self.seq += 1;
-        let seq = self.seq;
-        self.keep_entry(Kept {
-            seq,
-            msg: msg.clone(),
-            frame: frame.clone(),
-        });
-        Event {
-            frame,
-            seq: Some(seq),
-            skip: None,
-            author: msg,
-        }
-    }
-
-    fn keep_entry(&mut self, kept: Kept) {
-        if let Some((user, Some(id))) = &kept.msg {
-            self.sent
-                .entry(user.clone())
-                .or_default()
-                .insert(id.clone(), kept.seq);
-        }
-        self.log_bytes += kept.frame.len();
-        self.log.push_back(kept);
-        while self.log.len() > self.keep || (self.log_bytes > KEEP_BYTES && self.log.len() > 1) {
-            let Some(gone) = self.log.pop_front() else {
-                break;
-            };
-            self.log_bytes -= gone.frame.len();
-            if let Kept {
-                msg: Some((user, Some(id))),
-                ..
-            } = gone
-            {
-                if let Some(ids) = self.sent.get_mut(user.as_str()) {
-                    ids.remove(&id);
-                    if ids.is_empty() {
-                        self.sent.remove(user.as_str());
-                    }
-                }
-            }
         }
     }
 }
@@ -622,9 +339,12 @@ pub fn new_epoch() -> Arc<str> {
         .into()
 }
 
+mod board_ops;
 mod history;
 pub use history::{history_frame, page_json, MemoryPage};
 mod joins;
+mod log;
+mod members;
 mod queries;
 mod transfer;
 

@@ -1,0 +1,80 @@
+//! A board's operations: put, move, shift, delete and role changes, each
+//! one stored `board.changed` (or a refusal: `forbidden`, `conflict`,
+//! bounds).
+
+use super::*;
+
+impl RoomState {
+    pub(super) fn board_op(
+        &mut self,
+        by: &UserId,
+        id: Option<&str>,
+        op: &RoomOp<Bytes>,
+    ) -> Result<Outcome, Failure> {
+        let board = self
+            .board
+            .as_mut()
+            .ok_or_else(|| Failure::bad_request("board operations need a board: room"))?;
+        let mut roles = RoleChanges::new();
+        if !matches!(op, RoomOp::BoardRole { .. }) {
+            if board.role_of(by.as_str()) == BoardRole::Viewer {
+                return Err(Failure::new(
+                    ErrorCode::Forbidden,
+                    "a viewer may not change the board",
+                ));
+            }
+            board.claim(by.as_str(), &mut roles);
+        }
+        let mut moved_only = false;
+        let (changed, deleted) = match op {
+            RoomOp::BoardPut { widget, base } => {
+                (vec![board.put(widget.clone(), *base)?], Vec::new())
+            }
+            RoomOp::BoardMove { moves } => {
+                moved_only = true;
+                (board.apply_moves(moves), Vec::new())
+            }
+            RoomOp::BoardShift { ids, dx, dy } => {
+                moved_only = true;
+                (board.shift(ids, *dx, *dy)?, Vec::new())
+            }
+            RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids)),
+            RoomOp::BoardRole { user, role } => {
+                board.set_role(by.as_str(), user, *role, &mut roles)?;
+                (Vec::new(), Vec::new())
+            }
+            _ => return Err(Failure::bad_request("not a board operation")),
+        };
+        let seq = self.seq + 1;
+        let widgets = changed
+            .iter()
+            .filter_map(|w| board.get(w))
+            .map(|w| {
+                if moved_only {
+                    WidgetEntry::Moved {
+                        id: &w.widget.id,
+                        x: w.widget.x,
+                        y: w.widget.y,
+                        v: w.v,
+                    }
+                } else {
+                    WidgetEntry::Full(w)
+                }
+            })
+            .collect();
+        let frame = ServerFrame::BoardChanged {
+            id,
+            room: self.room.as_str(),
+            seq,
+            by: by.as_str(),
+            widgets,
+            deleted: deleted.iter().map(String::as_str).collect(),
+            roles: (!roles.is_empty()).then_some(&roles),
+        }
+        .encode();
+        Ok(Outcome {
+            events: vec![self.store(frame.into(), None)],
+            ..Outcome::default()
+        })
+    }
+}
