@@ -7,7 +7,8 @@ use super::handshake::{
     appended_version, nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, CLIENT_FIRST,
     LATEST, RECORD_MAX, VERSION,
 };
-use super::io::{tune, write_record, LinkReader};
+use super::io::{tune, write_record};
+use super::reader::LinkReader;
 use super::transport::Stream;
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;

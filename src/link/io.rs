@@ -1,12 +1,10 @@
-//! The two halves of an established link. `LinkWriter` is a cloneable
+//! The writing half of an established link. `LinkWriter` is a cloneable
 //! handle: any task appends records to one shared buffer, and the buffer is
 //! written many records per write, either by the link's writer task (woken
 //! by the first record, it runs after the tasks woken in the same round of
 //! the scheduler, which append theirs) or at once by a producer that holds
 //! the link for a whole batch of work (`hold`) and writes when it is done,
-//! with no task woken. `LinkReader` reads into one
-//! growing buffer and hands out each complete record as `Bytes` sliced from
-//! it, without copying or zero-filling.
+//! with no task woken. The reading half is `reader`'s.
 //!
 //! Task tree: `LinkWriter::spawn` starts the writer task; it ends when the
 //! link is closed (after writing what was buffered) or a write fails.
@@ -16,16 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::codec::{self, CodecError};
-use super::transport::{write_sealed, ReadHalf, WriteHalf};
+use super::transport::{write_sealed, WriteHalf};
 use super::LinkError;
 
-/// Bytes a reader asks the socket for at a time, at least.
-const READ_CHUNK: usize = 64 * 1024;
 /// A write buffer that grew past this during a burst is let go afterwards.
 const KEEP_WRITE_BUFFER: usize = 1 << 20;
 /// A socket that takes nothing for this long means the peer is gone
@@ -323,73 +319,6 @@ impl LinkWriter {
         }
         self.shared.drained.notify_waiters();
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut *half).await;
-    }
-}
-
-/// The receiving half of a link.
-pub struct LinkReader {
-    half: ReadHalf,
-    buf: BytesMut,
-}
-
-impl LinkReader {
-    pub(super) fn new(half: ReadHalf) -> Self {
-        Self {
-            half,
-            buf: BytesMut::new(),
-        }
-    }
-
-    async fn fill(&mut self) -> Result<(), LinkError> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        match self.half.read_buf(&mut self.buf).await {
-            Ok(0) => Err(LinkError::Closed),
-            Ok(_) => Ok(()),
-            Err(e) => Err(LinkError::Io(e)),
-        }
-    }
-
-    /// Waits for data, then hands every complete record read to `each`.
-    /// Fails when the link closes or carries a malformed record.
-    pub async fn read_batch(&mut self, each: impl FnMut(Bytes)) -> Result<(), LinkError> {
-        self.fill().await?;
-        self.drain(each)
-    }
-
-    /// Waits until more data has been read.
-    pub async fn ready(&mut self) -> Result<(), LinkError> {
-        self.fill().await
-    }
-
-    /// Hands every complete record read so far to `each`.
-    pub fn drain(&mut self, mut each: impl FnMut(Bytes)) -> Result<(), LinkError> {
-        while let Some(record) = codec::split_record(&mut self.buf)? {
-            each(record);
-        }
-        Ok(())
-    }
-
-    /// The next record, reading as much as it takes.
-    pub async fn next(&mut self) -> Result<Bytes, LinkError> {
-        self.next_within(codec::MAX_RECORD).await
-    }
-
-    /// The next record, refused if it says it is longer than `max` bytes
-    /// (a handshake's: nothing is reserved for a peer not yet known).
-    pub async fn next_within(&mut self, max: usize) -> Result<Bytes, LinkError> {
-        loop {
-            if let Some(record) = codec::split_record_within(&mut self.buf, max)? {
-                return Ok(record);
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Whether records read past the last one handed out wait in the buffer.
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
     }
 }
 

@@ -4,13 +4,14 @@
 //! `records`), opened by a mutual HMAC handshake (`handshake`) on the
 //! client half (`client::connect`) and the server half (`server::accept`),
 //! both used by every role. After the handshake each side has a
-//! `LinkReader` and a cloneable `LinkWriter` (`io`). This module is the
+//! `LinkReader` (`reader`) and a cloneable `LinkWriter` (`io`). This module is the
 //! only place that speaks the link.
 
 pub mod client;
 pub mod codec;
 mod handshake;
 mod io;
+mod reader;
 pub mod records;
 pub mod server;
 mod tls;
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 pub use handshake::LATEST;
 pub(crate) use io::keepalive;
-pub use io::{Hold, LinkReader, LinkWriter};
+pub use io::{Hold, LinkWriter};
+pub use reader::LinkReader;
 pub use records::{ConnId, FromNode, HandoffEntry, HandoffState, Rid, ToNode};
 pub use server::OlderBuilds;
 pub use tls::LinkTls;
@@ -128,7 +130,8 @@ pub enum LinkError {
 #[cfg(test)]
 mod tests {
     use super::handshake::{nonce, Challenge, Hello, Proof, Side, Transcript, Verdict, VERSION};
-    use super::io::{write_record, LinkReader};
+    use super::io::write_record;
+    use super::reader::LinkReader;
     use super::*;
     use bytes::Bytes;
     use tokio::net::{TcpListener, TcpStream};
