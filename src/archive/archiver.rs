@@ -51,46 +51,62 @@ pub struct Archiver {
 
 /// Per room, the lowest seq handed to the archiver and not archived yet,
 /// and how many of its events wait: storage keeps a room's log from there
-/// on, so that nothing leaves Redis before the archive holds it.
+/// on, so that nothing leaves Redis before the archive holds it. Their
+/// count is the archive's lag (`roomring_archive_lag`), counted from the
+/// moment an event is handed over.
 #[derive(Default)]
-pub struct Pending(std::sync::Mutex<std::collections::HashMap<String, (u64, usize)>>);
+pub struct Pending(std::sync::Mutex<Waits>);
+
+/// Per room its lowest unarchived seq and how many of its events wait; and
+/// how many wait in all.
+type Waits = (std::collections::HashMap<String, (u64, usize)>, usize);
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waits> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(&self, room: &str, seqs: impl Iterator<Item = u64>) {
-        let mut rooms = self.lock();
+        let mut guard = self.lock();
+        let (rooms, total) = &mut *guard;
         for seq in seqs {
             let entry = rooms.entry(room.to_string()).or_insert((seq, 0));
             entry.0 = entry.0.min(seq);
             entry.1 += 1;
+            *total += 1;
         }
+        lag(*total);
     }
 
     /// `seq` of `room` is archived (or let go): the next one is the lowest.
     fn done(&self, room: &str, seq: u64) {
-        let mut rooms = self.lock();
+        let mut guard = self.lock();
+        let (rooms, total) = &mut *guard;
         if let Some(entry) = rooms.get_mut(room) {
             entry.1 = entry.1.saturating_sub(1);
+            *total = total.saturating_sub(1);
             if entry.1 == 0 {
                 rooms.remove(room);
             } else {
                 entry.0 = entry.0.max(seq + 1);
             }
         }
+        lag(*total);
     }
 
     /// Whether nothing waits.
     fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().0.is_empty()
     }
 
     /// The lowest seq of `room` not archived yet, if any waits.
     pub fn lowest(&self, room: &str) -> Option<u64> {
-        self.lock().get(room).map(|(low, _)| *low)
+        self.lock().0.get(room).map(|(low, _)| *low)
     }
+}
+
+fn lag(waiting: usize) {
+    crate::telemetry::metrics().archive_lag.set(waiting as f64);
 }
 
 impl Archiver {
@@ -310,13 +326,6 @@ impl Waiting {
                 events,
             } => self.ensures.push_back((room, epoch, events)),
         }
-        self.gauge();
-    }
-
-    fn gauge(&self) {
-        crate::telemetry::metrics()
-            .archive_lag
-            .set(self.events.len() as f64);
     }
 
     /// Appends what waits, a batch at a time; stops at the first failure
@@ -374,7 +383,6 @@ impl Waiting {
             crate::telemetry::metrics()
                 .archived
                 .increment(batch.len() as u64);
-            self.gauge();
         }
         Ok(())
     }
