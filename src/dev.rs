@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::coordinator::{Coordinator, Embedded};
-use crate::gateway::{self, Auth, DevControl, GatewayConfig, GatewayHandle, HttpLimits};
+use crate::gateway::{self, Auth, ClientLimits, DevControl, GatewayConfig, GatewayHandle};
 use crate::ids::NodeId;
 use crate::link::Secret;
 use crate::node::{self, NodeConfig, NodeHandle};
@@ -40,25 +40,11 @@ pub struct DevOptions {
     pub rooms: crate::rooms::Limits,
     /// How long a room no connection has joined stays in memory.
     pub room_idle: Duration,
-    /// Client frames per second per connection.
-    pub rate_per_sec: u32,
-    /// Burst of client frames per connection.
-    pub rate_burst: u32,
     /// Keep rooms in an in-process store too, so that a killed node's rooms
     /// come back (crash tests); `dev` itself keeps rooms in node memory only.
     pub memory_store: bool,
-    /// Client WebSockets per gateway.
-    pub max_connections: usize,
-    /// New client WebSockets a second per gateway.
-    pub accept_rate: u32,
-    /// Rooms one connection may have joined at once.
-    pub rooms_per_conn: usize,
-    /// Limits of the HTTP API.
-    pub http: HttpLimits,
-    /// Silence after which a client gets a ping (see `GatewayConfig`).
-    pub ping_interval: Duration,
-    /// Pages besides the gateway's own that may call `/ws` and the API.
-    pub allowed_origins: Vec<String>,
+    /// What each client may do and how many may come, per gateway.
+    pub clients: ClientLimits,
 }
 
 impl DevOptions {
@@ -71,15 +57,8 @@ impl DevOptions {
             auth: Auth::None,
             rooms: crate::rooms::Limits::default(),
             room_idle: node::ROOM_IDLE,
-            rate_per_sec: gateway::RATE_PER_SEC,
-            rate_burst: gateway::RATE_BURST,
             memory_store: false,
-            max_connections: gateway::MAX_CONNECTIONS as usize,
-            accept_rate: gateway::ACCEPT_RATE,
-            rooms_per_conn: gateway::ROOMS_PER_CONN as usize,
-            http: HttpLimits::default(),
-            ping_interval: Duration::from_secs(gateway::PING_INTERVAL_SECS),
-            allowed_origins: Vec::new(),
+            clients: ClientLimits::default(),
         }
     }
 }
@@ -111,7 +90,8 @@ impl Nodes {
     /// Starts one more node, `node-N`.
     pub async fn add(&self) -> Result<NodeId, node::NodeError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut config = NodeConfig::for_test(&format!("node-{n}"), &self.secret);
+        let id = NodeId::parse(&format!("node-{n}")).expect("a valid member id");
+        let mut config = NodeConfig::new(id, Secret::new(&self.secret));
         config.rooms = self.rooms;
         config.room_idle = self.room_idle;
         let handle = node::start(config, self.coordinator.clone(), self.store.clone()).await?;
@@ -187,7 +167,7 @@ impl DevCluster {
     /// Starts the coordinator, the nodes and the gateways.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let coordinator: Coordinator = Arc::new(Embedded::new(DEV_LEASE));
-        let secret = random_secret();
+        let secret = Secret::fresh_text();
         let nodes = Arc::new(Nodes {
             coordinator: coordinator.clone(),
             secret: secret.clone(),
@@ -204,19 +184,13 @@ impl DevCluster {
         }
         let mut gateways = Vec::new();
         for i in 0..options.gateways.max(1) {
-            let mut config = GatewayConfig::for_test(&format!("gw-{}", i + 1), &secret);
+            let id = NodeId::parse(&format!("gw-{}", i + 1)).expect("a valid member id");
+            let mut config = GatewayConfig::new(id, Secret::new(&secret));
             if i == 0 {
                 config.listen = options.listen;
             }
             config.auth = options.auth.clone();
-            config.rate_per_sec = options.rate_per_sec;
-            config.rate_burst = options.rate_burst;
-            config.max_connections = options.max_connections;
-            config.accept_rate = options.accept_rate;
-            config.rooms_per_conn = options.rooms_per_conn;
-            config.http = options.http;
-            config.ping_interval = options.ping_interval;
-            config.allowed_origins = options.allowed_origins.clone();
+            config.clients = options.clients.clone();
             let control: Arc<dyn DevControl> = nodes.clone();
             gateways.push(gateway::start(config, coordinator.clone(), Some(control)).await?);
         }
@@ -239,23 +213,6 @@ impl DevCluster {
         }
         self.nodes.stop_all().await;
     }
-}
-
-/// A secret for in-process links, unguessable from outside the process.
-fn random_secret() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
 }
 
 /// Runs a dev cluster until SIGINT/SIGTERM.

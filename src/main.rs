@@ -121,7 +121,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             action,
         } => roomring::ctl::run(&coordinator, action).await?,
         Command::Probe { target } => roomring::ctl::probe(&target).await?,
-        Command::Secret => println!("{}", roomring::config::fresh_secret()),
+        Command::Secret => println!("{}", roomring::link::Secret::fresh_text()),
         Command::Token { claims, secret } => {
             println!(
                 "{}",

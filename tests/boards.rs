@@ -151,8 +151,8 @@ async fn fill(c: &mut Client, room: &str, n: usize) {
 
 fn fast_cluster() -> roomring::dev::DevOptions {
     let mut options = roomring::dev::DevOptions::for_test(3, 1);
-    options.rate_per_sec = 1_000_000;
-    options.rate_burst = 1_000_000;
+    options.clients.rate_per_sec = 1_000_000;
+    options.clients.rate_burst = 1_000_000;
     options
 }
 

@@ -341,8 +341,8 @@ async fn the_history_epoch_is_stable_across_hand_offs_and_marks_another_history(
 #[tokio::test]
 async fn a_history_larger_than_a_link_record_is_joined_and_handed_off_whole() {
     let mut options = roomring::dev::DevOptions::for_test(3, 1);
-    options.rate_per_sec = 1_000_000;
-    options.rate_burst = 1_000_000;
+    options.clients.rate_per_sec = 1_000_000;
+    options.clients.rate_burst = 1_000_000;
     let cluster = TestCluster::with(options).await;
     let addr = cluster.addr();
     let mut ann = Client::connect(addr, "ann").await;

@@ -112,8 +112,8 @@ async fn operations_on_unjoined_rooms_are_not_joined() {
 #[tokio::test]
 async fn flooding_is_rate_limited() {
     let mut options = DevOptions::for_test(1, 1);
-    options.rate_per_sec = 5;
-    options.rate_burst = 10;
+    options.clients.rate_per_sec = 5;
+    options.clients.rate_burst = 10;
     let cluster = TestCluster::with(options).await;
     let mut c = Client::connect(cluster.addr(), "ann").await;
     for i in 0..30 {
@@ -144,8 +144,8 @@ async fn flooding_is_rate_limited() {
 #[tokio::test]
 async fn unparseable_and_binary_frames_take_rate_tokens() {
     let mut options = DevOptions::for_test(1, 1);
-    options.rate_per_sec = 1;
-    options.rate_burst = 10;
+    options.clients.rate_per_sec = 1;
+    options.clients.rate_burst = 10;
     let cluster = TestCluster::with(options).await;
     let mut c = Client::connect(cluster.addr(), "ann").await;
     for i in 0..10 {

@@ -144,7 +144,7 @@ async fn without_a_store_only_rooms_without_history_are_released() {
 #[tokio::test]
 async fn a_client_that_answers_no_ping_is_closed_and_leaves_presence() {
     let mut options = roomring::dev::DevOptions::for_test(1, 1);
-    options.ping_interval = Duration::from_secs(1);
+    options.clients.ping_interval = Duration::from_secs(1);
     let cluster = support::TestCluster::with(options).await;
     let gw = cluster.gateways[0].addr;
     let mut ann = Client::connect(gw, "ann").await;

@@ -37,7 +37,7 @@ fn api_token(role: &str, key: &[u8]) -> String {
 async fn jwt_cluster(http: HttpLimits) -> DevCluster {
     let mut options = DevOptions::for_test(2, 1);
     options.auth = Auth::jwt_keys(&["current-key", "previous-key"], 0);
-    options.http = http;
+    options.clients.http = http;
     let cluster = DevCluster::start(options).await.expect("cluster starts");
     let bearer = format!("Bearer {}", api_token("admin", KEY));
     let addr = cluster.addr();
@@ -349,7 +349,7 @@ async fn status_as(addr: std::net::SocketAddr, request: &str, host: &str, extra:
 #[tokio::test]
 async fn without_auth_other_sites_and_rebound_names_get_403() {
     let mut options = DevOptions::for_test(1, 1);
-    options.allowed_origins = vec!["https://app.example".into()];
+    options.clients.allowed_origins = vec!["https://app.example".into()];
     let cluster = support::TestCluster::with(options).await;
     let addr = cluster.addr();
     let own = addr.to_string();

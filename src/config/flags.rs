@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::gateway::{GatewayConfig, HttpLimits};
+use std::time::Duration;
+
+use crate::gateway::{ClientLimits, HttpLimits};
 use crate::ids::RoomId;
 
 #[derive(Debug, Args)]
@@ -62,26 +64,15 @@ pub(super) enum AuthKind {
     Jwt,
 }
 
-/// Client frame rates (dev, gateway).
-#[derive(Debug, Args)]
-pub(super) struct ClientRate {
-    /// Sustained client frames per second per connection.
-    #[arg(long, env = "ROOMRING_RATE", default_value_t = crate::gateway::RATE_PER_SEC, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(super) rate: u32,
-    /// Burst of client frames per connection.
-    #[arg(long, env = "ROOMRING_BURST", default_value_t = crate::gateway::RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(super) burst: u32,
-}
-
 /// Rooms held in memory (dev, node).
 #[derive(Debug, Args)]
 pub(super) struct RoomLimits {
     /// Stored events kept per room (at least 1000).
-    #[arg(long, env = "ROOMRING_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1000..=1_000_000))]
+    #[arg(long, env = "ROOMRING_HISTORY", default_value_t = crate::rooms::KEEP as u32, value_parser = clap::value_parser!(u32).range(crate::rooms::KEEP as i64..=1_000_000))]
     pub(super) history: u32,
     /// Seconds a room that no connection has joined stays in a node's
     /// memory (its stored history stays).
-    #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, env = "ROOMRING_ROOM_IDLE", default_value_t = crate::node::ROOM_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(super) room_idle: u64,
     /// Online users of a room past which it sends `presence.count`
     /// instead of a `presence` per user.
@@ -108,8 +99,15 @@ pub(super) struct Runtime {
     pub(super) threads: u16,
 }
 
+/// What each client may do and how many may come (dev, gateway).
 #[derive(Debug, Args)]
 pub(super) struct EdgeLimits {
+    /// Sustained client frames per second per connection.
+    #[arg(long, env = "ROOMRING_RATE", default_value_t = crate::gateway::RATE_PER_SEC, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) rate: u32,
+    /// Burst of client frames per connection.
+    #[arg(long, env = "ROOMRING_BURST", default_value_t = crate::gateway::RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) burst: u32,
     /// Client WebSockets open at once; past it an upgrade gets 503 with
     /// Retry-After. Lowered at start to what the open-files limit holds.
     #[arg(long, env = "ROOMRING_MAX_CONNECTIONS", default_value_t = crate::gateway::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
@@ -185,21 +183,21 @@ pub(super) fn origin_arg(s: &str) -> Result<String, String> {
 }
 
 impl EdgeLimits {
-    pub(super) fn http(&self) -> HttpLimits {
-        HttpLimits {
-            concurrency: self.http_concurrency as usize,
-            timeout: std::time::Duration::from_secs(self.http_timeout),
-            body_bytes: self.body_limit as usize,
+    pub(super) fn clients(&self) -> ClientLimits {
+        ClientLimits {
+            rate_per_sec: self.rate,
+            rate_burst: self.burst,
+            rooms_per_conn: self.rooms_per_connection as usize,
+            max_connections: self.max_connections as usize,
+            accept_rate: self.accept_rate,
+            ping_interval: Duration::from_secs(self.ping_interval),
+            http: HttpLimits {
+                concurrency: self.http_concurrency as usize,
+                timeout: Duration::from_secs(self.http_timeout),
+                body_bytes: self.body_limit as usize,
+            },
+            allowed_origins: self.allowed_origins.clone(),
         }
-    }
-
-    pub(super) fn apply(&self, config: &mut GatewayConfig) {
-        config.max_connections = self.max_connections as usize;
-        config.accept_rate = self.accept_rate;
-        config.rooms_per_conn = self.rooms_per_connection as usize;
-        config.http = self.http();
-        config.ping_interval = std::time::Duration::from_secs(self.ping_interval);
-        config.allowed_origins = self.allowed_origins.clone();
     }
 }
 
@@ -253,6 +251,25 @@ pub(super) struct RedisArgs {
     pub(super) redis_ca: Option<std::path::PathBuf>,
 }
 
+/// Who a member of a cluster is, where it listens and what it joins
+/// (node, gateway).
+#[derive(Debug, Args)]
+pub(super) struct MemberArgs {
+    /// Member id.
+    #[arg(long, env = "ROOMRING_ID")]
+    pub(super) id: String,
+    /// Where it listens: for links on a node, for clients on a gateway.
+    #[arg(long, env = "ROOMRING_LISTEN")]
+    pub(super) listen: SocketAddr,
+    /// Address others reach it at, when not the bound one.
+    #[arg(long, env = "ROOMRING_ADVERTISE")]
+    pub(super) advertise: Option<String>,
+    #[command(flatten)]
+    pub(super) redis: RedisArgs,
+    #[command(flatten)]
+    pub(super) cluster: ClusterSecret,
+}
+
 #[derive(Debug, Args)]
 pub(super) struct DevArgs {
     /// Gateway address (`127.0.0.1:0` picks a free port).
@@ -264,8 +281,6 @@ pub(super) struct DevArgs {
     #[command(flatten)]
     pub(super) client_auth: ClientAuth,
     #[command(flatten)]
-    pub(super) rate: ClientRate,
-    #[command(flatten)]
     pub(super) rooms: RoomLimits,
     #[command(flatten)]
     pub(super) runtime: Runtime,
@@ -275,17 +290,8 @@ pub(super) struct DevArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct NodeArgs {
-    /// Member id.
-    #[arg(long, env = "ROOMRING_ID")]
-    pub(super) id: String,
-    /// Link address.
-    #[arg(long, env = "ROOMRING_LISTEN")]
-    pub(super) listen: SocketAddr,
-    /// Address others reach this node at.
-    #[arg(long, env = "ROOMRING_ADVERTISE")]
-    pub(super) advertise: Option<String>,
     #[command(flatten)]
-    pub(super) redis: RedisArgs,
+    pub(super) member: MemberArgs,
     /// Replicas that must hold a group commit before it is acknowledged
     /// (Redis `WAIT`); 0 acknowledges once the primary has it.
     #[arg(long, env = "ROOMRING_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
@@ -320,8 +326,6 @@ pub(super) struct NodeArgs {
     #[command(flatten)]
     pub(super) client_auth: ClientAuth,
     #[command(flatten)]
-    pub(super) cluster: ClusterSecret,
-    #[command(flatten)]
     pub(super) rooms: RoomLimits,
     #[command(flatten)]
     pub(super) runtime: Runtime,
@@ -329,23 +333,10 @@ pub(super) struct NodeArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct GatewayArgs {
-    /// Member id.
-    #[arg(long, env = "ROOMRING_ID")]
-    pub(super) id: String,
-    /// Client address.
-    #[arg(long, env = "ROOMRING_LISTEN")]
-    pub(super) listen: SocketAddr,
-    /// Address others reach this gateway at.
-    #[arg(long, env = "ROOMRING_ADVERTISE")]
-    pub(super) advertise: Option<String>,
     #[command(flatten)]
-    pub(super) redis: RedisArgs,
+    pub(super) member: MemberArgs,
     #[command(flatten)]
     pub(super) client_auth: ClientAuth,
-    #[command(flatten)]
-    pub(super) cluster: ClusterSecret,
-    #[command(flatten)]
-    pub(super) rate: ClientRate,
     #[command(flatten)]
     pub(super) runtime: Runtime,
     #[command(flatten)]

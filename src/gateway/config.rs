@@ -34,23 +34,12 @@ pub struct GatewayConfig {
     pub advertise: Option<String>,
     /// How clients are identified.
     pub auth: Auth,
-    /// Pages (`scheme://host[:port]`) besides the gateway's own that may
-    /// call `/ws` and the API (`gateway::origin`).
-    pub allowed_origins: Vec<String>,
     /// Authenticates the links to the nodes.
     pub cluster_secret: Secret,
-    /// Sustained client frames per second per connection.
-    pub rate_per_sec: u32,
-    /// Burst of client frames per connection.
-    pub rate_burst: u32,
-    /// Rooms one connection may have joined at once.
-    pub rooms_per_conn: usize,
-    /// Client WebSockets open at once; past it an upgrade gets 503.
-    pub max_connections: usize,
+    /// What each client may do and how many may come.
+    pub clients: ClientLimits,
     /// Bounds of each connection's queue of frames to write.
     pub outbox: OutboxLimits,
-    /// Limits of the HTTP API.
-    pub http: HttpLimits,
     /// On SIGTERM, how long `/readyz` answers 503 (and new clients are
     /// refused) while the connected ones are still served, before the
     /// first is closed: a load balancer's health check then takes the
@@ -59,12 +48,46 @@ pub struct GatewayConfig {
     /// On SIGTERM, the time over which the clients are closed, one by one;
     /// `None` for max(2 s, connections / 1000 s), at most 10 s.
     pub drain_window: Option<Duration>,
+}
+
+/// What each client may do and how many may come (a gateway's, and each
+/// of `dev`'s gateways').
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Sustained client frames per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of client frames per connection.
+    pub rate_burst: u32,
+    /// Rooms one connection may have joined at once.
+    pub rooms_per_conn: usize,
+    /// Client WebSockets open at once; past it an upgrade gets 503.
+    pub max_connections: usize,
     /// New client WebSockets a second; past it an upgrade gets 503 with
     /// `Retry-After`.
     pub accept_rate: u32,
     /// A client not heard from for this long gets a ping; one that answers
     /// none within another interval is closed (1001, "no pong").
     pub ping_interval: Duration,
+    /// Limits of the HTTP API.
+    pub http: HttpLimits,
+    /// Pages (`scheme://host[:port]`) besides the gateway's own that may
+    /// call `/ws` and the API (`gateway::origin`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            rate_per_sec: RATE_PER_SEC,
+            rate_burst: RATE_BURST,
+            rooms_per_conn: ROOMS_PER_CONN as usize,
+            max_connections: MAX_CONNECTIONS as usize,
+            accept_rate: ACCEPT_RATE,
+            ping_interval: Duration::from_secs(PING_INTERVAL_SECS),
+            http: HttpLimits::default(),
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// Limits of the HTTP API, applied as tower layers around every route but
@@ -107,18 +130,11 @@ impl GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             auth: Auth::None,
-            allowed_origins: Vec::new(),
             cluster_secret,
-            rate_per_sec: RATE_PER_SEC,
-            rate_burst: RATE_BURST,
-            rooms_per_conn: ROOMS_PER_CONN as usize,
-            max_connections: MAX_CONNECTIONS as usize,
+            clients: ClientLimits::default(),
             outbox: OutboxLimits::default(),
-            http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
             drain_window: None,
-            accept_rate: ACCEPT_RATE,
-            ping_interval: Duration::from_secs(PING_INTERVAL_SECS),
         }
     }
 

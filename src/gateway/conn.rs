@@ -83,7 +83,7 @@ impl Connection {
         let id = gw
             .sessions
             .open(identity.user.clone(), out.clone(), identity.expires);
-        let bucket = TokenBucket::new(gw.config.rate_per_sec, gw.config.rate_burst);
+        let bucket = TokenBucket::new(gw.config.clients.rate_per_sec, gw.config.clients.rate_burst);
         Self {
             decoder: Decoder::new(MAX_MESSAGE),
             handler: Handler {
@@ -318,7 +318,7 @@ impl Handler {
         match &op {
             RoomOp::Join { .. } if joined => {}
             RoomOp::Join { .. } => {
-                let limit = self.gw.config.rooms_per_conn;
+                let limit = self.gw.config.clients.rooms_per_conn;
                 if self.joined.len() >= limit {
                     let failure = Failure::new(
                         ErrorCode::TooLarge,

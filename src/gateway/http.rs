@@ -278,9 +278,9 @@ pub(super) async fn config(State(gw): State<Arc<Gateway>>) -> Response {
         "limits": {
             "frame_bytes": limits::MAX_FRAME_BYTES,
             "body_bytes": MAX_BODY_BYTES,
-            "rooms_per_connection": gw.config.rooms_per_conn,
-            "frames_per_second": gw.config.rate_per_sec,
-            "frame_burst": gw.config.rate_burst,
+            "rooms_per_connection": gw.config.clients.rooms_per_conn,
+            "frames_per_second": gw.config.clients.rate_per_sec,
+            "frame_burst": gw.config.clients.rate_burst,
             "history_page": MAX_HISTORY_PAGE,
             "presence_page": limits::MAX_PAGE,
             "widgets_per_board": limits::MAX_WIDGETS,

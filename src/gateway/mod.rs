@@ -59,8 +59,8 @@ use subs::Subscriptions;
 use upstream::Upstream;
 
 pub use config::{
-    GatewayConfig, HttpLimits, ACCEPT_RATE, MAX_CONNECTIONS, PING_INTERVAL_SECS, RATE_BURST,
-    RATE_PER_SEC, ROOMS_PER_CONN,
+    ClientLimits, GatewayConfig, HttpLimits, ACCEPT_RATE, MAX_CONNECTIONS, PING_INTERVAL_SECS,
+    RATE_BURST, RATE_PER_SEC, ROOMS_PER_CONN,
 };
 
 /// How long sockets get to close on shutdown.
@@ -119,7 +119,7 @@ pub(crate) fn app(gw: Arc<Gateway>) -> Router {
         .route("/api/{*rest}", any(http::not_found));
     let guarded = Router::new()
         .route("/ws", get(upgrade::upgrade))
-        .merge(layers::limit(api, gw.config.http));
+        .merge(layers::limit(api, gw.config.clients.http));
     Router::new()
         .merge(layers::guard(&gw, guarded))
         .route("/healthz", get(http::healthz))
@@ -216,21 +216,26 @@ pub async fn start(
     });
     let mut config = config;
     if let Some(possible) = admission::connections_possible() {
-        if config.max_connections > possible {
+        if config.clients.max_connections > possible {
             tracing::info!(
-                max_connections = config.max_connections,
+                max_connections = config.clients.max_connections,
                 possible,
                 "taking at most the connections the open-files limit holds"
             );
-            config.max_connections = possible;
+            config.clients.max_connections = possible;
         }
     }
     let open = matches!(config.auth, Auth::None);
-    let guard = origin::Guard::new(open, addr, Some(&advertise), &config.allowed_origins);
+    let guard = origin::Guard::new(
+        open,
+        addr,
+        Some(&advertise),
+        &config.clients.allowed_origins,
+    );
     let gw = Arc::new(Gateway {
         guard,
-        conn_limit: Arc::new(Semaphore::new(config.max_connections)),
-        admission: admission::Admission::new(config.accept_rate),
+        conn_limit: Arc::new(Semaphore::new(config.clients.max_connections)),
+        admission: admission::Admission::new(config.clients.accept_rate),
         config,
         coordinator,
         sessions,
@@ -313,7 +318,7 @@ async fn close_expired(gw: Arc<Gateway>, mut shutdown: Shutdown) {
 /// Pings idle clients and closes those that answer none, once per
 /// `ping_interval` (`Sessions::heartbeat`).
 async fn heartbeat(gw: Arc<Gateway>, mut shutdown: Shutdown) {
-    let every = gw.config.ping_interval;
+    let every = gw.config.clients.ping_interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ping = websocket::ping();

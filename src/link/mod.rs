@@ -49,6 +49,17 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// The fewest bytes a secret may have: a shorter one could be guessed
+    /// from one recorded proof or token.
+    pub const MIN_BYTES: usize = 32;
+
+    /// A fresh secret's text form: `MIN_BYTES` random bytes, in hex.
+    pub fn fresh_text() -> String {
+        let mut bytes = [0u8; Self::MIN_BYTES];
+        getrandom::fill(&mut bytes).expect("the OS random source");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A secret from its text form, for links without TLS.
     pub fn new(secret: &str) -> Self {
         Self {

@@ -22,6 +22,9 @@ pub mod store;
 pub use room::{Arrival, Frozen, Op, Room};
 pub use sink::{Reply, Sink};
 
+/// Stored events a room keeps in memory, by default (and at least).
+pub const KEEP: usize = 1000;
+
 /// What one room keeps and how it shows its presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -34,7 +37,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            keep: 1000,
+            keep: KEEP,
             presence: presence::PRESENCE_LIMIT,
         }
     }
