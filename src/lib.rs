@@ -33,7 +33,8 @@
 //!   memory, or PostgreSQL) with its one suite.
 //! - `dev`: a whole cluster in one process; `ctl`: the operator's command
 //!   (and the containers' health probe).
-//! - `config`, `telemetry`, `shutdown`: process wiring shared by the roles.
+//! - `config`, `telemetry`, `shutdown`, `listen`: process wiring shared by
+//!   the roles (the command line, metrics and logs, stopping, accepting).
 //!
 //! Dependencies point one way: `dev` → `gateway`, `node` → `link`, `ring`,
 //! `coordinator`, `rooms` → `protocol` → `ids`. The gateway and the node never
@@ -47,6 +48,7 @@ pub mod dev;
 pub mod gateway;
 pub mod ids;
 pub mod link;
+pub mod listen;
 pub mod node;
 pub mod protocol;
 pub mod ring;

@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod endpoint;
 pub mod isolated;
+pub mod keeper;
 pub mod redis;
 mod sentinel;
 

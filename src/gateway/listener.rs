@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceExt;
-use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
 
@@ -43,29 +42,18 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    pub(super) async fn run(mut self) {
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                _ = self.shutdown.wait() => return,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    // Frames go out as soon as they are written: without
-                    // TCP_NODELAY a frame written while the previous one is
-                    // unacknowledged waits for the client's delayed ACK.
-                    let _ = stream.set_nodelay(true);
-                    let span = tracing::trace_span!("http", client.addr = %peer);
-                    let http = serve(stream, peer, self.router.clone(), self.shutdown.clone());
-                    tokio::spawn(crate::telemetry::contained("http", http).instrument(span));
-                }
-                Err(e) => {
-                    // Out of descriptors, most likely: back off a little.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
+    pub(super) async fn run(self) {
+        let shutdown = self.shutdown.clone();
+        crate::listen::accept_until(&self.listener, shutdown, "http", |stream, peer| {
+            // Frames go out as soon as they are written: without
+            // TCP_NODELAY a frame written while the previous one is
+            // unacknowledged waits for the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
+            let span = tracing::trace_span!("http", client.addr = %peer);
+            let http = serve(stream, peer, self.router.clone(), self.shutdown.clone());
+            Some((http, span))
+        })
+        .await;
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
 
 use super::{serve, Node};
 use crate::link::{self, Link};
@@ -27,36 +26,26 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(self) {
         let unproven = Arc::new(tokio::sync::Semaphore::new(PRE_AUTH_MAX));
         let log = Arc::new(RefusalLog::default());
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                _ = self.shutdown.wait() => return,
+        let shutdown = self.shutdown.clone();
+        crate::listen::accept_until(&self.listener, shutdown, "link", |stream, peer| {
+            let Ok(permit) = unproven.clone().try_acquire_owned() else {
+                log.refused(peer, "too many links authenticating at once");
+                return None;
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = unproven.clone().try_acquire_owned() else {
-                        log.refused(peer, "too many links authenticating at once");
-                        continue;
-                    };
-                    let span = tracing::debug_span!("link", client.addr = %peer);
-                    let node = self.node.clone();
-                    let (log, shutdown) = (log.clone(), self.shutdown.clone());
-                    let link = async move {
-                        if let Some(link) = authenticate(&node, stream, peer, permit, &log).await {
-                            serve::serve(node, link, shutdown).await;
-                        }
-                    };
-                    tokio::spawn(crate::telemetry::contained("link", link).instrument(span));
+            let span = tracing::debug_span!("link", client.addr = %peer);
+            let node = self.node.clone();
+            let (log, shutdown) = (log.clone(), self.shutdown.clone());
+            let link = async move {
+                if let Some(link) = authenticate(&node, stream, peer, permit, &log).await {
+                    serve::serve(node, link, shutdown).await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
+            };
+            Some((link, span))
+        })
+        .await;
     }
 }
 

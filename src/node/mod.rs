@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::coordinator::isolated::{self, Liveness};
+use crate::coordinator::keeper;
 use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::{Map, NodeId};
 use crate::link::{Peer, Secret};
@@ -69,17 +70,24 @@ pub struct NodeConfig {
 pub const ROOM_IDLE: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
-    /// A node on a free loopback port, for tests.
-    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
+    /// A node of member `id` with every default: the loopback on a free
+    /// port, the rooms' default limits, links of this build only.
+    pub fn new(id: NodeId, cluster_secret: Secret) -> Self {
         Self {
-            id: NodeId::parse(id).expect("valid test node id"),
+            id,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
-            cluster_secret: Secret::new(cluster_secret),
+            cluster_secret,
             rooms: crate::rooms::Limits::default(),
             room_idle: ROOM_IDLE,
             older_builds: crate::link::OlderBuilds::Refuse,
         }
+    }
+
+    /// A node on a free loopback port, for tests.
+    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
+        let id = NodeId::parse(id).expect("valid test node id");
+        Self::new(id, Secret::new(cluster_secret))
     }
 }
 
@@ -172,7 +180,7 @@ impl NodeHandle {
             .node
             .coordinator
             .set_state(&self.id, MemberState::Draining);
-        match tokio::time::timeout(COORDINATOR_PATIENCE, draining).await {
+        match tokio::time::timeout(keeper::PATIENCE, draining).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark the node draining"),
             Err(_) => {
@@ -278,10 +286,6 @@ pub async fn start(
         task,
     })
 }
-
-/// How long a stopping node waits for the coordinator to mark it draining,
-/// or to let it leave (its lease lapses by itself).
-const COORDINATOR_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a node that ended waits for its archiver to have nothing left.
 const ARCHIVE_PATIENCE: Duration = Duration::from_secs(5);
