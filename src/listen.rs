@@ -15,7 +15,8 @@ use crate::shutdown::Shutdown;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accepts until `shutdown`; `serve` turns each connection into its task
-/// (named `what`, in its span) or refuses it with `None`.
+/// (named `what`, in its span, tracked by `shutdown`) or refuses it with
+/// `None`.
 pub async fn accept_until<F, T>(
     listener: &TcpListener,
     mut shutdown: Shutdown,
@@ -33,7 +34,7 @@ pub async fn accept_until<F, T>(
         match accepted {
             Ok((stream, peer)) => {
                 if let Some((task, span)) = serve(stream, peer) {
-                    tokio::spawn(crate::telemetry::contained(what, task).instrument(span));
+                    shutdown.spawn(crate::telemetry::contained(what, task).instrument(span));
                 }
             }
             Err(e) => {

@@ -61,8 +61,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(command));
-    // Tasks still around (a connection being torn down) must not hold the
-    // exit: the role has already said goodbye to the cluster.
+    // The role has waited for the tasks it tracks; what is still around
+    // (one past its grace, the stores' writers, the metrics server) must
+    // not hold the exit: the role has already said goodbye to the cluster.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,

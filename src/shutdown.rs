@@ -1,50 +1,106 @@
-//! One shutdown story for every role: a `Trigger` that fires by being
-//! triggered or dropped, and `Shutdown` listeners that each loop selects on.
+//! One shutdown story for every role: a `Trigger` that fires one
+//! cancellation token (by being triggered or dropped) and tracks the tasks
+//! its `Shutdown` listeners spawn, so that a role that stops waits for them
+//! with a grace period instead of leaving them behind.
 
-use tokio::sync::watch;
+use std::future::Future;
+use std::time::Duration;
 
-/// Fires the shutdown of everything listening on its channel.
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Fires the shutdown of everything listening on its token; fires when
+/// dropped, too.
 #[derive(Debug)]
 pub struct Trigger {
-    tx: watch::Sender<bool>,
+    token: CancellationToken,
+    tasks: TaskTracker,
 }
 
-/// Listens for shutdown; cheap to clone into every task.
+/// Listens for shutdown and spawns tasks the trigger waits for; cheap to
+/// clone into every task.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    rx: watch::Receiver<bool>,
+    token: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// A new trigger and its first listener.
 pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger { tx }, Shutdown { rx })
+    let trigger = Trigger {
+        token: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    let shutdown = trigger.subscribe();
+    (trigger, shutdown)
 }
 
 impl Trigger {
     /// Fires the shutdown; listeners wake at once.
     pub fn fire(&self) {
-        self.tx.send_replace(true);
+        self.token.cancel();
     }
 
     /// A listener of this trigger.
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
-            rx: self.tx.subscribe(),
+            token: self.token.clone(),
+            tasks: self.tasks.clone(),
         }
+    }
+
+    /// Spawns a task this trigger waits for when it stops.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// Fires the shutdown and waits up to `grace` for every task spawned
+    /// through its listeners to end; says how many had not.
+    pub async fn stopped(&self, grace: Duration) -> usize {
+        self.fire();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                left = self.tasks.len(),
+                "tasks still running after the grace period"
+            );
+        }
+        self.tasks.len()
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        self.token.cancel();
     }
 }
 
 impl Shutdown {
     /// Whether the shutdown has fired.
     pub fn is_fired(&self) -> bool {
-        *self.rx.borrow()
+        self.token.is_cancelled()
     }
 
     /// Waits until the shutdown fires or its trigger is dropped.
     pub async fn wait(&mut self) {
-        // An error means the trigger is gone, which also means shut down.
-        let _ = self.rx.wait_for(|fired| *fired).await;
+        self.token.cancelled().await;
+    }
+
+    /// Spawns a task its trigger waits for when it stops.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
     }
 }
 
@@ -118,5 +174,19 @@ mod tests {
         assert!(!shutdown.is_fired());
         drop(trigger);
         shutdown.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_the_tasks_it_tracks_for_at_most_its_grace() {
+        let (trigger, shutdown) = super::channel();
+        let mut listening = shutdown.clone();
+        let ends = shutdown.spawn(async move { listening.wait().await });
+        let stuck = shutdown.spawn(std::future::pending::<()>());
+        let started = tokio::time::Instant::now();
+        let left = trigger.stopped(std::time::Duration::from_secs(2)).await;
+        assert_eq!(left, 1, "the stuck task is left");
+        assert!(ends.is_finished());
+        assert!(!stuck.is_finished());
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
     }
 }

@@ -66,6 +66,10 @@ pub use config::{
 /// How long sockets get to close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a stopped gateway waits for its tasks to end (each ends on its
+/// own once the gateway has stopped: its socket closed, its link dropped).
+const TASK_GRACE: Duration = Duration::from_secs(2);
+
 /// What only `dev` can do, offered to the HTTP API.
 #[async_trait::async_trait]
 pub trait DevControl: Send + Sync {
@@ -90,6 +94,8 @@ pub(crate) struct Gateway {
     admission: admission::Admission,
     /// Which names and pages may call `/ws` and the API.
     guard: origin::Guard,
+    /// Spawns the connections' tasks, which a stop waits for.
+    tasks: Shutdown,
 }
 
 /// The gateway's HTTP and WebSocket routes, with their limits and
@@ -162,10 +168,12 @@ impl GatewayHandle {
         admission::close_paced(&gw.sessions, gw.config.drain_window).await;
     }
 
-    /// Closes every client with 1012, leaves the cluster, and waits.
+    /// Closes every client with 1012, leaves the cluster, and waits (for
+    /// its tasks, at most `TASK_GRACE`).
     pub async fn stop(self) {
         self.trigger.fire();
         let _ = self.task.await;
+        self.trigger.stopped(TASK_GRACE).await;
     }
 }
 
@@ -243,6 +251,7 @@ pub async fn start(
         upstream,
         dev,
         fatal: shutdown::Fatal::default(),
+        tasks: shutdown.clone(),
     });
     let task =
         tokio::spawn(serve(gw.clone(), listener, lease, shutdown, advertise).instrument(span));
@@ -267,9 +276,9 @@ async fn serve(
         lease::keep(gw.clone(), lease, advertise, live, shutdown.clone()).in_current_span(),
     );
     if matches!(gw.config.auth, Auth::Jwt(_)) {
-        tokio::spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
+        shutdown.spawn(close_expired(gw.clone(), shutdown.clone()).in_current_span());
     }
-    tokio::spawn(heartbeat(gw.clone(), shutdown.clone()).in_current_span());
+    shutdown.spawn(heartbeat(gw.clone(), shutdown.clone()).in_current_span());
     let server = listener::Listener {
         listener,
         router: app(gw.clone()),

@@ -58,6 +58,7 @@ pub(super) async fn upgrade(
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return AppError(Failure::bad_request("the connection cannot be upgraded")).into_response();
     };
+    let tasks = gw.tasks.clone();
     let Ok(permit) = gw.conn_limit.clone().try_acquire_owned() else {
         let failure = Failure::new(
             ErrorCode::Unavailable,
@@ -66,7 +67,7 @@ pub(super) async fn upgrade(
         return retry_after(AppError(failure).into_response(), admission::RETRY_FULL);
     };
     let span = tracing::debug_span!("conn", client.addr = %peer, user = %identity.user);
-    let task = async move {
+    let connection = async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
@@ -78,7 +79,12 @@ pub(super) async fn upgrade(
             .run(parts.read_buf)
             .await;
     };
-    tokio::spawn(crate::telemetry::contained("connection", task).instrument(span));
+    tasks.spawn(crate::telemetry::contained("connection", connection).instrument(span));
+    switching(&key)
+}
+
+/// 101 Switching Protocols, with the accept key of `key`.
+fn switching(key: &str) -> Response {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -258,10 +258,9 @@ pub async fn start(
                 let keeper = isolated::spawn(
                     lease::keep(node.clone(), lease, live, shutdown.clone()).in_current_span(),
                 );
-                let mover =
-                    tokio::spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
-                let sweeper =
-                    tokio::spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
+                let mover = shutdown
+                    .spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
+                shutdown.spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
                 accept::Listener {
                     node: node.clone(),
                     listener,
@@ -269,10 +268,11 @@ pub async fn start(
                 }
                 .run()
                 .await;
-                // Moves still under way are abandoned: a stopped node's rooms are
+                // Moves still under way are abandoned, not awaited (a hand-off
+                // waits up to 5 s for its answer): a stopped node's rooms are
                 // taken over (from storage) by their new owners.
                 mover.abort();
-                sweeper.abort();
+                node.stop.stopped(TASK_GRACE).await;
                 let _ = keeper.await;
                 tracing::info!("node stopped");
             }
@@ -286,6 +286,10 @@ pub async fn start(
         task,
     })
 }
+
+/// How long a stopped node waits for its tasks (its links' tasks, its idle
+/// sweeper) to end; each ends by itself once the node stops.
+const TASK_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a node that ended waits for its archiver to have nothing left.
 const ARCHIVE_PATIENCE: Duration = Duration::from_secs(5);

@@ -305,10 +305,15 @@ pub(super) fn drop_lapsed_gateways_soon(node: &Arc<Node>, view: &crate::coordina
     if missing_gateways(&node.lock_links(), view).is_empty() {
         return;
     }
-    let node = node.clone();
-    tokio::spawn(
+    let mut stopped = node.stop.subscribe();
+    let later = node.clone();
+    node.stop.spawn(
         async move {
-            tokio::time::sleep(LEFT_GRACE).await;
+            let node = later;
+            tokio::select! {
+                _ = tokio::time::sleep(LEFT_GRACE) => {}
+                _ = stopped.wait() => return,
+            }
             let view = node.ring.borrow().view.clone();
             drop_lapsed_gateways(&node, &view);
         }

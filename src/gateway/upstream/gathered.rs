@@ -28,8 +28,7 @@ impl Upstream {
             Next::At(at, timer) => {
                 let up = self.clone();
                 let room = room.to_string();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
+                self.at(at, async move {
                     let next = up.gates.fire(&room, timer);
                     up.joins_next(&room, next);
                 });

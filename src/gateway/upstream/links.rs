@@ -43,7 +43,7 @@ impl Upstream {
                     stop_rx,
                     shutdown.clone(),
                 );
-                tokio::spawn(task.instrument(span));
+                self.tasks.spawn(task.instrument(span));
                 tasks.insert(id, (addr, stop_tx));
             }
             self.routes_changed();
@@ -98,7 +98,10 @@ impl Upstream {
                     tracing::debug!("link down");
                     self.fail_pending(&node);
                     self.resume_moved(Some(&node));
-                    if generation.is_some() {
+                    // A link this gateway ended itself (it stops, or the
+                    // node left the view) is not tried again.
+                    let ended_here = shutdown.is_fired() || *stop.borrow();
+                    if generation.is_some() && !ended_here {
                         dropped = generation;
                         continue;
                     }

@@ -31,6 +31,7 @@ use gathered::counted_joins;
 pub(in crate::gateway) use routing::Route;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -202,6 +203,9 @@ pub(super) struct Upstream {
     /// Joins waiting for one of their room on its way, with the operations
     /// of their connections behind them.
     gates: Gates<(Rid, OpPending)>,
+    /// Spawns the link tasks and the timers of retries, which a stopping
+    /// gateway waits for.
+    tasks: Shutdown,
 }
 
 /// A client operation as a connection hands it over.
@@ -241,10 +245,25 @@ impl Upstream {
             routes: AtomicU64::new(1),
             round: AtomicU64::new(0),
             gates: Gates::default(),
+            tasks: shutdown.clone(),
         });
-        tokio::spawn(up.clone().supervise(shutdown.clone()).in_current_span());
-        tokio::spawn(up.clone().sweep(shutdown).in_current_span());
+        shutdown.spawn(up.clone().supervise(shutdown.clone()).in_current_span());
+        shutdown.spawn(up.clone().sweep(shutdown.clone()).in_current_span());
         up
+    }
+
+    /// Runs `then` at `at`, unless the gateway stops first.
+    pub(super) fn at<F>(&self, at: Instant, then: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut shutdown = self.tasks.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => then.await,
+                _ = shutdown.wait() => {}
+            }
+        });
     }
 
     fn lock_pending(&self) -> MutexGuard<'_, Map<Rid, Pending>> {

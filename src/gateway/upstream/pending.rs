@@ -31,8 +31,8 @@ impl Upstream {
         op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
         tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
         let up = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+        let at = Instant::now() + Duration::from_millis(pause);
+        self.at(at, async move {
             let room = record_room(&op.record);
             if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
                 writer.wait_room().await;

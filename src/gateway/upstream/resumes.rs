@@ -102,8 +102,8 @@ impl Upstream {
         let last = RETRY_BACKOFF_MS.len() - 1;
         let pause = RETRY_BACKOFF_MS[attempt.min(last)];
         let up = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+        let at = Instant::now() + Duration::from_millis(pause);
+        self.at(at, async move {
             up.resume_room(room, attempt + 1);
         });
     }
