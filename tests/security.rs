@@ -433,7 +433,7 @@ async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refu
     let url = format!("rediss://:redis-s3cret@localhost:{redis_tls}");
     let flags = [&tls[..], &["--redis-ca", ca_s.as_str()]].concat();
     let cluster = support::procs::ProcCluster::start(&url, (2, &flags), (1, &flags)).await;
-    let (gw, n1) = (&cluster.gateways[0], &cluster.nodes[0]);
+    let (gw, n1, n2) = (&cluster.gateways[0], &cluster.nodes[0], &cluster.nodes[1]);
     let (mut ann, mut bob) = (
         Client::connect(gw.addr, "ann").await,
         Client::connect(gw.addr, "bob").await,
@@ -468,10 +468,11 @@ async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refu
             (Some(room), Some(seq))
         );
     }
-    // The right secret without TLS, or TLS from another CA, links to nothing.
+    // The right secret without TLS, or TLS from another CA, links to nothing
+    // (asked of n2: n1 drained and ends).
     let secret = Secret::new("test-cluster-secret-of-32-bytes-or-more");
     let me = NodeId::parse("intruder").unwrap();
-    let node = n1.addr.to_string();
+    let node = n2.addr.to_string();
     let plain = link::client::connect(&node, Role::Gateway, &me, &secret).await;
     assert!(plain.is_err(), "a plain link to a TLS node");
     let foreign = link::LinkTls::from_files(&ca, &foreign_cert, &foreign_key).unwrap();

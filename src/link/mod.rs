@@ -4,9 +4,11 @@
 //! `records`), opened by a mutual HMAC handshake (`handshake`) on the
 //! client half (`client::connect`) and the server half (`server::accept`),
 //! both used by every role. After the handshake each side has a
-//! `LinkReader` (`reader`) and a cloneable `LinkWriter` (`io`). This module is the
-//! only place that speaks the link.
+//! `LinkReader` (`reader`) and a cloneable `LinkWriter` (`io`); requests
+//! in flight and the parts of long answers are tracked by `calls`. This
+//! module is the only place that speaks the link.
 
+pub mod calls;
 pub mod client;
 pub mod codec;
 mod handshake;

@@ -6,7 +6,7 @@
 //! end when the connection drops (the next request opens a new link).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::coordinator::Role;
 use crate::ids::{NodeId, Rid};
+use crate::link::calls::{Calls, Ids};
 use crate::link::codec::{self, CodecError};
 use crate::link::{self, FromNode, LinkWriter, Secret};
 use crate::protocol::Status;
@@ -24,14 +25,23 @@ use crate::protocol::Status;
 /// How long a hand-off may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Pending = Arc<Mutex<HashMap<Rid, oneshot::Sender<Status>>>>;
+/// Requests in flight on a link; each waits for its own answer, at most
+/// `REQUEST_TIMEOUT`, so none has a deadline in the table.
+type Pending = Arc<Mutex<Calls<oneshot::Sender<Status>>>>;
 
 struct PeerLink {
     addr: String,
+    to: NodeId,
     writer: LinkWriter,
     pending: Pending,
-    next: AtomicU64,
+    ids: Ids,
     alive: Arc<AtomicBool>,
+}
+
+impl PeerLink {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Calls<oneshot::Sender<Status>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Why a request to a peer has no status.
@@ -134,27 +144,21 @@ impl Peers {
         write: impl FnOnce(Rid, &mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<Status, PeerError> {
         let link = self.link(to, addr).await.map_err(PeerError::Unreachable)?;
-        let rid = link.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        link.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(rid, tx);
+        let rid = {
+            let rid = link.ids.next();
+            link.calls().insert(rid, link.to.clone(), u64::MAX, tx);
+            rid
+        };
         if let Err(e) = link.writer.send_with(|buf| write(rid, buf)) {
-            link.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&rid);
+            link.calls().take(rid);
             return Err(PeerError::Unreachable(e.to_string()));
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(_)) => Err(PeerError::NoAnswer("peer link closed")),
             Err(_) => {
-                link.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&rid);
+                link.calls().take(rid);
                 Err(PeerError::NoAnswer("peer did not answer in time"))
             }
         }
@@ -192,17 +196,18 @@ async fn connect(
     let alive = Arc::new(AtomicBool::new(true));
     let (reader_pending, reader_alive, writer) =
         (pending.clone(), alive.clone(), link.writer.clone());
+    let reader_to = to.clone();
     let mut reader = link.reader;
     tokio::spawn(async move {
         let on_record = |record: bytes::Bytes| {
             if let Ok(FromNode::Reply { rid, status, .. }) = codec::decode::<FromNode<'_>>(&record)
             {
-                if let Some(tx) = reader_pending
+                let call = reader_pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&rid)
-                {
-                    let _ = tx.send(status);
+                    .take(rid);
+                if let Some(call) = call {
+                    let _ = call.call.send(status);
                 }
             }
         };
@@ -214,13 +219,14 @@ async fn connect(
         reader_pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .sent_to(&reader_to);
     });
     Ok(Arc::new(PeerLink {
         addr,
+        to,
         writer: link.writer,
         pending,
-        next: AtomicU64::new(1),
+        ids: Ids::default(),
         alive,
     }))
 }

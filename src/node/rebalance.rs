@@ -17,7 +17,8 @@ use super::peers::PeerError;
 use super::Node;
 use crate::coordinator::{MemberState, RingView, Role};
 use crate::ids::{ConnId, Epoch, NodeId, Rid, RoomId, UserId};
-use crate::link::codec::{self, CodecError, CHUNK};
+use crate::link::calls;
+use crate::link::codec::{self, CodecError};
 use crate::link::{HandoffEntry, HandoffState, ToNode};
 use crate::protocol::server::VersionedWidget;
 use crate::protocol::{ErrorCode, Status};
@@ -223,27 +224,15 @@ fn encode_handoff(
                     cid: e.cid.as_deref(),
                 })
                 .collect();
-            let mut rest = &entries[..];
-            while !rest.is_empty() {
-                let mut size = 0;
-                let n = rest
-                    .iter()
-                    .take_while(|e| {
-                        size += e.frame.len() + 64;
-                        size <= CHUNK
-                    })
-                    .count()
-                    .max(1);
-                let (head, tail) = rest.split_at(n);
+            for head in calls::slices(&entries, |e| e.frame.len() + 64) {
                 let part = ToNode::HandoffPart {
                     rid,
                     entries: head.to_vec(),
                     widgets: Vec::new(),
                 };
                 codec::encode_into(buf, &part)?;
-                rest = tail;
             }
-            for widgets in widget_chunks(&snapshot.widgets) {
+            for widgets in calls::slices(&snapshot.widgets, widget_size) {
                 let part = ToNode::HandoffPart {
                     rid,
                     entries: Vec::new(),
@@ -277,32 +266,12 @@ fn encode_handoff(
     codec::encode_into(buf, &record)
 }
 
-/// Widgets in slices of about a chunk each.
-fn widget_chunks(widgets: &[VersionedWidget]) -> impl Iterator<Item = &[VersionedWidget]> {
-    let per_widget = |w: &VersionedWidget| {
-        96 + w.widget.id.len()
-            + w.widget.kind.len()
-            + w.widget.text.as_ref().map_or(0, String::len)
-            + w.widget.color.as_ref().map_or(0, String::len)
-    };
-    let mut rest = widgets;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut size = 0;
-        let n = rest
-            .iter()
-            .take_while(|w| {
-                size += per_widget(w);
-                size <= CHUNK
-            })
-            .count()
-            .max(1);
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Some(head)
-    })
+/// What a widget counts for in a hand-off part.
+fn widget_size(w: &VersionedWidget) -> usize {
+    96 + w.widget.id.len()
+        + w.widget.kind.len()
+        + w.widget.text.as_ref().map_or(0, String::len)
+        + w.widget.color.as_ref().map_or(0, String::len)
 }
 
 /// Re-keys connections from this node's link ids to their gateways' ids.

@@ -7,7 +7,8 @@
 use serde_bytes::Bytes as Raw;
 
 use crate::ids::{ConnId, Rid, RoomId};
-use crate::link::codec::{self, CHUNK};
+use crate::link::calls;
+use crate::link::codec;
 use crate::link::{FromNode, LinkWriter};
 use crate::rooms::state::{Event, LinkId};
 use crate::rooms::{Reply, Sink};
@@ -97,16 +98,14 @@ impl Sink for LinkSink {
                 };
                 codec::encode_into(buf, &part)?;
             }
-            let mut rest = reply.frame.unwrap_or_default();
-            while rest.len() > CHUNK {
-                let (head, tail) = rest.split_at(CHUNK);
+            let (parts, rest) = calls::cut(reply.frame.unwrap_or_default());
+            for head in parts {
                 let part = FromNode::Part {
                     rid,
                     seq: None,
                     payload: Raw::new(head),
                 };
                 codec::encode_into(buf, &part)?;
-                rest = tail;
             }
             let last = FromNode::Reply {
                 rid,

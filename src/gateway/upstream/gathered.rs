@@ -45,7 +45,7 @@ impl Upstream {
     /// Sends joins of `room` gathered at its gate: in one request, or one
     /// each to an owner of link version 2 or less.
     pub(super) fn send_joins(self: &Arc<Self>, room: &str, joiners: Vec<Joiner>) {
-        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let rid = self.ids.next();
         let record = ToNode::Join {
             rid,
             room,
@@ -70,7 +70,7 @@ impl Upstream {
 
     /// Sends a join that waited at its room's gate on its own.
     pub(super) fn send_alone(self: &Arc<Self>, room: &str, joiner: Joiner) {
-        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let rid = self.ids.next();
         let record = ToNode::Op {
             rid,
             room,
@@ -101,24 +101,18 @@ impl Upstream {
     pub(super) fn joins_answered(
         self: &Arc<Self>,
         owner: &NodeId,
-        op: OpPending,
+        (op, mut parts): (OpPending, Parts),
         seq: Option<u64>,
         payload: &[u8],
         dirty: &mut Dirty,
     ) {
         let room = record_room(&op.record);
-        let mut events = Vec::new();
-        let mut shared = Vec::new();
-        for (seq, part) in &op.parts {
-            match seq {
-                Some(seq) => events.push((*seq, part.clone())),
-                None => shared.extend_from_slice(part),
-            }
-        }
-        shared.extend_from_slice(payload);
-        let (Ok(room_id), Some(seq), Ok(shared)) =
-            (RoomId::parse(&room), seq, Shared::parse(&shared))
-        else {
+        let events = std::mem::take(&mut parts.events);
+        let (Ok(room_id), Some(seq), Ok(shared)) = (
+            RoomId::parse(&room),
+            seq,
+            Shared::parse(parts.whole(payload)),
+        ) else {
             tracing::warn!(room.id = %room, "a bad answer to gathered joins");
             return self.unavailable(&op);
         };

@@ -222,15 +222,7 @@ impl Upstream {
                 let sent = self.sessions.send_to_all(&websocket::text(payload), dirty);
                 dirty.delivered(sent as u64);
             }
-            FromNode::Part { rid, seq, payload } => match self.lock_pending().get_mut(&rid) {
-                Some(Pending::Op(op)) => op.parts.push((seq, Bytes::copy_from_slice(payload))),
-                Some(Pending::Query { parts, .. }) => parts.extend_from_slice(payload),
-                Some(Pending::Resume(resume)) => match seq {
-                    Some(seq) => resume.parts.push((seq, Bytes::copy_from_slice(payload))),
-                    None => resume.joined.extend_from_slice(payload),
-                },
-                None => {}
-            },
+            FromNode::Part { rid, seq, payload } => self.lock_pending().part(rid, seq, payload),
             FromNode::Rewound { room } => {
                 // Resumed at once: the owner answers with the room's
                 // `joined` of its new history, marked truncated.
@@ -247,8 +239,10 @@ impl Upstream {
                 payload,
             } => {
                 // Taken out first: answering may send (and lock) again.
-                let pending = self.lock_pending().remove(&rid);
-                self.on_reply(node, rid, pending, (status, seq, payload), dirty)
+                let call = self.lock_pending().take(rid);
+                if let Some(call) = call {
+                    self.on_reply(node, rid, call, (status, seq, payload), dirty)
+                }
             }
         }
     }
@@ -258,103 +252,79 @@ impl Upstream {
         self: &Arc<Self>,
         node: &NodeId,
         rid: Rid,
-        pending: Option<Pending>,
+        call: Call<Pending>,
         (status, seq, payload): (Status, Option<u64>, &[u8]),
         dirty: &mut Dirty,
     ) {
-        match pending {
-            Some(Pending::Query { tx, mut parts, .. }) => {
-                parts.extend_from_slice(payload);
-                let _ = tx.send((status, parts.freeze()));
+        let mut parts = call.parts;
+        match call.call {
+            Pending::Query(tx) => {
+                let answer = Bytes::copy_from_slice(parts.whole(payload));
+                let _ = tx.send((status, answer));
             }
-            Some(Pending::Op(op)) => self.on_op_reply(node, rid, op, status, seq, payload, dirty),
-            Some(Pending::Resume(mut resume)) => match status {
+            Pending::Op(op) => {
+                let reply = (status, seq, payload);
+                self.on_op_reply(node, rid, (op, parts), reply, dirty)
+            }
+            Pending::Resume(resume) => match status {
                 Status::Ok => {
                     let room = resume.room.as_str();
-                    resume.joined.extend_from_slice(payload);
-                    let joined = match (seq, resume.joined.is_empty()) {
+                    let joined = parts.whole(payload);
+                    let joined = match (seq, joined.is_empty()) {
                         (Some(seq), false) => {
-                            let frame = resume.joined.freeze();
+                            let frame = Bytes::copy_from_slice(joined);
                             Some((seq, joined_epoch(&frame), frame))
                         }
                         _ => None,
                     };
-                    self.subs.resumed(room, node, &resume.parts, joined, dirty);
+                    self.subs.resumed(room, node, &parts.events, joined, dirty);
                 }
                 Status::Moved | Status::Failed(_) => {
                     self.retry_resume(resume.room, resume.attempt + 1)
                 }
             },
-            None => {}
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Handles the answer to a client operation: routed again, answered,
+    /// or (a resume) the connection's missed events or a new `joined`.
     pub(super) fn on_op_reply(
         self: &Arc<Self>,
         owner: &NodeId,
         rid: Rid,
-        mut op: OpPending,
-        status: Status,
-        seq: Option<u64>,
-        payload: &[u8],
+        (mut op, mut parts): (OpPending, Parts),
+        (status, seq, payload): (Status, Option<u64>, &[u8]),
         dirty: &mut Dirty,
     ) {
         match (status, op.kind) {
-            (Status::Moved, _) => {
-                op.parts.clear();
-                self.retry(rid, op)
-            }
+            (Status::Moved, _) => self.retry(rid, op),
             (Status::Failed(_), OpKind::Resume) => {
                 op.attempt += 1;
-                op.parts.clear();
                 self.retry(rid, op)
             }
             (Status::Ok, OpKind::Resume) => {
                 let room = record_room(&op.record);
-                let mut missed = Vec::new();
-                let mut joined = Vec::new();
-                for (seq, frame) in op.parts {
-                    match seq {
-                        Some(seq) => missed.push((seq, frame)),
-                        None => joined.extend_from_slice(&frame),
-                    }
-                }
-                joined.extend_from_slice(payload);
+                let joined = parts.whole(payload);
                 match seq.filter(|_| !joined.is_empty()) {
                     // Past the replay budget, or another history: this
                     // connection gets the room's `joined` in their place.
                     Some(seq) => {
-                        let epoch = joined_epoch(&joined);
-                        let frame = websocket::text(&joined);
-                        let at = (seq, epoch);
+                        let at = (seq, joined_epoch(joined));
+                        let frame = websocket::text(joined);
                         self.subs
                             .resynced(room.as_str(), owner, op.conn, at, frame, dirty);
                     }
                     None => self
                         .subs
-                        .resumed(room.as_str(), owner, &missed, None, dirty),
+                        .resumed(room.as_str(), owner, &parts.events, None, dirty),
                 }
             }
             (Status::Failed(f), _) => self.failed(&op, &f, Some(dirty)),
             (Status::Ok, _) if !op.joiners.is_empty() => {
-                self.joins_answered(owner, op, seq, payload, dirty)
+                self.joins_answered(owner, (op, parts), seq, payload, dirty)
             }
             (Status::Ok, kind) => {
-                let whole;
-                let frame = if op.parts.is_empty() {
-                    payload
-                } else {
-                    let mut all = Vec::with_capacity(
-                        op.parts.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len(),
-                    );
-                    for (_, part) in &op.parts {
-                        all.extend_from_slice(part);
-                    }
-                    all.extend_from_slice(payload);
-                    whole = all;
-                    &whole[..]
-                };
+                let frame = parts.whole(payload);
                 if !frame.is_empty() {
                     dirty.push(&op.out, websocket::text(frame));
                 }

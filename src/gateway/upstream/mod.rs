@@ -16,18 +16,21 @@
 //! Here: the router's state and sending operations. `routing`: where a
 //! room's operations go; `links`: the link tasks and the answers they read;
 //! `pending`: requests in flight, routed again, failed or expired;
-//! `gathered`: joins gathered
-//! per room; `resumes`: rooms subscribed again after a move; `queries`: the
-//! HTTP API's questions, notifications and announcements.
+//! `retry`: when a request goes again; `gathered`: joins gathered per room;
+//! `resumes`: rooms subscribed again after a move; `queries`: the HTTP
+//! API's questions, notifications and announcements. The table of requests
+//! in flight is the link's (`link::calls`).
 
 mod gathered;
 mod links;
 mod pending;
 mod queries;
 mod resumes;
+mod retry;
 mod routing;
 
 use gathered::counted_joins;
+use retry::Patience;
 pub(in crate::gateway) use routing::Route;
 
 use std::collections::HashMap;
@@ -49,6 +52,7 @@ use super::subs::Subscriptions;
 use super::websocket;
 use crate::coordinator::{Coordinator, MemberState, RingView, Role};
 use crate::ids::{ConnId, Map, NodeId, Rid, RoomId, UserId};
+use crate::link::calls::{Call, Calls, Ids, Parts};
 use crate::link::{self, codec, FromNode, LinkError, LinkReader, LinkWriter, Secret, ToNode};
 use crate::protocol::client::RoomOp;
 use crate::protocol::server::error_frame;
@@ -57,8 +61,6 @@ use crate::shutdown::Shutdown;
 
 /// How long a request may wait for its answer; then it is `unavailable`.
 pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-/// Pauses between routing attempts while a room has no reachable owner.
-const RETRY_BACKOFF_MS: [u64; 12] = [2, 5, 10, 20, 40, 80, 120, 200, 300, 300, 300, 300];
 /// How often unanswered requests are looked for.
 const SWEEP: Duration = Duration::from_millis(250);
 /// How long a node whose link just dropped has to accept a new one before
@@ -89,12 +91,8 @@ struct OpPending {
     kind: OpKind,
     record: Bytes,
     attempt: usize,
-    /// The node it was sent to.
-    node: Option<NodeId>,
-    /// The sweep round it was sent in (see `Upstream::round`).
+    /// The sweep round it was first sent in (see `Upstream::round`).
     born: u64,
-    /// Parts of the answer so far.
-    parts: Vec<(Option<u64>, Bytes)>,
     /// The least link version that can carry it.
     version: u16,
     /// For joins gathered at their room's gate, sent as one request: the
@@ -118,56 +116,27 @@ impl OpPending {
             kind,
             record,
             attempt: 0,
-            node: None,
             born,
-            parts: Vec::new(),
             version,
             joiners: Vec::new(),
         }
     }
 }
 
-/// A whole room subscribed again at its owner (link version 2 on).
+/// A whole room subscribed again at its owner (link version 2 on); its
+/// answer's parts are the missed events, or the start of a `joined` that
+/// replaces them (more were missed than a replay holds).
 struct ResumePending {
     room: RoomId,
-    node: NodeId,
-    born: u64,
     attempt: usize,
-    /// The missed events so far.
-    parts: Vec<(u64, Bytes)>,
-    /// The start of a `joined` that replaces them (more were missed than
-    /// a replay holds).
-    joined: BytesMut,
 }
 
+/// What the gateway keeps with a request in flight (`link::calls`, whose
+/// deadlines count sweep rounds).
 enum Pending {
     Op(OpPending),
-    Query {
-        tx: oneshot::Sender<(Status, Bytes)>,
-        node: NodeId,
-        parts: BytesMut,
-        born: u64,
-    },
+    Query(oneshot::Sender<(Status, Bytes)>),
     Resume(ResumePending),
-}
-
-impl Pending {
-    /// The node it was sent to.
-    fn node(&self) -> Option<&NodeId> {
-        match self {
-            Self::Op(op) => op.node.as_ref(),
-            Self::Query { node, .. } | Self::Resume(ResumePending { node, .. }) => Some(node),
-        }
-    }
-
-    /// The sweep round it was sent in.
-    fn born(&self) -> u64 {
-        match self {
-            Self::Op(OpPending { born, .. })
-            | Self::Query { born, .. }
-            | Self::Resume(ResumePending { born, .. }) => *born,
-        }
-    }
 }
 
 /// One node's link as the router sees it.
@@ -192,8 +161,8 @@ pub(super) struct Upstream {
     links: Mutex<Map<NodeId, Arc<NodeLink>>>,
     /// Requests sent and not yet answered, by request id (unique on this
     /// gateway, so that a request keeps its id when routed again).
-    pending: Mutex<Map<Rid, Pending>>,
-    next_rid: AtomicU64,
+    pending: Mutex<Calls<Pending>>,
+    ids: Ids,
     /// Bumped whenever the ring or a link changes, so that a cached route
     /// that is still good costs one load to check.
     routes: AtomicU64,
@@ -241,7 +210,7 @@ impl Upstream {
             sessions,
             links: Mutex::default(),
             pending: Mutex::default(),
-            next_rid: AtomicU64::new(1),
+            ids: Ids::default(),
             routes: AtomicU64::new(1),
             round: AtomicU64::new(0),
             gates: Gates::default(),
@@ -266,7 +235,7 @@ impl Upstream {
         });
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, Map<Rid, Pending>> {
+    fn lock_pending(&self) -> MutexGuard<'_, Calls<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -279,7 +248,7 @@ impl Upstream {
     /// straight to the connection. Returns the link's writer when it is
     /// overloaded, for the connection to wait on before reading more.
     pub(super) fn op(self: &Arc<Self>, req: OpRequest<'_>) -> Option<LinkWriter> {
-        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let rid = self.ids.next();
         let kind = match req.op {
             RoomOp::Join { .. } => OpKind::Join,
             RoomOp::Resume { .. } => OpKind::Resume,
@@ -351,7 +320,7 @@ impl Upstream {
     fn send_op(
         self: &Arc<Self>,
         rid: Rid,
-        mut op: OpPending,
+        op: OpPending,
         room: &str,
         cached: Option<&mut Option<Route>>,
     ) -> Option<LinkWriter> {
@@ -364,9 +333,9 @@ impl Upstream {
             self.unavailable(&op);
             return None;
         }
-        op.node = Some(owner);
         let record = op.record.clone();
-        self.lock_pending().insert(rid, Pending::Op(op));
+        let due = self.due(op.born);
+        self.lock_pending().insert(rid, owner, due, Pending::Op(op));
         if writer
             .send_with(|buf| {
                 buf.extend_from_slice(&record);
@@ -375,8 +344,8 @@ impl Upstream {
             .is_err()
         {
             // Taken out first: a retry may send (and lock) again.
-            let pending = self.lock_pending().remove(&rid);
-            if let Some(Pending::Op(op)) = pending {
+            let call = self.lock_pending().take(rid);
+            if let Some(Pending::Op(op)) = call.map(|c| c.call) {
                 self.retry(rid, op);
             }
             return None;

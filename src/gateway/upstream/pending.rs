@@ -18,20 +18,17 @@ impl Upstream {
             }
             return;
         }
-        let last = RETRY_BACKOFF_MS.len() - 1;
-        let pause = match RETRY_BACKOFF_MS.get(op.attempt) {
-            Some(&pause) => Some(pause),
-            None if op.kind == OpKind::Resume => Some(RETRY_BACKOFF_MS[last]),
-            None => None,
+        let patience = match op.kind {
+            OpKind::Resume => Patience::Forever,
+            _ => Patience::Tries,
         };
-        let Some(pause) = pause.filter(|_| op.kind == OpKind::Resume || !self.expired(op.born))
-        else {
+        let Some(pause) = retry::pause(op.attempt, patience, self.expired(op.born)) else {
             return self.unavailable(&op);
         };
-        op.attempt = (op.attempt + 1).min(RETRY_BACKOFF_MS.len());
+        op.attempt = (op.attempt + 1).min(retry::MOST_TRIES);
         tracing::trace!(room.id = %room, conn = op.conn, attempt = op.attempt, "routing again");
         let up = self.clone();
-        let at = Instant::now() + Duration::from_millis(pause);
+        let at = Instant::now() + pause;
         self.at(at, async move {
             let room = record_room(&op.record);
             if let Some(writer) = up.send_op(rid, op, room.as_str(), None) {
@@ -82,28 +79,12 @@ impl Upstream {
     /// may have been applied and must not be applied twice (`OpKind::Once`:
     /// answered `unavailable`); queries fail.
     pub(super) fn fail_pending(self: &Arc<Self>, node: &NodeId) {
-        let mut gone = Vec::new();
-        {
-            let mut pending = self.lock_pending();
-            let rids: Vec<Rid> = pending
-                .iter()
-                .filter(|(_, p)| p.node() == Some(node))
-                .map(|(rid, _)| *rid)
-                .collect();
-            for rid in rids {
-                if let Some(p) = pending.remove(&rid) {
-                    gone.push((rid, p));
-                }
-            }
-        }
-        for (rid, p) in gone {
-            match p {
+        let gone = self.lock_pending().sent_to(node);
+        for (rid, call) in gone {
+            match call.call {
                 Pending::Op(op) if op.kind == OpKind::Once => self.unavailable(&op),
-                Pending::Op(mut op) => {
-                    op.parts.clear();
-                    self.retry(rid, op)
-                }
-                Pending::Query { tx, .. } => drop(tx),
+                Pending::Op(op) => self.retry(rid, op),
+                Pending::Query(tx) => drop(tx),
                 Pending::Resume(resume) => self.retry_resume(resume.room, resume.attempt + 1),
             }
         }
@@ -116,8 +97,12 @@ impl Upstream {
 
     /// Whether a request sent in round `born` has waited `ANSWER_WITHIN`.
     pub(super) fn expired(&self, born: u64) -> bool {
-        let rounds = (ANSWER_WITHIN.as_millis() / SWEEP.as_millis()) as u64;
-        self.round().saturating_sub(born) >= rounds
+        self.round() >= self.due(born)
+    }
+
+    /// The round by which a request sent in round `born` is answered.
+    pub(super) fn due(&self, born: u64) -> u64 {
+        born + (ANSWER_WITHIN.as_millis() / SWEEP.as_millis()) as u64
     }
 
     /// Answers requests nobody answered in time, until shutdown.
@@ -129,29 +114,18 @@ impl Upstream {
                 _ = shutdown.wait() => return,
             }
             self.round.fetch_add(1, Ordering::Relaxed);
-            let expired: Vec<(Rid, Pending)> = {
-                let mut pending = self.lock_pending();
-                let rids: Vec<Rid> = pending
-                    .iter()
-                    .filter(|(_, p)| self.expired(p.born()))
-                    .map(|(rid, _)| *rid)
-                    .collect();
-                rids.into_iter()
-                    .filter_map(|rid| Some((rid, pending.remove(&rid)?)))
-                    .collect()
-            };
-            for (rid, p) in expired {
-                match p {
+            let overdue = self.lock_pending().overdue(self.round());
+            for (rid, call) in overdue {
+                match call.call {
                     Pending::Op(mut op) if op.kind == OpKind::Resume => {
                         op.born = self.round();
-                        op.parts.clear();
                         self.retry(rid, op);
                     }
                     Pending::Op(op) => {
                         tracing::debug!(rid, "no answer in time");
                         self.unavailable(&op);
                     }
-                    Pending::Query { tx, .. } => {
+                    Pending::Query(tx) => {
                         let failure = Failure::new(
                             ErrorCode::Unavailable,
                             "the room's node did not answer in time; retry",

@@ -17,10 +17,11 @@ impl Upstream {
                 format!("{room} cannot be served right now; retry"),
             )
         };
-        for pause in RETRY_BACKOFF_MS.iter().chain(std::iter::repeat(&300)) {
-            if Instant::now() >= give_up {
+        for attempt in 0.. {
+            let overdue = Instant::now() >= give_up;
+            let Some(pause) = retry::pause(attempt, Patience::UntilDue, overdue) else {
                 break;
-            }
+            };
             if let Some((owner, writer)) = self.writer_to_owner(room.as_str()) {
                 let since_v4 = matches!(query, Query::Page { .. } | Query::Erase);
                 if since_v4 && self.version_of(&owner) < 4 {
@@ -28,17 +29,11 @@ impl Upstream {
                     // no history.
                     return Err(unavailable());
                 }
-                let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+                let rid = self.ids.next();
                 let (tx, rx) = oneshot::channel();
-                self.lock_pending().insert(
-                    rid,
-                    Pending::Query {
-                        tx,
-                        node: owner,
-                        parts: BytesMut::new(),
-                        born: self.round(),
-                    },
-                );
+                let due = self.due(self.round());
+                self.lock_pending()
+                    .insert(rid, owner, due, Pending::Query(tx));
                 let record = ToNode::Query {
                     rid,
                     room: room.as_str(),
@@ -61,10 +56,10 @@ impl Upstream {
                         }
                     }
                 } else {
-                    self.lock_pending().remove(&rid);
+                    self.lock_pending().take(rid);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(*pause)).await;
+            tokio::time::sleep(pause).await;
         }
         Err(unavailable())
     }

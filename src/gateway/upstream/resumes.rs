@@ -46,7 +46,7 @@ impl Upstream {
             .into_iter()
             .filter_map(|conn| Some((conn, self.sessions.get(conn)?.0)))
             .collect();
-        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let rid = self.ids.next();
         let record = ToNode::Resume {
             rid,
             room: room.as_str(),
@@ -67,18 +67,16 @@ impl Upstream {
         };
         let resume = ResumePending {
             room: room.clone(),
-            node: owner,
-            born: self.round(),
             attempt,
-            parts: Vec::new(),
-            joined: BytesMut::new(),
         };
-        self.lock_pending().insert(rid, Pending::Resume(resume));
+        let due = self.due(self.round());
+        self.lock_pending()
+            .insert(rid, owner, due, Pending::Resume(resume));
         let sent = writer.send_with(|buf| {
             buf.extend_from_slice(&record);
             Ok(())
         });
-        if sent.is_err() && self.lock_pending().remove(&rid).is_some() {
+        if sent.is_err() && self.lock_pending().take(rid).is_some() {
             self.retry_resume(room, attempt);
         }
     }
@@ -86,8 +84,8 @@ impl Upstream {
     /// Connections whose join of `room` waits for its answer.
     pub(super) fn joining(&self, room: &str) -> Vec<ConnId> {
         self.lock_pending()
-            .values()
-            .filter_map(|p| match p {
+            .iter()
+            .filter_map(|c| match &c.call {
                 Pending::Op(op) if op.kind == OpKind::Join && record_room(&op.record) == room => {
                     Some(op.joiners.iter().map(|j| j.conn).chain([op.conn]))
                 }
@@ -99,10 +97,9 @@ impl Upstream {
 
     /// Tries a room's resume again a little later.
     pub(super) fn retry_resume(self: &Arc<Self>, room: RoomId, attempt: usize) {
-        let last = RETRY_BACKOFF_MS.len() - 1;
-        let pause = RETRY_BACKOFF_MS[attempt.min(last)];
+        let pause = retry::pause(attempt, Patience::Forever, false).unwrap_or_default();
         let up = self.clone();
-        let at = Instant::now() + Duration::from_millis(pause);
+        let at = Instant::now() + pause;
         self.at(at, async move {
             up.resume_room(room, attempt + 1);
         });
