@@ -433,7 +433,7 @@ async fn links_in_mutual_tls_and_redis_over_tls_carry_the_cluster_and_links_refu
     let url = format!("rediss://:redis-s3cret@localhost:{redis_tls}");
     let flags = [&tls[..], &["--redis-ca", ca_s.as_str()]].concat();
     let cluster = support::procs::ProcCluster::start(&url, (2, &flags), (1, &flags)).await;
-    let (gw, n1, n2) = (&cluster.gateways[0], &cluster.nodes[0], &cluster.nodes[1]);
+    let (gw, n2) = (&cluster.gateways[0], &cluster.nodes[1]);
     let (mut ann, mut bob) = (
         Client::connect(gw.addr, "ann").await,
         Client::connect(gw.addr, "bob").await,
