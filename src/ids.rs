@@ -119,6 +119,18 @@ impl NodeId {
 
 /// A hash map on the hot paths (ids, connections, requests): foldhash,
 /// seeded per process, instead of the standard library's SipHash.
+/// Which gateway link a connection arrived on (a node's own count).
+pub type LinkId = u64;
+
+/// One subscribed client connection: its gateway link and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sub {
+    /// The gateway link.
+    pub link: LinkId,
+    /// The connection on that gateway.
+    pub conn: ConnId,
+}
+
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// A hash set on the hot paths; see `Map`.
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -82,7 +82,7 @@ impl Sentinels {
             ConnectionAddr::Tcp(host, port)
         };
         let info = addr.into_connection_info()?.set_redis_settings(redis);
-        super::endpoint::client(info, ca.filter(|_| self.tls))
+        super::endpoint::client::client(info, ca.filter(|_| self.tls))
     }
 }
 

@@ -4,11 +4,10 @@
 //! 50 ms with the latest position of each user who moved. Pure: the caller
 //! passes the time and sends what it is given.
 
-use crate::ids::{Map, UserId};
+use crate::ids::{Map, Sub, UserId};
 use crate::protocol::server::{Cursor, ServerFrame};
 
 use super::presence::{Pace, Pacer};
-use super::state::Sub;
 
 /// Least time between two `board.cursors` of one room, in ms.
 pub const CURSORS_EVERY_MS: u64 = 50;

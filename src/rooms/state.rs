@@ -18,15 +18,14 @@ use bytes::Bytes;
 use super::board::{Board, RoleChanges};
 use super::ephemeral::Ephemeral;
 use super::presence::{Presence, Told, NAMES_SHOWN};
+pub use super::store::new_epoch;
 use super::store::Entry;
 use super::Limits;
-use crate::ids::{ConnId, Map, RoomId, RoomKind, UserId};
+pub use crate::ids::{LinkId, Sub};
+use crate::ids::{Map, RoomId, RoomKind, UserId};
 use crate::protocol::client::{BoardRole, RoomOp};
 use crate::protocol::server::{ack_frame, error_frame, msg_frame, ServerFrame, WidgetEntry};
 use crate::protocol::{ErrorCode, Failure};
-
-/// Which gateway link a connection arrived on.
-pub type LinkId = u64;
 
 /// A client's id of a message, shared by the kept log, the idempotency
 /// window and the journal without copies.
@@ -50,15 +49,6 @@ pub const KEEP_BYTES: usize = 16 << 20;
 /// Read receipts a room keeps (the latest per user): past it the oldest
 /// receipt goes, so that a room many users pass through stays bounded.
 pub const READS_KEPT: usize = 1024;
-
-/// One subscribed client connection: its gateway link and its id there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sub {
-    /// The gateway link.
-    pub link: LinkId,
-    /// The connection on that gateway.
-    pub conn: ConnId,
-}
 
 /// One of a gateway's joiners of a room (see `RoomState::join_all`).
 #[derive(Debug, Clone)]
@@ -323,20 +313,6 @@ impl RoomState {
             ..Outcome::default()
         }
     }
-}
-
-/// A fresh history epoch: 16 hex digits from the OS's randomness.
-pub fn new_epoch() -> Arc<str> {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        let now = crate::protocol::now_ms().to_le_bytes();
-        bytes.copy_from_slice(&now);
-    }
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into()
 }
 
 mod board_ops;

@@ -187,9 +187,7 @@ impl RoomStore for MemoryStore {
     async fn load(&self, room: &RoomId) -> Result<Loaded, StoreError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = rooms.entry(room.clone()).or_default();
-        loaded
-            .epoch
-            .get_or_insert_with(|| crate::rooms::state::new_epoch().to_string());
+        loaded.epoch.get_or_insert_with(|| new_epoch().to_string());
         Ok(loaded.clone())
     }
 
@@ -210,4 +208,18 @@ impl RoomStore for MemoryStore {
         );
         Ok(())
     }
+}
+
+/// A fresh history epoch: 16 hex digits from the OS's randomness.
+pub fn new_epoch() -> Arc<str> {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = crate::protocol::now_ms().to_le_bytes();
+        bytes.copy_from_slice(&now);
+    }
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
