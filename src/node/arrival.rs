@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::Node;
+use crate::archive::archiver::Archiver;
 use crate::coordinator::Role;
 use crate::ids::{ConnId, Epoch, NodeId, Rid, RoomId, UserId};
 use crate::link::{HandoffState, Peer};
@@ -52,26 +53,8 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
         tracing::trace!(room.id = %room, epoch = %incoming.epoch, "hand-off for a room not ours");
         return sink.reply(rid, Reply::moved());
     }
-    let gateways: Vec<(NodeId, Arc<dyn Sink>)> = node
-        .lock_links()
-        .values()
-        .filter(|l| l.peer.role == Role::Gateway)
-        .map(|l| (l.peer.id.clone(), l.sink.clone() as Arc<dyn Sink>))
-        .collect();
-    let conns: Vec<(Sub, UserId)> = incoming
-        .conns
-        .into_iter()
-        .filter_map(|(gw, conn, user)| {
-            let (_, link) = gateways.iter().find(|(id, _)| id.as_str() == gw)?;
-            Some((
-                Sub {
-                    link: link.link(),
-                    conn,
-                },
-                UserId::parse(user).ok()?,
-            ))
-        })
-        .collect();
+    let gateways = linked_gateways(node);
+    let conns = rekeyed(&gateways, incoming.conns);
     let state = incoming.state.map(|(s, entries, widgets)| Loaded {
         epoch: s.epoch.map(str::to_string),
         entries,
@@ -82,19 +65,9 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
             roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
         }),
     });
-    if let (
-        Some(archiver),
-        Some(Loaded {
-            epoch: Some(epoch),
-            entries,
-            ..
-        }),
-    ) = (node.store.as_ref().and_then(|s| s.archiver()), &state)
+    if let (Some(archiver), Some(state)) = (node.store.as_ref().and_then(|s| s.archiver()), &state)
     {
-        // What the sender had not archived yet may die with it (it drains
-        // and exits): what arrives is archived here unless it is already.
-        let events = entries.iter().map(|e| (e.seq, e.frame.clone())).collect();
-        archiver.ensure(room.as_str(), epoch, events);
+        ensure_archived(&archiver, &room, state);
     }
     let arrival = Arrival {
         state,
@@ -117,5 +90,44 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
             ErrorCode::Conflict,
             format!("{room} is already served here"),
         );
+    }
+}
+
+/// The gateways linked to this node, by id.
+fn linked_gateways(node: &Node) -> Vec<(NodeId, Arc<dyn Sink>)> {
+    (node.lock_links().values())
+        .filter(|l| l.peer.role == Role::Gateway)
+        .map(|l| (l.peer.id.clone(), l.sink.clone() as Arc<dyn Sink>))
+        .collect()
+}
+
+/// Connections named by their gateway's id, re-keyed on this node's links
+/// (those of a gateway not linked here are left out).
+fn rekeyed(
+    gateways: &[(NodeId, Arc<dyn Sink>)],
+    conns: Vec<(&str, ConnId, &str)>,
+) -> Vec<(Sub, UserId)> {
+    (conns.into_iter())
+        .filter_map(|(gw, conn, user)| {
+            let (_, link) = gateways.iter().find(|(id, _)| id.as_str() == gw)?;
+            let sub = Sub {
+                link: link.link(),
+                conn,
+            };
+            Some((sub, UserId::parse(user).ok()?))
+        })
+        .collect()
+}
+
+/// What the sender had not archived yet may die with it (it drains and
+/// exits): what arrives is archived here unless it is already.
+fn ensure_archived(archiver: &Archiver, room: &RoomId, state: &Loaded) {
+    if let Some(epoch) = &state.epoch {
+        let events = state
+            .entries
+            .iter()
+            .map(|e| (e.seq, e.frame.clone()))
+            .collect();
+        archiver.ensure(room.as_str(), epoch, events);
     }
 }

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use crate::coordinator::isolated::{self, Liveness};
 use crate::coordinator::keeper;
-use crate::coordinator::{Coordinator, MemberState, RingView, Role};
+use crate::coordinator::{Coordinator, Lease, MemberState, RingView, Role};
 use crate::ids::{Map, NodeId};
 use crate::link::{Peer, Secret};
 use crate::rooms::store::RoomStore;
@@ -250,41 +250,37 @@ pub async fn start(
     });
     node.fence();
     let span = tracing::info_span!("node", node.id = %id);
-    let task = {
-        let node = node.clone();
-        tokio::spawn(
-            async move {
-                let live = Liveness::start(shutdown.clone());
-                let keeper = isolated::spawn(
-                    lease::keep(node.clone(), lease, live, shutdown.clone()).in_current_span(),
-                );
-                let mover = shutdown
-                    .spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
-                shutdown.spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
-                accept::Listener {
-                    node: node.clone(),
-                    listener,
-                    shutdown: shutdown.clone(),
-                }
-                .run()
-                .await;
-                // Moves still under way are abandoned, not awaited (a hand-off
-                // waits up to 5 s for its answer): a stopped node's rooms are
-                // taken over (from storage) by their new owners.
-                mover.abort();
-                node.stop.stopped(TASK_GRACE).await;
-                let _ = keeper.await;
-                tracing::info!("node stopped");
-            }
-            .instrument(span),
-        )
-    };
+    let task = tokio::spawn(serving(node.clone(), listener, lease, shutdown).instrument(span));
     Ok(NodeHandle {
         id,
         addr,
         node,
         task,
     })
+}
+
+/// The node's life: its lease kept, rooms moved as the ring says, idle
+/// rooms released, and links accepted until it stops.
+async fn serving(node: Arc<Node>, listener: TcpListener, lease: Lease, shutdown: Shutdown) {
+    let live = Liveness::start(shutdown.clone());
+    let keeper =
+        isolated::spawn(lease::keep(node.clone(), lease, live, shutdown.clone()).in_current_span());
+    let mover = shutdown.spawn(rebalance::run(node.clone(), shutdown.clone()).in_current_span());
+    shutdown.spawn(release_idle(node.clone(), shutdown.clone()).in_current_span());
+    accept::Listener {
+        node: node.clone(),
+        listener,
+        shutdown,
+    }
+    .run()
+    .await;
+    // Moves still under way are abandoned, not awaited (a hand-off waits up
+    // to 5 s for its answer): a stopped node's rooms are taken over (from
+    // storage) by their new owners.
+    mover.abort();
+    node.stop.stopped(TASK_GRACE).await;
+    let _ = keeper.await;
+    tracing::info!("node stopped");
 }
 
 /// How long a stopped node waits for its tasks (its links' tasks, its idle

@@ -49,16 +49,8 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let view = rings.borrow_and_update().clone();
-        // What follows only a new view: who writes, and which gateways lapsed.
-        if first || view.view.epoch != seen.view.epoch {
-            node.fence();
-            super::serve::drop_lapsed_gateways_soon(&node, &view.view);
-        }
-        if first || view.ring_epoch != seen.ring_epoch {
-            first = false;
-            let live = view.view.with_role(Role::Node).map(|m| m.id.clone());
-            node.registry.expect_from(view.ring_epoch, live);
-        }
+        seen_view(&node, &view, (!first).then_some(&*seen));
+        first = false;
         let draining = view
             .view
             .member(&node.config.id)
@@ -74,34 +66,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             node.stop.fire();
             return;
         }
-        let moving = node.registry.not_owned(&view.ring);
-        tracing::trace!(epoch = %view.view.epoch, moving = moving.len(), "rebalance round");
-        if !moving.is_empty() {
-            let started = tokio::time::Instant::now();
-            let count = moving.len();
-            let (node, view) = (&node, &view);
-            let stuck = AtomicBool::new(false);
-            let stuck = &stuck;
-            futures_util::stream::iter(moving)
-                .for_each_concurrent(MOVES_IN_FLIGHT, |room| async move {
-                    // A move that cannot finish is tried again next round.
-                    let id = room.id().clone();
-                    let moving = hand_off(node, room, view);
-                    let frozen = match tokio::time::timeout(MOVE_TIMEOUT, moving).await {
-                        Ok(frozen) => frozen,
-                        Err(_) => {
-                            tracing::warn!(room.id = %id, "hand-off timed out; retrying");
-                            true
-                        }
-                    };
-                    if frozen {
-                        stuck.store(true, Ordering::Relaxed);
-                    }
-                })
-                .await;
-            left_frozen |= stuck.load(Ordering::Relaxed);
-            tracing::info!(rooms = count, elapsed_ms = started.elapsed().as_millis() as u64, epoch = %view.view.epoch, "rooms handed off");
-        }
+        left_frozen |= move_away(&node, &view).await;
         // No move is under way between rounds: a room still frozen that the
         // ring now gives to this node (its would-be owner died before taking
         // it) serves again. With a store, an append of a room the other node
@@ -132,6 +97,52 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             return;
         }
     }
+}
+
+/// What follows a new view: who writes, which gateways lapsed, and (a new
+/// ring) which nodes' hand-offs to expect. `seen` is the view before, if any.
+fn seen_view(node: &Arc<Node>, view: &RingView, seen: Option<&RingView>) {
+    if seen.is_none_or(|seen| view.view.epoch != seen.view.epoch) {
+        node.fence();
+        super::serve::drop_lapsed_gateways_soon(node, &view.view);
+    }
+    if seen.is_none_or(|seen| view.ring_epoch != seen.ring_epoch) {
+        let live = view.view.with_role(Role::Node).map(|m| m.id.clone());
+        node.registry.expect_from(view.ring_epoch, live);
+    }
+}
+
+/// Moves every room the ring gives another node there, a few at a time;
+/// true when a move left a room frozen here.
+async fn move_away(node: &Node, view: &RingView) -> bool {
+    let moving = node.registry.not_owned(&view.ring);
+    tracing::trace!(epoch = %view.view.epoch, moving = moving.len(), "rebalance round");
+    if moving.is_empty() {
+        return false;
+    }
+    let started = tokio::time::Instant::now();
+    let count = moving.len();
+    let stuck = AtomicBool::new(false);
+    let stuck = &stuck;
+    futures_util::stream::iter(moving)
+        .for_each_concurrent(MOVES_IN_FLIGHT, |room| async move {
+            // A move that cannot finish is tried again next round.
+            let id = room.id().clone();
+            let frozen = match tokio::time::timeout(MOVE_TIMEOUT, hand_off(node, room, view)).await
+            {
+                Ok(frozen) => frozen,
+                Err(_) => {
+                    tracing::warn!(room.id = %id, "hand-off timed out; retrying");
+                    true
+                }
+            };
+            if frozen {
+                stuck.store(true, Ordering::Relaxed);
+            }
+        })
+        .await;
+    tracing::info!(rooms = count, elapsed_ms = started.elapsed().as_millis() as u64, epoch = %view.view.epoch, "rooms handed off");
+    stuck.load(Ordering::Relaxed)
 }
 
 /// Moves one room to its owner on the current ring; true when the room
@@ -170,33 +181,38 @@ async fn hand_off(node: &Node, room: Arc<Room>, view: &RingView) -> bool {
             node.registry.remove_copy(&room);
             false
         }
-        other => {
-            if matches!(other, Ok(Status::Moved)) {
-                // The new owner has not seen this ring yet: it will soon.
-                tracing::debug!(room.id = %id, node.id = %to, "hand-off early; retrying");
-            } else {
-                tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
-            }
-            // A room the peer surely does not have is thawed: the next round
-            // freezes it again if it still belongs elsewhere, and the ring
-            // may meanwhile have given it back (its new owner died before
-            // taking it). Routing serves only rooms this node owns, so a
-            // thawed room that is not ours takes no operation. After an
-            // unanswered request the peer may have installed it: it stays
-            // frozen unless the ring has given it back.
-            let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
-            if not_there {
-                room.thaw();
-                false
-            } else if node.ring.borrow().ring.owner(&id) == Some(&node.config.id) {
-                // The peer may have installed it and written to it: with a
-                // store, the room reloads what storage holds.
-                room.thaw_if_frozen();
-                false
-            } else {
-                true
-            }
-        }
+        other => not_taken(node, &room, &to, other),
+    }
+}
+
+/// A hand-off the new owner did not take (yet); true when the room is
+/// left frozen here.
+fn not_taken(node: &Node, room: &Room, to: &NodeId, other: Result<Status, PeerError>) -> bool {
+    let id = room.id();
+    if matches!(other, Ok(Status::Moved)) {
+        // The new owner has not seen this ring yet: it will soon.
+        tracing::debug!(room.id = %id, node.id = %to, "hand-off early; retrying");
+    } else {
+        tracing::warn!(room.id = %id, node.id = %to, result = ?other, "hand-off failed; retrying");
+    }
+    // A room the peer surely does not have is thawed: the next round
+    // freezes it again if it still belongs elsewhere, and the ring may
+    // meanwhile have given it back (its new owner died before taking it).
+    // Routing serves only rooms this node owns, so a thawed room that is
+    // not ours takes no operation. After an unanswered request the peer
+    // may have installed it: it stays frozen unless the ring has given it
+    // back.
+    let not_there = matches!(other, Ok(Status::Moved) | Err(PeerError::Unreachable(_)));
+    if not_there {
+        room.thaw();
+        false
+    } else if node.ring.borrow().ring.owner(id) == Some(&node.config.id) {
+        // The peer may have installed it and written to it: with a store,
+        // the room reloads what storage holds.
+        room.thaw_if_frozen();
+        false
+    } else {
+        true
     }
 }
 
@@ -211,37 +227,7 @@ fn encode_handoff(
     conns: &[(NodeId, ConnId, UserId)],
 ) -> Result<(), CodecError> {
     let state = match frozen {
-        Some(f) => {
-            let snapshot = f.state.snapshot.clone().unwrap_or_default();
-            let entries: Vec<HandoffEntry<'_>> = f
-                .state
-                .entries
-                .iter()
-                .map(|e| HandoffEntry {
-                    seq: e.seq,
-                    frame: Raw::new(&e.frame),
-                    author: e.author.as_deref(),
-                    cid: e.cid.as_deref(),
-                })
-                .collect();
-            for head in calls::slices(&entries, |e| e.frame.len() + 64) {
-                let part = ToNode::HandoffPart {
-                    rid,
-                    entries: head.to_vec(),
-                    widgets: Vec::new(),
-                };
-                codec::encode_into(buf, &part)?;
-            }
-            for widgets in calls::slices(&snapshot.widgets, widget_size) {
-                let part = ToNode::HandoffPart {
-                    rid,
-                    entries: Vec::new(),
-                    widgets: widgets.to_vec(),
-                };
-                codec::encode_into(buf, &part)?;
-            }
-            Some(snapshot)
-        }
+        Some(f) => Some(encode_parts(buf, rid, f)?),
         None => None,
     };
     let reads: Vec<(&str, u64)> = state
@@ -264,6 +250,41 @@ fn encode_handoff(
             .collect(),
     };
     codec::encode_into(buf, &record)
+}
+
+/// A frozen room's kept events and widgets as hand-off parts; its
+/// snapshot, for the `Handoff` that follows.
+fn encode_parts(
+    buf: &mut BytesMut,
+    rid: Rid,
+    frozen: &Frozen,
+) -> Result<crate::rooms::store::Snapshot, CodecError> {
+    let entries: Vec<HandoffEntry<'_>> = (frozen.state.entries.iter())
+        .map(|e| HandoffEntry {
+            seq: e.seq,
+            frame: Raw::new(&e.frame),
+            author: e.author.as_deref(),
+            cid: e.cid.as_deref(),
+        })
+        .collect();
+    for head in calls::slices(&entries, |e| e.frame.len() + 64) {
+        let part = ToNode::HandoffPart {
+            rid,
+            entries: head.to_vec(),
+            widgets: Vec::new(),
+        };
+        codec::encode_into(buf, &part)?;
+    }
+    let snapshot = frozen.state.snapshot.clone().unwrap_or_default();
+    for widgets in calls::slices(&snapshot.widgets, widget_size) {
+        let part = ToNode::HandoffPart {
+            rid,
+            entries: Vec::new(),
+            widgets: widgets.to_vec(),
+        };
+        codec::encode_into(buf, &part)?;
+    }
+    Ok(snapshot)
 }
 
 /// What a widget counts for in a hand-off part.

@@ -125,68 +125,88 @@ fn handle(
         }
     }
     match request {
+        ToNode::Notify { user, body } => notify(node, Some(user), body),
+        ToNode::Broadcast { body } => notify(node, None, body),
+        ToNode::HandoffPart { .. } | ToNode::Handoff { .. } | ToNode::HandoffDone { .. } => {
+            handoff(node, peer, sink, parts, request)
+        }
+        request => to_room(node, routes, sink, record, request),
+    }
+    true
+}
+
+/// A request for one room, served by the room where it lives here, or
+/// answered `moved`.
+fn to_room(
+    node: &Arc<Node>,
+    routes: &mut Routes,
+    sink: &Arc<dyn Sink>,
+    record: &Bytes,
+    request: ToNode<'_>,
+) {
+    let (rid, room) = match &request {
+        ToNode::Op { rid, room, .. }
+        | ToNode::Query { rid, room, .. }
+        | ToNode::Resume { rid, room, .. }
+        | ToNode::Join { rid, room, .. } => (*rid, *room),
+        _ => return,
+    };
+    let Some(live) = routes.get(node, room) else {
+        return sink.reply(rid, Reply::moved());
+    };
+    match request {
         ToNode::Op {
-            rid,
-            room,
-            conn,
-            user,
-            id,
-            op,
+            conn, user, id, op, ..
         } => {
             let op = op.map_body(|body| record.slice_ref(body));
             if matches!(op, RoomOp::Resume { .. }) {
                 counted_resume(1);
             }
-            match routes.get(node, room) {
-                Some(live) => live.op(
-                    sink,
-                    Op {
-                        rid,
-                        sub: Sub {
-                            link: sink.link(),
-                            conn,
-                        },
-                        user,
-                        id,
-                        op,
-                    },
-                ),
-                None => sink.reply(rid, Reply::moved()),
-            }
+            let sub = Sub {
+                link: sink.link(),
+                conn,
+            };
+            live.op(
+                sink,
+                Op {
+                    rid,
+                    sub,
+                    user,
+                    id,
+                    op,
+                },
+            )
         }
-        ToNode::Query { rid, room, query } => {
-            let query = query.map_body(|body| record.slice_ref(body));
-            if matches!(query, crate::protocol::Query::Erase) {
-                match routes.get(node, room) {
-                    Some(live) => super::erase::erase(live, node.store.clone(), sink.clone(), rid),
-                    None => sink.reply(rid, Reply::moved()),
-                }
-                return true;
+        ToNode::Query { query, .. } => match query.map_body(|body| record.slice_ref(body)) {
+            crate::protocol::Query::Erase => {
+                super::erase::erase(live, node.store.clone(), sink.clone(), rid)
             }
-            match routes.get(node, room) {
-                Some(live) => live.query(sink, rid, query),
-                None => sink.reply(rid, Reply::moved()),
-            }
-        }
+            query => live.query(sink, rid, query),
+        },
         ToNode::Resume {
-            rid,
-            room,
             since,
             conns,
             epoch,
-        } => match routes.get(node, room) {
-            Some(live) => {
-                counted_resume(conns.len());
-                live.resume(sink, rid, (since, epoch), &conns)
-            }
-            None => sink.reply(rid, Reply::moved()),
-        },
-        ToNode::Join { rid, room, joins } => match routes.get(node, room) {
-            Some(live) => live.join_all(sink, rid, &joins),
-            None => sink.reply(rid, Reply::moved()),
-        },
-        ToNode::Notify { user, body } => notify(node, Some(user), body),
-        ToNode::Broadcast { body } => notify(node, None, body),
+            ..
+        } => {
+            counted_resume(conns.len());
+            live.resume(sink, rid, (since, epoch), &conns)
+        }
+        ToNode::Join { joins, .. } => live.join_all(sink, rid, &joins),
+        _ => {}
+    }
+}
+
+/// A hand-off from another node: its parts gathered, then the room's
+/// arrival; or the end of a round of them.
+fn handoff(
+    node: &Arc<Node>,
+    peer: &Peer,
+    sink: &Arc<dyn Sink>,
+    parts: &mut Parts,
+    request: ToNode<'_>,
+) {
+    match request {
         ToNode::HandoffPart {
             rid,
             entries,
@@ -217,8 +237,8 @@ fn handle(
             tracing::debug!(node.id = %peer.id, epoch, "hand-off done");
             node.registry.done_from(&peer.id, Epoch(epoch));
         }
+        _ => {}
     }
-    true
 }
 
 /// Counts a resume request of `conns` connections.

@@ -272,4 +272,3 @@ fn a_room_of_huge_events_keeps_at_most_its_bytes() {
     let joined = join(&mut r, &ann, Some(395));
     assert_eq!(joined["history"].as_array().unwrap().len(), 15);
 }
-
