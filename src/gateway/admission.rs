@@ -206,10 +206,22 @@ pub(super) fn closed_by(n: usize, elapsed: Duration, window: Duration) -> usize 
     ((elapsed.as_secs_f64() / step) as usize + 1).min(n)
 }
 
+/// Lowers `max` to what the open-files limit holds, saying so.
+pub(super) fn cap_connections(max: &mut usize) {
+    if let Some(possible) = connections_possible().filter(|possible| *max > *possible) {
+        tracing::info!(
+            max_connections = *max,
+            possible,
+            "taking at most the connections the open-files limit holds"
+        );
+        *max = possible;
+    }
+}
+
 /// The most connections this process can hold, by its open-files limit
 /// (Linux's `/proc/self/limits`), keeping some for links and logs; `None`
 /// where that limit cannot be read.
-pub(super) fn connections_possible() -> Option<usize> {
+fn connections_possible() -> Option<usize> {
     possible_by(&std::fs::read_to_string("/proc/self/limits").ok()?)
 }
 

@@ -222,20 +222,16 @@ impl<'a> Shared<'a> {
         &self.epoch
     }
 
-    /// A joiner's `joined`, with the room's `seq` and the kept `events`
-    /// (ascending, each with its seq) that the owner sent for all: the
-    /// events after the joiner's `since` (all, marked truncated, when it
-    /// counted in another history; its latest messages when it named no
-    /// `since`), and the names online, the joiner's first.
-    pub(super) fn joined(
+    /// The events of `events` a joiner's `joined` holds, and whether that
+    /// history is truncated.
+    fn history_for<'e>(
         &self,
-        room: &str,
         seq: u64,
         joiner: &Joiner,
-        events: &[(u64, Bytes)],
-    ) -> Vec<u8> {
+        events: &'e [(u64, Bytes)],
+    ) -> (Vec<&'e [u8]>, bool) {
         let other_history = joiner.epoch.as_deref().is_some_and(|e| e != self.epoch);
-        let (history, truncated): (Vec<&[u8]>, bool) = match joiner.since {
+        match joiner.since {
             _ if other_history => (events.iter().map(|(_, f)| &f[..]).collect(), true),
             Some(since) => {
                 let after = &events[events.partition_point(|(s, _)| *s <= since)..];
@@ -254,7 +250,22 @@ impl<'a> Shared<'a> {
                 last.reverse();
                 (last, false)
             }
-        };
+        }
+    }
+
+    /// A joiner's `joined`, with the room's `seq` and the kept `events`
+    /// (ascending, each with its seq) that the owner sent for all: the
+    /// events after the joiner's `since` (all, marked truncated, when it
+    /// counted in another history; its latest messages when it named no
+    /// `since`), and the names online, the joiner's first.
+    pub(super) fn joined(
+        &self,
+        room: &str,
+        seq: u64,
+        joiner: &Joiner,
+        events: &[(u64, Bytes)],
+    ) -> Vec<u8> {
+        let (history, truncated) = self.history_for(seq, joiner, events);
         let size: usize = history.iter().map(|f| f.len() + 1).sum::<usize>()
             + self.online.iter().map(|u| u.len() + 3).sum::<usize>()
             + self.reads.get().len()

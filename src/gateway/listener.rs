@@ -21,8 +21,15 @@ use crate::shutdown::Shutdown;
 /// each of them a second.
 const ACCEPT_BACKLOG: u32 = 4096;
 
+/// The client listener, bound, and the address it is bound to.
+pub(super) fn bound(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = listen(addr)?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
 /// The client listener, with room for a burst of connections.
-pub(super) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

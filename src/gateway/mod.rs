@@ -196,11 +196,8 @@ pub async fn start(
 ) -> Result<GatewayHandle, GatewayError> {
     // Metrics recorded before the recorder exists would be lost.
     crate::telemetry::prometheus();
-    let listener =
-        listener::listen(config.listen).map_err(|e| GatewayError::Bind(config.listen, e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| GatewayError::Bind(config.listen, e))?;
+    let (listener, addr) =
+        listener::bound(config.listen).map_err(|e| GatewayError::Bind(config.listen, e))?;
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
     let lease = coordinator
         .join(Role::Gateway, &config.id, &advertise)
@@ -223,16 +220,7 @@ pub async fn start(
         )
     });
     let mut config = config;
-    if let Some(possible) = admission::connections_possible() {
-        if config.clients.max_connections > possible {
-            tracing::info!(
-                max_connections = config.clients.max_connections,
-                possible,
-                "taking at most the connections the open-files limit holds"
-            );
-            config.clients.max_connections = possible;
-        }
-    }
+    admission::cap_connections(&mut config.clients.max_connections);
     let open = matches!(config.auth, Auth::None);
     let guard = origin::Guard::new(
         open,

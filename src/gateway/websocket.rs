@@ -148,26 +148,7 @@ impl Decoder {
         };
         unmask(payload, mask);
         match header.opcode {
-            OpCode::Control(control) => {
-                if !header.is_final || payload.len() > 125 {
-                    return Err(fatal(close::PROTOCOL, "bad control frame"));
-                }
-                match control {
-                    Control::Ping => each(Incoming::Ping(payload)),
-                    Control::Pong => each(Incoming::Pong),
-                    Control::Close => {
-                        let code = match payload {
-                            [] => None,
-                            [a, b, rest @ ..] if std::str::from_utf8(rest).is_ok() => {
-                                Some(u16::from_be_bytes([*a, *b]))
-                            }
-                            _ => return Err(fatal(close::PROTOCOL, "bad close frame")),
-                        };
-                        each(Incoming::Close(code));
-                    }
-                    Control::Reserved(_) => return Err(fatal(close::PROTOCOL, "unknown opcode")),
-                }
-            }
+            OpCode::Control(control) => self::control(&header, control, payload, each)?,
             OpCode::Data(Data::Continue) => {
                 let Some((text, mut message)) = self.message.take() else {
                     return Err(fatal(close::PROTOCOL, "continuation of no message"));
@@ -202,6 +183,34 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A control frame: a ping, a pong or a close.
+fn control(
+    header: &FrameHeader,
+    control: Control,
+    payload: &[u8],
+    each: &mut dyn FnMut(Incoming<'_>),
+) -> Result<(), Fatal> {
+    if !header.is_final || payload.len() > 125 {
+        return Err(fatal(close::PROTOCOL, "bad control frame"));
+    }
+    match control {
+        Control::Ping => each(Incoming::Ping(payload)),
+        Control::Pong => each(Incoming::Pong),
+        Control::Close => {
+            let code = match payload {
+                [] => None,
+                [a, b, rest @ ..] if std::str::from_utf8(rest).is_ok() => {
+                    Some(u16::from_be_bytes([*a, *b]))
+                }
+                _ => return Err(fatal(close::PROTOCOL, "bad close frame")),
+            };
+            each(Incoming::Close(code));
+        }
+        Control::Reserved(_) => return Err(fatal(close::PROTOCOL, "unknown opcode")),
+    }
+    Ok(())
 }
 
 fn deliver(text: bool, payload: &[u8], each: &mut dyn FnMut(Incoming<'_>)) -> Result<(), Fatal> {

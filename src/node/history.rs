@@ -8,8 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::routes::Routes;
+use super::Node;
 use crate::archive::archiver::Archiver;
 use crate::ids::{Rid, RoomId};
+use crate::link::ToNode;
+use crate::protocol::client::RoomOp;
 use crate::protocol::{ErrorCode, Failure, Status};
 use crate::rooms::state::{history_frame, page_json, MemoryPage};
 use crate::rooms::store::RoomStore;
@@ -150,4 +154,52 @@ async fn older(
             Err("the archive is unavailable; try again".into())
         }
     }
+}
+
+/// The page of stored events `request` asks for, if it asks for one.
+pub(super) fn page_of<'a>(request: &ToNode<'a>) -> Option<(&'a str, Request<'a>)> {
+    let (rid, room, shape, before, limit) = match *request {
+        ToNode::Op {
+            rid,
+            room,
+            id,
+            op: RoomOp::History { before, limit },
+            ..
+        } => (rid, room, Shape::Frame(id), before, usize::from(limit)),
+        ToNode::Query {
+            rid,
+            room,
+            query: crate::protocol::Query::Page { before, limit },
+        } => (rid, room, Shape::Json, before, limit),
+        _ => return None,
+    };
+    let request = Request {
+        rid,
+        shape,
+        before,
+        limit,
+    };
+    Some((room, request))
+}
+
+/// Serves a page of stored events when the node keeps an archive (past
+/// what the room keeps, the rest comes from Redis and the archive);
+/// `false` when the room answers it itself.
+pub(super) fn paged(
+    node: &Node,
+    routes: &mut Routes,
+    sink: &Arc<dyn Sink>,
+    room: &str,
+    request: Request<'_>,
+) -> bool {
+    let Some(store) = node.store.clone() else {
+        return false;
+    };
+    let Some(archiver) = store.archiver() else {
+        return false;
+    };
+    let Some(live) = routes.get(node, room) else {
+        return false;
+    };
+    answer(Tiers { store, archiver }, &live, sink, request)
 }

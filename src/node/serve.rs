@@ -119,8 +119,8 @@ fn handle(
         tracing::warn!(peer = %peer.id, role = ?peer.role, "a record this link's role may not send; dropping the link");
         return false;
     }
-    if let Some((room, page)) = page_of(&request) {
-        if paged(node, routes, sink, room, page) {
+    if let Some((room, page)) = history::page_of(&request) {
+        if history::paged(node, routes, sink, room, page) {
             return true;
         }
     }
@@ -242,60 +242,6 @@ fn handoff(
 }
 
 /// Counts a resume request of `conns` connections.
-/// The page of stored events `request` asks for, if it asks for one.
-fn page_of<'a>(request: &ToNode<'a>) -> Option<(&'a str, history::Request<'a>)> {
-    let (rid, room, shape, before, limit) = match *request {
-        ToNode::Op {
-            rid,
-            room,
-            id,
-            op: RoomOp::History { before, limit },
-            ..
-        } => (
-            rid,
-            room,
-            history::Shape::Frame(id),
-            before,
-            usize::from(limit),
-        ),
-        ToNode::Query {
-            rid,
-            room,
-            query: crate::protocol::Query::Page { before, limit },
-        } => (rid, room, history::Shape::Json, before, limit),
-        _ => return None,
-    };
-    let request = history::Request {
-        rid,
-        shape,
-        before,
-        limit,
-    };
-    Some((room, request))
-}
-
-/// Serves a page of stored events when the node keeps an archive (past
-/// what the room keeps, the rest comes from Redis and the archive);
-/// `false` when the room answers it itself.
-fn paged(
-    node: &Node,
-    routes: &mut Routes,
-    sink: &Arc<dyn Sink>,
-    room: &str,
-    request: history::Request<'_>,
-) -> bool {
-    let Some(store) = node.store.clone() else {
-        return false;
-    };
-    let Some(archiver) = store.archiver() else {
-        return false;
-    };
-    let Some(live) = routes.get(node, room) else {
-        return false;
-    };
-    history::answer(history::Tiers { store, archiver }, &live, sink, request)
-}
-
 fn counted_resume(conns: usize) {
     let metrics = crate::telemetry::metrics();
     metrics.resumes.increment(1);
