@@ -135,28 +135,8 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
             None,
         )
     })?;
-    let id = match raw.id.take() {
-        None => None,
-        Some(v) => match text(v, "id") {
-            Ok(s) if s.len() <= MAX_ID_BYTES => Some(s),
-            _ => {
-                let f = Failure::bad_request(format!(
-                    "id must be a string of at most {MAX_ID_BYTES} bytes"
-                ));
-                return Err(reject(f, None, None));
-            }
-        },
-    };
-    let t = match raw.t.take() {
-        Some(t) => text(t, "t").map_err(|f| reject(f, id.as_ref(), None))?,
-        None => {
-            return Err(reject(
-                Failure::bad_request("missing field t"),
-                id.as_ref(),
-                None,
-            ))
-        }
-    };
+    let id = frame_id(raw.id.take()).map_err(|f| reject(f, None, None))?;
+    let t = field(raw.t.take(), "t").map_err(|f| reject(f, id.as_ref(), None))?;
     let limit = if t == "board.move" {
         MAX_MOVE_FRAME_BYTES
     } else {
@@ -178,16 +158,7 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
             None,
         ));
     }
-    let room = match raw.room.take() {
-        Some(r) => text(r, "room").map_err(|f| reject(f, id.as_ref(), None))?,
-        None => {
-            return Err(reject(
-                Failure::bad_request("missing field room"),
-                id.as_ref(),
-                None,
-            ))
-        }
-    };
+    let room = field(raw.room.take(), "room").map_err(|f| reject(f, id.as_ref(), None))?;
     let kind = RoomId::kind_of(&room)
         .map_err(|e| reject(Failure::bad_request(e.to_string()), id.as_ref(), None))?;
     let op =
@@ -196,6 +167,25 @@ pub fn parse(text_frame: &str) -> Result<ClientFrame<'_>, Rejected> {
         id,
         cmd: Command::Room { room, op },
     })
+}
+
+/// A frame's `id`, when it has one: a string of at most `MAX_ID_BYTES`.
+fn frame_id(id: Option<Str<'_>>) -> Result<Option<Cow<'_, str>>, Failure> {
+    match id.map(|v| text(v, "id")) {
+        None => Ok(None),
+        Some(Ok(s)) if s.len() <= MAX_ID_BYTES => Ok(Some(s)),
+        Some(_) => Err(Failure::bad_request(format!(
+            "id must be a string of at most {MAX_ID_BYTES} bytes"
+        ))),
+    }
+}
+
+/// A string field the frame must have.
+fn field<'a>(v: Option<Str<'a>>, name: &str) -> Result<Cow<'a, str>, Failure> {
+    match v {
+        Some(v) => text(v, name),
+        None => Err(Failure::bad_request(format!("missing field {name}"))),
+    }
 }
 
 fn too_large(limit: usize) -> Failure {
@@ -242,21 +232,59 @@ fn room_op<'a>(
         "read" => RoomOp::Read {
             seq: required(raw.seq, "seq")?,
         },
-        "send" => {
-            if !has_id {
-                return Err(Failure::bad_request("send needs an id"));
-            }
-            let body = raw
-                .body
-                .ok_or_else(|| Failure::bad_request("send needs a body"))?;
-            if body.get().len() > MAX_BODY_BYTES {
-                let msg = format!("body is larger than {MAX_BODY_BYTES} bytes");
-                return Err(Failure::new(ErrorCode::TooLarge, msg));
-            }
-            RoomOp::Send {
-                body: body.get().as_bytes(),
-            }
+        "send" => send(raw, has_id)?,
+        "presence.list" => presence_list(raw)?,
+        "history" => history(raw)?,
+        board if board.starts_with("board.") => board_op(board, raw)?,
+        other => {
+            return Err(Failure::bad_request(format!(
+                "unknown frame type {other:?}"
+            )))
         }
+    })
+}
+
+fn send<'a>(raw: &Raw<'a>, has_id: bool) -> Result<RoomOp<&'a [u8]>, Failure> {
+    if !has_id {
+        return Err(Failure::bad_request("send needs an id"));
+    }
+    let body = raw
+        .body
+        .ok_or_else(|| Failure::bad_request("send needs a body"))?;
+    if body.get().len() > MAX_BODY_BYTES {
+        let msg = format!("body is larger than {MAX_BODY_BYTES} bytes");
+        return Err(Failure::new(ErrorCode::TooLarge, msg));
+    }
+    Ok(RoomOp::Send {
+        body: body.get().as_bytes(),
+    })
+}
+
+fn presence_list<'a>(raw: &Raw<'a>) -> Result<RoomOp<&'a [u8]>, Failure> {
+    let after: Option<String> = optional(raw.after, "after")?;
+    if let Some(after) = &after {
+        crate::ids::UserId::parse(after)
+            .map_err(|e| Failure::bad_request(format!("after: {e}")))?;
+    }
+    let limit = page_limit(optional(raw.limit, "limit")?, DEFAULT_PAGE, MAX_PAGE)?;
+    Ok(RoomOp::PresenceList { after, limit })
+}
+
+fn history<'a>(raw: &Raw<'a>) -> Result<RoomOp<&'a [u8]>, Failure> {
+    let before = match optional::<u64>(raw.before, "before") {
+        Ok(Some(0)) | Err(_) => {
+            return Err(Failure::bad_request("before must be a positive integer"))
+        }
+        Ok(before) => before,
+    };
+    let limit = optional(raw.limit, "limit")?;
+    let limit = page_limit(limit, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
+    Ok(RoomOp::History { before, limit })
+}
+
+/// A board's operations (the room is a board's).
+fn board_op<'a>(t: &str, raw: &Raw<'a>) -> Result<RoomOp<&'a [u8]>, Failure> {
+    Ok(match t {
         "board.put" => {
             let widget: Widget = required(raw.widget, "widget")?;
             check_widget(&widget)?;
@@ -265,30 +293,7 @@ fn room_op<'a>(
                 base: optional(raw.base, "base")?,
             }
         }
-        "board.move" => match (raw.moves, raw.ids) {
-            (Some(_), None) => RoomOp::BoardMove {
-                moves: moves(raw.moves)?,
-            },
-            (None, Some(_)) => {
-                let ids: Vec<String> = required(raw.ids, "ids")?;
-                if ids.len() > MAX_MOVES {
-                    return Err(Failure::new(
-                        ErrorCode::TooLarge,
-                        format!("at most {MAX_MOVES} ids per frame"),
-                    ));
-                }
-                RoomOp::BoardShift {
-                    ids,
-                    dx: finite(raw.dx, "dx")?,
-                    dy: finite(raw.dy, "dy")?,
-                }
-            }
-            _ => {
-                return Err(Failure::bad_request(
-                    "board.move needs either moves, or ids with dx and dy",
-                ))
-            }
-        },
+        "board.move" => board_move(raw)?,
         "board.delete" => {
             let ids: Vec<String> = required(raw.ids, "ids")?;
             RoomOp::BoardDelete { ids }
@@ -307,32 +312,38 @@ fn room_op<'a>(
             x: finite(raw.x, "x")?,
             y: finite(raw.y, "y")?,
         },
-        "presence.list" => {
-            let after: Option<String> = optional(raw.after, "after")?;
-            if let Some(after) = &after {
-                crate::ids::UserId::parse(after)
-                    .map_err(|e| Failure::bad_request(format!("after: {e}")))?;
-            }
-            let limit = page_limit(optional(raw.limit, "limit")?, DEFAULT_PAGE, MAX_PAGE)?;
-            RoomOp::PresenceList { after, limit }
-        }
-        "history" => RoomOp::History {
-            before: match optional::<u64>(raw.before, "before") {
-                Ok(Some(0)) | Err(_) => {
-                    return Err(Failure::bad_request("before must be a positive integer"))
-                }
-                Ok(before) => before,
-            },
-            limit: page_limit(
-                optional(raw.limit, "limit")?,
-                DEFAULT_HISTORY_PAGE,
-                MAX_HISTORY_PAGE,
-            )?,
-        },
         other => {
             return Err(Failure::bad_request(format!(
                 "unknown frame type {other:?}"
             )))
+        }
+    })
+}
+
+/// `board.move`: widgets to given places, or some shifted by one offset.
+fn board_move<'a>(raw: &Raw<'a>) -> Result<RoomOp<&'a [u8]>, Failure> {
+    Ok(match (raw.moves, raw.ids) {
+        (Some(_), None) => RoomOp::BoardMove {
+            moves: moves(raw.moves)?,
+        },
+        (None, Some(_)) => {
+            let ids: Vec<String> = required(raw.ids, "ids")?;
+            if ids.len() > MAX_MOVES {
+                return Err(Failure::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {MAX_MOVES} ids per frame"),
+                ));
+            }
+            RoomOp::BoardShift {
+                ids,
+                dx: finite(raw.dx, "dx")?,
+                dy: finite(raw.dy, "dy")?,
+            }
+        }
+        _ => {
+            return Err(Failure::bad_request(
+                "board.move needs either moves, or ids with dx and dy",
+            ))
         }
     })
 }
