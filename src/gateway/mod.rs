@@ -221,15 +221,10 @@ pub async fn start(
     });
     let mut config = config;
     admission::cap_connections(&mut config.clients.max_connections);
+    let origins = &config.clients.allowed_origins;
     let open = matches!(config.auth, Auth::None);
-    let guard = origin::Guard::new(
-        open,
-        addr,
-        Some(&advertise),
-        &config.clients.allowed_origins,
-    );
     let gw = Arc::new(Gateway {
-        guard,
+        guard: origin::Guard::new(open, addr, Some(&advertise), origins),
         conn_limit: Arc::new(Semaphore::new(config.clients.max_connections)),
         admission: admission::Admission::new(config.clients.accept_rate),
         config,

@@ -55,16 +55,7 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
     }
     let gateways = linked_gateways(node);
     let conns = rekeyed(&gateways, incoming.conns);
-    let state = incoming.state.map(|(s, entries, widgets)| Loaded {
-        epoch: s.epoch.map(str::to_string),
-        entries,
-        snapshot: Some(Snapshot {
-            seq: s.seq,
-            widgets,
-            reads: s.reads.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
-            roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
-        }),
-    });
+    let state = incoming.state.map(loaded);
     if let (Some(archiver), Some(state)) = (node.store.as_ref().and_then(|s| s.archiver()), &state)
     {
         ensure_archived(&archiver, &room, state);
@@ -90,6 +81,20 @@ pub(super) fn arrive(node: &Node, from: &Peer, sink: &Arc<dyn Sink>, incoming: I
             ErrorCode::Conflict,
             format!("{room} is already served here"),
         );
+    }
+}
+
+/// A handed-off room's state as storage would load it.
+fn loaded((s, entries, widgets): (HandoffState<'_>, Vec<Entry>, Vec<VersionedWidget>)) -> Loaded {
+    Loaded {
+        epoch: s.epoch.map(str::to_string),
+        entries,
+        snapshot: Some(Snapshot {
+            seq: s.seq,
+            widgets,
+            reads: s.reads.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
+            roles: s.roles.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
+        }),
     }
 }
 

@@ -88,15 +88,18 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         }
         seen = view.clone();
         if draining && node.registry.len() == 0 {
-            tracing::info!("drained");
-            // Every gateway sees the node draining before its links close
-            // (views are re-read every `POLL` at worst), so none takes the
-            // planned stop for a crash.
-            tokio::time::sleep(crate::coordinator::redis::POLL).await;
-            node.stop.fire();
-            return;
+            return drained(&node).await;
         }
     }
+}
+
+/// A draining node that has handed every room off stops: every gateway
+/// sees it draining before its links close (views are re-read every `POLL`
+/// at worst), so none takes the planned stop for a crash.
+async fn drained(node: &Node) {
+    tracing::info!("drained");
+    tokio::time::sleep(crate::coordinator::redis::POLL).await;
+    node.stop.fire();
 }
 
 /// What follows a new view: who writes, which gateways lapsed, and (a new

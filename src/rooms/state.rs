@@ -270,24 +270,7 @@ impl RoomState {
             )),
             RoomOp::Typing => Ok(Outcome::default()),
             RoomOp::Read { seq } => self.read(origin, *seq),
-            RoomOp::BoardCursor { x, y } => {
-                let moved =
-                    self.ephemeral
-                        .cursor(room.as_str(), origin.sub, &origin.user, (*x, *y), now);
-                Ok(match moved {
-                    Ok(batch) => Outcome {
-                        events: batch
-                            .map(|(frame, skip)| Event::unstored(frame, skip))
-                            .into_iter()
-                            .collect(),
-                        ..Outcome::default()
-                    },
-                    Err(at) => Outcome {
-                        wake: Some(at),
-                        ..Outcome::default()
-                    },
-                })
-            }
+            RoomOp::BoardCursor { x, y } => Ok(self.cursor(origin, (*x, *y), now)),
             RoomOp::PresenceList { after, limit } => {
                 Ok(self.presence_page(id, after.as_deref(), usize::from(*limit)))
             }
@@ -304,6 +287,25 @@ impl RoomState {
             reply: Some(error_frame(&failure, id, Some(room.as_str())).into()),
             ..Outcome::default()
         })
+    }
+
+    /// A cursor moved: the batch of moves that goes now, or when the next
+    /// may go.
+    fn cursor(&mut self, origin: &Origin, at: (f64, f64), now: u64) -> Outcome {
+        let room = self.room.as_str();
+        match (self.ephemeral).cursor(room, origin.sub, &origin.user, at, now) {
+            Ok(batch) => Outcome {
+                events: batch
+                    .map(|(frame, skip)| Event::unstored(frame, skip))
+                    .into_iter()
+                    .collect(),
+                ..Outcome::default()
+            },
+            Err(at) => Outcome {
+                wake: Some(at),
+                ..Outcome::default()
+            },
+        }
     }
 
     fn ephemeral(&self, origin: &Origin, frame: ServerFrame<'_>) -> Outcome {

@@ -81,23 +81,9 @@ impl Upstream {
             match connected {
                 Ok(up) if up.peer.id == node => {
                     backoff = Duration::from_millis(50);
-                    let generation = self.view().view.member(&node).map(|m| m.generation);
-                    tracing::debug!(addr = %addr, version = up.version, "link up");
-                    link.version.store(up.version, Ordering::Release);
-                    *link.writer.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(up.writer.clone());
-                    self.routes_changed();
-                    tokio::select! {
-                        _ = self.read_link(&node, up.reader) => {}
-                        _ = shutdown.wait() => {}
-                        _ = stop.changed() => {}
-                    }
-                    link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    up.writer.close();
-                    self.routes_changed();
-                    tracing::debug!("link down");
-                    self.fail_pending(&node);
-                    self.resume_moved(Some(&node));
+                    let generation = self
+                        .serve_link(&node, &link, up, &mut stop, &mut shutdown)
+                        .await;
                     // A link this gateway ended itself (it stops, or the
                     // node left the view) is not tried again.
                     let ended_here = shutdown.is_fired() || *stop.borrow();
@@ -122,6 +108,36 @@ impl Upstream {
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Serves a node's link that is up until it drops, the node leaves the
+    /// view or the gateway stops; the node's generation as of the link's
+    /// start.
+    async fn serve_link(
+        self: &Arc<Self>,
+        node: &NodeId,
+        link: &NodeLink,
+        up: link::Link,
+        stop: &mut watch::Receiver<bool>,
+        shutdown: &mut Shutdown,
+    ) -> Option<u64> {
+        let generation = self.view().view.member(node).map(|m| m.generation);
+        tracing::debug!(version = up.version, "link up");
+        link.version.store(up.version, Ordering::Release);
+        *link.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(up.writer.clone());
+        self.routes_changed();
+        tokio::select! {
+            _ = self.read_link(node, up.reader) => {}
+            _ = shutdown.wait() => {}
+            _ = stop.changed() => {}
+        }
+        link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        up.writer.close();
+        self.routes_changed();
+        tracing::debug!("link down");
+        self.fail_pending(node);
+        self.resume_moved(Some(node));
+        generation
     }
 
     /// Right after a node's link dropped: a few quick tries at a new link.

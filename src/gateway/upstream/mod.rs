@@ -249,22 +249,7 @@ impl Upstream {
     /// overloaded, for the connection to wait on before reading more.
     pub(super) fn op(self: &Arc<Self>, req: OpRequest<'_>) -> Option<LinkWriter> {
         let rid = self.ids.next();
-        let kind = match req.op {
-            RoomOp::Join { .. } => OpKind::Join,
-            RoomOp::Resume { .. } => OpKind::Resume,
-            RoomOp::BoardPut { .. }
-            | RoomOp::BoardMove { .. }
-            | RoomOp::BoardShift { .. }
-            | RoomOp::BoardDelete { .. }
-            | RoomOp::BoardRole { .. } => OpKind::Once,
-            RoomOp::Send { .. } if req.id.is_none() => OpKind::Once,
-            _ => OpKind::Other,
-        };
-        let version = match req.op {
-            RoomOp::PresenceList { .. } => 2,
-            RoomOp::History { .. } => 4,
-            _ => 1,
-        };
+        let (kind, version) = kind_and_version(&req.op, req.id.is_some());
         if let RoomOp::Join { since, epoch } = &req.op {
             let parsed = (RoomId::parse(req.room), UserId::parse(req.user));
             if let (true, Ok(room), Ok(user)) = (self.gathers_joins(req.room), parsed.0, parsed.1) {
@@ -352,6 +337,28 @@ impl Upstream {
         }
         writer.is_overloaded().then_some(writer)
     }
+}
+
+/// What kind of operation `op` is for its answer, and the least link
+/// version that carries it.
+fn kind_and_version<B>(op: &RoomOp<B>, has_id: bool) -> (OpKind, u16) {
+    let kind = match op {
+        RoomOp::Join { .. } => OpKind::Join,
+        RoomOp::Resume { .. } => OpKind::Resume,
+        RoomOp::BoardPut { .. }
+        | RoomOp::BoardMove { .. }
+        | RoomOp::BoardShift { .. }
+        | RoomOp::BoardDelete { .. }
+        | RoomOp::BoardRole { .. } => OpKind::Once,
+        RoomOp::Send { .. } if !has_id => OpKind::Once,
+        _ => OpKind::Other,
+    };
+    let version = match op {
+        RoomOp::PresenceList { .. } => 2,
+        RoomOp::History { .. } => 4,
+        _ => 1,
+    };
+    (kind, version)
 }
 
 /// The room of an operation record this gateway encoded.

@@ -20,16 +20,9 @@ impl Upstream {
     /// record for them all, or, with a node of link version 1, one resume
     /// per connection. Nothing once the room is not held any more.
     pub(super) fn resume_room(self: &Arc<Self>, room: RoomId, attempt: usize) {
-        let Some((since, epoch, mut conns)) = self.subs.held(room.as_str()) else {
+        let Some((since, epoch, conns)) = self.held_with_joiners(&room) else {
             return;
         };
-        // A join the old owner applied but has not answered yet came with
-        // the room too: named here, it is not taken for one that closed.
-        for conn in self.joining(room.as_str()) {
-            if !conns.contains(&conn) {
-                conns.push(conn);
-            }
-        }
         let Some((owner, writer)) = self.writer_to_owner(room.as_str()) else {
             return self.retry_resume(room, attempt);
         };
@@ -79,6 +72,20 @@ impl Upstream {
         if sent.is_err() && self.lock_pending().take(rid).is_some() {
             self.retry_resume(room, attempt);
         }
+    }
+
+    /// What a held room resumes from, and its connections: those held,
+    /// and those whose join the old owner applied but has not answered yet
+    /// (it came with the room: named here, it is not taken for one that
+    /// closed).
+    fn held_with_joiners(&self, room: &RoomId) -> Option<(u64, Option<Arc<str>>, Vec<ConnId>)> {
+        let (since, epoch, mut conns) = self.subs.held(room.as_str())?;
+        for conn in self.joining(room.as_str()) {
+            if !conns.contains(&conn) {
+                conns.push(conn);
+            }
+        }
+        Some((since, epoch, conns))
     }
 
     /// Connections whose join of `room` waits for its answer.

@@ -33,35 +33,7 @@ impl Room {
         let mut inner = self.lock();
         let ok = match result {
             Ok(loaded) => {
-                // A reload after a failed append: what that append wrote may
-                // be stored after all (it committed past its timeout, or on
-                // a replica promoted since). Storage is the truth, so those
-                // events go out now, before anything newer.
-                let shown = inner.durable.as_ref().map_or(0, Durable::shown);
-                let history = inner.state.epoch().to_string();
-                inner.state.restore(loaded);
-                let seq = inner.state.seq();
-                if let Some(d) = &mut inner.durable {
-                    d.loaded_at(seq);
-                }
-                let same_history = inner.state.epoch() == history;
-                if shown > 0 && seq > shown && same_history {
-                    let events = inner.state.stored_after(shown);
-                    tracing::info!(room.id = %self.id, events = events.len(), "stored events of a failed append published");
-                    inner.release(Release {
-                        events,
-                        answer: None,
-                    });
-                } else if shown > 0 && (seq < shown || !same_history) {
-                    // Storage lost what the readers saw (a failover to a
-                    // replica that missed it, its data gone): they must
-                    // not wait for seqs that will never come again.
-                    tracing::warn!(room.id = %self.id, shown, seq, "the room's history was lost or rewound; its readers are told");
-                    for sink in inner.links.values() {
-                        sink.rewound(&self.id);
-                    }
-                }
-                tracing::debug!(seq, "room loaded");
+                self.restore(&mut inner, loaded);
                 true
             }
             Err(e) => {
@@ -82,47 +54,86 @@ impl Room {
                 sink.reply(rid, Reply::failed(&unavailable(&self.id)));
                 continue;
             }
-            let next = match queued {
-                Queued::Op {
-                    sink,
-                    rid,
-                    sub,
-                    user,
-                    id,
-                    op,
-                } => {
-                    let op = Op {
-                        rid,
-                        sub,
-                        user: &user,
-                        id: id.as_deref(),
-                        op,
-                    };
-                    inner.apply_op(&sink, op)
-                }
-                Queued::Query { sink, rid, query } => {
-                    inner.apply_query(&sink, rid, query, &self.owner)
-                }
-                Queued::Resume {
-                    sink,
-                    rid,
-                    since,
-                    epoch,
-                    conns,
-                } => {
-                    let conns = conns.iter().map(|(c, u)| (*c, u.as_str()));
-                    inner.apply_resume(&sink, rid, (since, epoch.as_deref()), conns)
-                }
-                Queued::Joins { sink, rid, joins } => {
-                    inner.apply_joins(&sink, rid, joins.iter().map(Joining::borrowed))
-                }
-            };
+            let next = self.apply_queued(&mut inner, queued);
             batch = batch.or(next);
         }
         inner.export_if_settled();
         self.arm(&mut inner);
         drop(inner);
         self.submit(batch);
+    }
+
+    /// Installs what storage holds. After a reload that followed a failed
+    /// append, what that append wrote may be stored after all (it committed
+    /// past its timeout, or on a replica promoted since): storage is the
+    /// truth, so those events go out now, before anything newer.
+    fn restore(&self, inner: &mut Inner, loaded: Loaded) {
+        let shown = inner.durable.as_ref().map_or(0, Durable::shown);
+        let history = inner.state.epoch().to_string();
+        inner.state.restore(loaded);
+        let seq = inner.state.seq();
+        if let Some(d) = &mut inner.durable {
+            d.loaded_at(seq);
+        }
+        let same_history = inner.state.epoch() == history;
+        if shown > 0 && seq > shown && same_history {
+            let events = inner.state.stored_after(shown);
+            tracing::info!(room.id = %self.id, events = events.len(), "stored events of a failed append published");
+            inner.release(Release {
+                events,
+                answer: None,
+            });
+        } else if shown > 0 && (seq < shown || !same_history) {
+            // Storage lost what the readers saw (a failover to a
+            // replica that missed it, its data gone): they must
+            // not wait for seqs that will never come again.
+            tracing::warn!(room.id = %self.id, shown, seq, "the room's history was lost or rewound; its readers are told");
+            for sink in inner.links.values() {
+                sink.rewound(&self.id);
+            }
+        }
+        tracing::debug!(seq, "room loaded");
+    }
+
+    /// Serves what waited while the room loaded.
+    fn apply_queued(
+        &self,
+        inner: &mut Inner,
+        queued: Queued,
+    ) -> Option<(Arc<dyn RoomStore>, Batch)> {
+        match queued {
+            Queued::Op {
+                sink,
+                rid,
+                sub,
+                user,
+                id,
+                op,
+            } => {
+                let op = Op {
+                    rid,
+                    sub,
+                    user: &user,
+                    id: id.as_deref(),
+                    op,
+                };
+                inner.apply_op(&sink, op)
+            }
+            Queued::Query { sink, rid, query } => inner.apply_query(&sink, rid, query, &self.owner),
+            Queued::Resume {
+                sink,
+                rid,
+                since,
+                epoch,
+                conns,
+            } => {
+                let conns = conns.iter().map(|(c, u)| (*c, u.as_str()));
+                inner.apply_resume(&sink, rid, (since, epoch.as_deref()), conns)
+            }
+            Queued::Joins { sink, rid, joins } => {
+                inner.apply_joins(&sink, rid, joins.iter().map(Joining::borrowed))
+            }
+        }
     }
 
     /// Hands an append to the journal, once the room's lock is released (a

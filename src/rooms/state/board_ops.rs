@@ -25,26 +25,7 @@ impl RoomState {
             }
             board.claim(by.as_str(), &mut roles);
         }
-        let mut moved_only = false;
-        let (changed, deleted) = match op {
-            RoomOp::BoardPut { widget, base } => {
-                (vec![board.put(widget.clone(), *base)?], Vec::new())
-            }
-            RoomOp::BoardMove { moves } => {
-                moved_only = true;
-                (board.apply_moves(moves), Vec::new())
-            }
-            RoomOp::BoardShift { ids, dx, dy } => {
-                moved_only = true;
-                (board.shift(ids, *dx, *dy)?, Vec::new())
-            }
-            RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids)),
-            RoomOp::BoardRole { user, role } => {
-                board.set_role(by.as_str(), user, *role, &mut roles)?;
-                (Vec::new(), Vec::new())
-            }
-            _ => return Err(Failure::bad_request("not a board operation")),
-        };
+        let (changed, deleted, moved_only) = change(board, by, op, &mut roles)?;
         let seq = self.seq + 1;
         let widgets = changed
             .iter()
@@ -77,4 +58,27 @@ impl RoomState {
             ..Outcome::default()
         })
     }
+}
+
+/// Applies a board operation: the widgets it changed, those it deleted,
+/// and whether it only moved them.
+fn change(
+    board: &mut Board,
+    by: &UserId,
+    op: &RoomOp<Bytes>,
+    roles: &mut RoleChanges,
+) -> Result<(Vec<String>, Vec<String>, bool), Failure> {
+    Ok(match op {
+        RoomOp::BoardPut { widget, base } => {
+            (vec![board.put(widget.clone(), *base)?], Vec::new(), false)
+        }
+        RoomOp::BoardMove { moves } => (board.apply_moves(moves), Vec::new(), true),
+        RoomOp::BoardShift { ids, dx, dy } => (board.shift(ids, *dx, *dy)?, Vec::new(), true),
+        RoomOp::BoardDelete { ids } => (Vec::new(), board.delete(ids), false),
+        RoomOp::BoardRole { user, role } => {
+            board.set_role(by.as_str(), user, *role, roles)?;
+            (Vec::new(), Vec::new(), false)
+        }
+        _ => return Err(Failure::bad_request("not a board operation")),
+    })
 }
