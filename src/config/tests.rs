@@ -20,77 +20,47 @@ fn dev_defaults() {
 
 #[test]
 fn bad_flags_exit_64() {
-    for args in [
-        &["dev", "--nodes", "0"][..],
-        &["dev", "--listen", "nowhere"],
-        &["dev", "--bogus"],
-        &["nothing"],
-        &[
-            "node",
-            "--id",
-            "n1",
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "http://x",
-            "--cluster-secret",
-            LONG_C,
-        ],
-        &[
-            "node",
-            "--id",
-            "n 1",
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "redis://x",
-            "--cluster-secret",
-            LONG_C,
-        ],
-        &[
-            "gateway",
-            "--id",
-            "g1",
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "redis://x",
-        ],
-        &["ctl", "--coordinator", "redis://x", "locate", "nope"],
+    let node = [
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-secret",
+        LONG_C,
+    ];
+    let gateway = ["gateway", "--id", "g1", "--listen", "127.0.0.1:0"];
+    let (n1, redis) = (["--id", "n1"], ["--coordinator", "redis://x"]);
+    let bad: Vec<Vec<&str>> = vec![
+        vec!["dev", "--nodes", "0"],
+        vec!["dev", "--listen", "nowhere"],
+        vec!["dev", "--bogus"],
+        vec!["nothing"],
+        [&node[..], &n1, &["--coordinator", "http://x"]].concat(),
+        [&node[..], &["--id", "n 1"], &redis].concat(),
+        [&gateway[..], &redis].concat(),
+        vec!["ctl", "--coordinator", "redis://x", "locate", "nope"],
         // A flag of another role is refused, not silently ignored.
-        &[
-            "node",
-            "--id",
-            "n1",
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "redis://x",
-            "--cluster-secret",
-            LONG_C,
-            "--rate",
-            "5",
-        ],
-        &[
-            "gateway",
-            "--id",
-            "g1",
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "redis://x",
-            "--auth",
-            "none",
-            "--cluster-secret",
-            LONG_C,
-            "--history",
-            "5000",
-        ],
-        &["dev", "--cluster-secret", LONG_C],
-    ] {
-        let err = run(args).expect_err(&format!("{args:?} must fail"));
+        [&node[..], &n1, &redis, &["--rate", "5"]].concat(),
+        [
+            &gateway[..],
+            &redis,
+            &[
+                "--auth",
+                "none",
+                "--cluster-secret",
+                LONG_C,
+                "--history",
+                "5000",
+            ],
+        ]
+        .concat(),
+        vec!["dev", "--cluster-secret", LONG_C],
+    ];
+    for args in bad {
+        let err = run(&args).expect_err(&format!("{args:?} must fail"));
         assert_eq!(err.code, EXIT_USAGE, "{args:?}");
     }
+    // The same flags, right, are taken.
+    assert!(run(&[&node[..], &n1, &redis].concat()).is_ok());
     assert_eq!(run(&["--help"]).unwrap_err().code, 0);
 }
 

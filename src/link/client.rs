@@ -9,7 +9,7 @@ use super::handshake::{
 };
 use super::io::{tune, write_record};
 use super::reader::LinkReader;
-use super::transport::Stream;
+use super::transport::{Stream, WriteHalf};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, HANDSHAKE_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;
 use crate::ids::Role;
@@ -28,14 +28,7 @@ pub async fn connect(
 }
 
 async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Link, LinkError> {
-    let stream = TcpStream::connect(addr).await?;
-    tune(&stream);
-    let stream = match &secret.tls {
-        Some(tls) => tls.connect(addr, stream).await?,
-        None => Stream::Tcp(stream),
-    };
-    let (read, mut write) = stream.split();
-    let mut reader = LinkReader::new(read);
+    let (mut reader, mut write) = secured(addr, secret).await?;
     let client_nonce = nonce();
     let hello = Hello {
         version: VERSION,
@@ -73,15 +66,10 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
     };
     write_record(&mut write, &proof).await?;
     let record = reader.next_within(RECORD_MAX).await?;
-    let (verdict, rest): (Verdict<'_>, _) = codec::decode_front(&record)?;
-    if let Verdict::Refused(reason) = verdict {
-        return Err(LinkError::Handshake(reason.to_string()));
-    }
-    if client_first {
-        let server_proof: [u8; 32] = codec::decode(rest)?;
-        if !transcript.verify(secret.bytes(), Side::Server, &server_proof) {
-            return Err(not_the_node());
-        }
+    // A newer node proves itself last (its proof comes with its verdict).
+    let proof = verdict(&record)?;
+    if client_first && !transcript.verify(secret.bytes(), Side::Server, &proof?) {
+        return Err(not_the_node());
     }
     Ok(Link {
         peer: Peer {
@@ -92,4 +80,27 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
         writer: LinkWriter::spawn(write, WRITE_LIMIT),
         version,
     })
+}
+
+/// A connection to `addr`, in TLS when the cluster has a CA, as the halves
+/// of a link.
+async fn secured(addr: &str, secret: &Secret) -> Result<(LinkReader, WriteHalf), LinkError> {
+    let stream = TcpStream::connect(addr).await?;
+    tune(&stream);
+    let stream = match &secret.tls {
+        Some(tls) => tls.connect(addr, stream).await?,
+        None => Stream::Tcp(stream),
+    };
+    let (read, write) = stream.split();
+    Ok((LinkReader::new(read), write))
+}
+
+/// The node's verdict on this side's proof: refused, or taken with the
+/// node's own proof (absent before link version 4).
+fn verdict(record: &[u8]) -> Result<Result<[u8; 32], LinkError>, LinkError> {
+    let (verdict, rest): (Verdict<'_>, _) = codec::decode_front(record)?;
+    if let Verdict::Refused(reason) = verdict {
+        return Err(LinkError::Handshake(reason.to_string()));
+    }
+    Ok(codec::decode(rest).map_err(LinkError::from))
 }

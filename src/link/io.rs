@@ -135,15 +135,7 @@ impl LinkWriter {
     /// task.
     fn flush(&self) {
         let WriteHalf::Tcp(half) = &self.shared.half else {
-            // TLS: the writer task seals and writes.
-            let mut state = self.lock();
-            let wake = !state.scheduled && !state.buf.is_empty();
-            state.scheduled |= wake;
-            drop(state);
-            if wake {
-                self.shared.ready.notify_one();
-            }
-            return;
+            return self.schedule();
         };
         let mut out = {
             let mut state = self.lock();
@@ -193,6 +185,18 @@ impl LinkWriter {
             }
             out.clear();
             std::mem::swap(&mut state.buf, &mut out);
+        }
+    }
+
+    /// Wakes the writer task for what is buffered (under TLS the writer
+    /// task seals and writes everything).
+    fn schedule(&self) {
+        let mut state = self.lock();
+        let wake = !state.scheduled && !state.buf.is_empty();
+        state.scheduled |= wake;
+        drop(state);
+        if wake {
+            self.shared.ready.notify_one();
         }
     }
 

@@ -12,7 +12,7 @@ use super::handshake::{
 };
 use super::io::{tune, write_record};
 use super::reader::LinkReader;
-use super::transport::Stream;
+use super::transport::{Stream, WriteHalf};
 use super::{codec, Link, LinkError, LinkWriter, Peer, Secret, ACCEPT_TIMEOUT, WRITE_LIMIT};
 use crate::ids::NodeId;
 
@@ -46,34 +46,20 @@ async fn handshake(
     secret: &Secret,
     older: OlderBuilds,
 ) -> Result<Link, LinkError> {
-    tune(&stream);
-    let stream = match &secret.tls {
-        Some(tls) => tls.accept(stream).await?,
-        None => Stream::Tcp(stream),
-    };
-    let (read, mut write) = stream.split();
-    let mut reader = LinkReader::new(read);
+    let (mut reader, mut write) = secured(stream, secret).await?;
     let record = reader.next_within(RECORD_MAX).await?;
     let not_a_link = |_| LinkError::Handshake("not a roomring link".into());
     let (hello, rest): (Hello<'_>, _) = codec::decode_front(&record).map_err(not_a_link)?;
     if hello.version != VERSION {
         let reason = format!("link version {} is not {VERSION}", hello.version);
-        write_record(&mut write, &Verdict::Refused(&reason)).await?;
-        return Err(LinkError::Handshake(reason));
+        return Err(refuse(&mut write, reason).await);
     }
     let version = appended_version(rest).map_err(not_a_link)?.min(LATEST);
     let client = NodeId::parse(hello.id)
         .map_err(|_| LinkError::Handshake("the peer sent a bad id".into()))?;
     let client_first = version >= CLIENT_FIRST;
-    if !client_first && older == OlderBuilds::Refuse {
-        // An older build reads a `Challenge` here, so it cannot read why:
-        // it fails its handshake and tries again later, and the log says.
-        let reason = format!(
-            "{client} speaks link version {version}, older than {CLIENT_FIRST}: \
-             start this node with --allow-old-links while such builds run"
-        );
-        write_record(&mut write, &Verdict::Refused(&reason)).await?;
-        return Err(LinkError::Handshake(reason));
+    if let Some(reason) = too_old(&client, version, older) {
+        return Err(refuse(&mut write, reason).await);
     }
     let server_nonce = nonce();
     let transcript = Transcript {
@@ -93,18 +79,16 @@ async fn handshake(
         proof: if client_first { [0; 32] } else { server_proof },
     };
     write_record(&mut write, &(challenge, version)).await?;
-    let record = reader.next_within(RECORD_MAX).await?;
-    let proof: Proof = codec::decode(&record)?;
+    let proof: Proof = codec::decode(&reader.next_within(RECORD_MAX).await?)?;
     if !transcript.verify(secret.bytes(), Side::Client, &proof.proof) {
         write_record(&mut write, &Verdict::Refused("bad proof")).await?;
-        return Err(LinkError::Handshake(format!(
-            "{client} does not hold the cluster secret"
-        )));
+        let reason = format!("{client} does not hold the cluster secret");
+        return Err(LinkError::Handshake(reason));
     }
-    if client_first {
-        write_record(&mut write, &(Verdict::Welcome, server_proof)).await?;
-    } else {
-        write_record(&mut write, &Verdict::Welcome).await?;
+    // From version 4 the node proves itself with its welcome.
+    match client_first {
+        true => write_record(&mut write, &(Verdict::Welcome, server_proof)).await?,
+        false => write_record(&mut write, &Verdict::Welcome).await?,
     }
     Ok(Link {
         peer: Peer {
@@ -114,5 +98,37 @@ async fn handshake(
         reader,
         writer: LinkWriter::spawn(write, WRITE_LIMIT),
         version,
+    })
+}
+
+/// Tells the peer why its link is refused; the error to return.
+async fn refuse(write: &mut WriteHalf, reason: String) -> LinkError {
+    match write_record(write, &Verdict::Refused(&reason)).await {
+        Ok(()) => LinkError::Handshake(reason),
+        Err(e) => e,
+    }
+}
+
+/// The stream of an accepted connection, in TLS when the cluster has a CA,
+/// as the halves of a link.
+async fn secured(stream: TcpStream, secret: &Secret) -> Result<(LinkReader, WriteHalf), LinkError> {
+    tune(&stream);
+    let stream = match &secret.tls {
+        Some(tls) => tls.accept(stream).await?,
+        None => Stream::Tcp(stream),
+    };
+    let (read, write) = stream.split();
+    Ok((LinkReader::new(read), write))
+}
+
+/// Why a link of an older build is refused, when this node refuses them.
+/// An older build reads a `Challenge` here, so it cannot read why: it
+/// fails its handshake and tries again later, and the log says.
+fn too_old(client: &NodeId, version: u16, older: OlderBuilds) -> Option<String> {
+    (version < CLIENT_FIRST && older == OlderBuilds::Refuse).then(|| {
+        format!(
+            "{client} speaks link version {version}, older than {CLIENT_FIRST}: \
+             start this node with --allow-old-links while such builds run"
+        )
     })
 }

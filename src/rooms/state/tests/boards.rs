@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// A sticky note at (1, 2).
+fn sticky(id: &str) -> crate::protocol::client::Widget {
+    crate::protocol::client::Widget {
+        id: id.into(),
+        kind: "sticky".into(),
+        x: 1.0,
+        y: 2.0,
+        w: None,
+        h: None,
+        text: None,
+        color: None,
+    }
+}
+
 #[test]
 fn board_changes_take_seqs_and_echo_the_id() {
     use crate::protocol::client::{Widget, WidgetMove};
@@ -9,43 +23,23 @@ fn board_changes_take_seqs_and_echo_the_id() {
     let ann = who("ann", 1, 1);
     join(&mut r, &ann, None);
     let w = Widget {
-        id: "w1".into(),
-        kind: "sticky".into(),
-        x: 1.0,
-        y: 2.0,
-        w: None,
-        h: None,
         text: Some("hi".into()),
-        color: None,
+        ..sticky("w1")
     };
-    let put = r.apply(
-        &ann,
-        Some("p"),
-        &RoomOp::BoardPut {
-            widget: w.clone(),
-            base: None,
-        },
-        1,
-    );
+    let widget = w.clone();
+    let put = r.apply(&ann, Some("p"), &RoomOp::BoardPut { widget, base: None }, 1);
     let changed = json(&put.events[0].frame);
+    let (t, seq, id) = (&changed["t"], &changed["seq"], &changed["id"]);
     assert_eq!(
-        (
-            changed["t"].as_str(),
-            changed["seq"].as_u64(),
-            changed["id"].as_str()
-        ),
+        (t.as_str(), seq.as_u64(), id.as_str()),
         (Some("board.changed"), Some(1), Some("p"))
     );
     assert_eq!(changed["widgets"][0]["v"], 1);
-    let stale = r.apply(
-        &ann,
-        Some("q"),
-        &RoomOp::BoardPut {
-            widget: w,
-            base: Some(7),
-        },
-        1,
-    );
+    let stale = RoomOp::BoardPut {
+        widget: w,
+        base: Some(7),
+    };
+    let stale = r.apply(&ann, Some("q"), &stale, 1);
     assert_eq!(json(stale.reply.as_deref().unwrap())["code"], "conflict");
     assert!(stale.events.is_empty());
     let moved = r.apply(
