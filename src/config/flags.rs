@@ -89,6 +89,16 @@ impl RoomLimits {
     }
 }
 
+/// What every serving role takes: how clients are identified, and the
+/// process's runtime.
+#[derive(Debug, Args)]
+pub(super) struct Serving {
+    #[command(flatten)]
+    pub(super) client_auth: ClientAuth,
+    #[command(flatten)]
+    pub(super) runtime: Runtime,
+}
+
 /// The process's runtime (every serving role).
 #[derive(Debug, Args)]
 pub(super) struct Runtime {
@@ -279,11 +289,9 @@ pub(super) struct DevArgs {
     #[arg(long, env = "ROOMRING_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(super) nodes: u16,
     #[command(flatten)]
-    pub(super) client_auth: ClientAuth,
+    pub(super) serving: Serving,
     #[command(flatten)]
     pub(super) rooms: RoomLimits,
-    #[command(flatten)]
-    pub(super) runtime: Runtime,
     #[command(flatten)]
     pub(super) edge: EdgeLimits,
 }
@@ -321,14 +329,12 @@ pub(super) struct NodeArgs {
     /// (a node serves no HTTP otherwise).
     #[arg(long, env = "ROOMRING_METRICS_LISTEN")]
     pub(super) metrics_listen: Option<SocketAddr>,
-    /// Accepted so that one command line serves every role; a node serves
-    /// no clients, so they change nothing on it.
+    /// Its client flags are accepted so that one command line serves every
+    /// role; a node serves no clients, so they change nothing on it.
     #[command(flatten)]
-    pub(super) client_auth: ClientAuth,
+    pub(super) serving: Serving,
     #[command(flatten)]
     pub(super) rooms: RoomLimits,
-    #[command(flatten)]
-    pub(super) runtime: Runtime,
 }
 
 #[derive(Debug, Args)]
@@ -336,9 +342,7 @@ pub(super) struct GatewayArgs {
     #[command(flatten)]
     pub(super) member: MemberArgs,
     #[command(flatten)]
-    pub(super) client_auth: ClientAuth,
-    #[command(flatten)]
-    pub(super) runtime: Runtime,
+    pub(super) serving: Serving,
     #[command(flatten)]
     pub(super) edge: EdgeLimits,
     /// Milliseconds, on SIGTERM, that /readyz answers 503 while the gateway

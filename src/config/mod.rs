@@ -145,9 +145,9 @@ where
         }
     })?;
     let threads = match &cli.command {
-        Cmd::Dev(a) => a.runtime.threads,
-        Cmd::Node(a) => a.runtime.threads,
-        Cmd::Gateway(a) => a.runtime.threads,
+        Cmd::Dev(a) => a.serving.runtime.threads,
+        Cmd::Node(a) => a.serving.runtime.threads,
+        Cmd::Gateway(a) => a.serving.runtime.threads,
         Cmd::Token(_) | Cmd::Probe(_) | Cmd::Secret => 1,
         Cmd::Ctl(_) => 1,
     };

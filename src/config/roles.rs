@@ -35,7 +35,7 @@ impl DevArgs {
             listen: self.listen,
             nodes: self.nodes as usize,
             gateways: 1,
-            auth: auth(&self.client_auth, AuthKind::None)?,
+            auth: auth(&self.serving.client_auth, AuthKind::None)?,
             rooms: self.rooms.limits(),
             room_idle: Duration::from_secs(self.rooms.room_idle),
             memory_store: false,
@@ -87,7 +87,7 @@ impl GatewayArgs {
         let config = GatewayConfig {
             listen: self.member.listen,
             advertise: self.member.advertise,
-            auth: auth(&self.client_auth, AuthKind::Jwt)?,
+            auth: auth(&self.serving.client_auth, AuthKind::Jwt)?,
             clients: self.edge.clients(),
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             drain_window: self.drain_window_ms.map(Duration::from_millis),

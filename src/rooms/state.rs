@@ -327,4 +327,4 @@ mod queries;
 mod transfer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -44,3 +44,24 @@ export async function enterChat(browser, base, name, room) {
   await page.waitForSelector('#status.up', { timeout: 15000 });
   return page;
 }
+
+// Sends through `say` before `during()` (a restart, a roll) begins, every
+// 300 ms while it runs, and once after it ends; what `during` returned.
+export async function talkThrough(say, during) {
+  await say();
+  let done = false;
+  const running = during().finally(() => { done = true; });
+  while (!done) {
+    await say();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const result = await running;
+  await say();
+  return result;
+}
+
+// Waits until a chat page is connected again and shows `count` messages.
+export async function caughtUp(page, count) {
+  await page.waitForSelector('#status.up', { timeout: 15000 });
+  await page.waitForFunction((n) => document.querySelectorAll('.msg').length >= n, count, { timeout: 15000 });
+}

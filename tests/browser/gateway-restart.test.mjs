@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launchBrowser, enterChat } from './dev.mjs';
+import { launchBrowser, enterChat, talkThrough, caughtUp } from './dev.mjs';
 
 const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
 const shots = process.env.SCREENSHOTS;
@@ -118,19 +118,10 @@ test('the chat page comes back by itself, with no gap, when each gateway restart
     await page.click('#send');
   };
   for (const id of ['g1', 'g2']) {
-    await say();
-    let done = false;
-    const restarted = restart(id).finally(() => { done = true; });
-    while (!done) {
-      await say();
-      await new Promise((r) => setTimeout(r, 300));
-    }
-    await restarted;
-    await say();
+    await talkThrough(say, () => restart(id));
   }
   for (const [i, page] of pages.entries()) {
-    await page.waitForSelector('#status.up', { timeout: 15000 });
-    await page.waitForFunction((count) => document.querySelectorAll('.msg').length >= count, n, { timeout: 15000 });
+    await caughtUp(page, n);
     const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
     const texts = await page.$$eval('.msg .text', (els) => els.map((e) => e.textContent));
     assert.deepEqual(seqs, Array.from({ length: n }, (_, k) => k + 1), 'gap-free seqs 1..n');

@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
+import { talkThrough, caughtUp } from './dev.mjs';
 
 const { BASE, TOKENS, ROLL, SERVICES, SCREENSHOTS } = process.env;
 if (!BASE || !TOKENS || !ROLL || !SERVICES) {
@@ -65,22 +66,13 @@ function roll(service) {
 
 const rolls = []; // [service, when its replacement began]
 for (const service of SERVICES.split(',')) {
-  await say();
-  let done = false;
-  const replaced = roll(service).finally(() => { done = true; });
-  while (!done) {
-    await say();
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  const ms = await replaced;
+  const ms = await talkThrough(say, () => roll(service));
   rolls.push([service, Date.now() - ms]);
   console.log(`replaced ${service} in ${ms} ms, ${n} messages sent so far`);
-  await say();
 }
 
 for (const page of pages) {
-  await page.waitForSelector('#status.up', { timeout: 15000 });
-  await page.waitForFunction((count) => document.querySelectorAll('.msg').length >= count, n, { timeout: 15000 });
+  await caughtUp(page, n);
 }
 for (const [i, page] of pages.entries()) {
   const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));

@@ -1,5 +1,6 @@
 use super::*;
 use crate::gateway::outbox::OutboxLimits;
+use crate::rooms::state::tests::history_seqs;
 
 async fn joiner(conn: ConnId, user: &str, since: Option<u64>, epoch: Option<&str>) -> Joiner {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -23,15 +24,6 @@ fn msg(seq: u64) -> (u64, Bytes) {
 fn board_change(seq: u64) -> (u64, Bytes) {
     let frame = format!(r#"{{"t":"board.changed","room":"chat:a","seq":{seq}}}"#);
     (seq, frame.into_bytes().into())
-}
-
-fn seqs(joined: &serde_json::Value) -> Vec<u64> {
-    joined["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect()
 }
 
 fn conns(next: Next<&'static str>) -> (Vec<ConnId>, Vec<&'static str>) {
@@ -131,7 +123,7 @@ async fn each_joiner_gets_the_joined_the_owner_would_have_written() {
     };
 
     let c = joined(&joiner(1, "c", Some(6), Some("e1")).await);
-    assert_eq!(seqs(&c), [7, 8, 9], "everything after its since");
+    assert_eq!(history_seqs(&c), [7, 8, 9], "everything after its since");
     assert_eq!(c["truncated"], false);
     assert_eq!(
         c["online"],
@@ -150,21 +142,29 @@ async fn each_joiner_gets_the_joined_the_owner_would_have_written() {
     assert!(c.get("widgets").is_none());
 
     let old = joined(&joiner(2, "a", Some(2), None).await);
-    assert_eq!(seqs(&old), [5, 6, 7, 8, 9]);
+    assert_eq!(history_seqs(&old), [5, 6, 7, 8, 9]);
     assert_eq!(old["truncated"], true, "3 and 4 are missing");
 
     let ahead = joined(&joiner(3, "b", Some(9), None).await);
     assert_eq!(
-        (seqs(&ahead), &ahead["truncated"]),
+        (history_seqs(&ahead), &ahead["truncated"]),
         (vec![], &serde_json::json!(false))
     );
 
     let other = joined(&joiner(4, "b", Some(8), Some("e0")).await);
-    assert_eq!(seqs(&other), [5, 6, 7, 8, 9], "another history: all of it");
+    assert_eq!(
+        history_seqs(&other),
+        [5, 6, 7, 8, 9],
+        "another history: all of it"
+    );
     assert_eq!(other["truncated"], true);
 
     let fresh = joined(&joiner(5, "d", None, None).await);
-    assert_eq!(seqs(&fresh), [5, 6, 8, 9], "the latest messages only");
+    assert_eq!(
+        history_seqs(&fresh),
+        [5, 6, 8, 9],
+        "the latest messages only"
+    );
     assert_eq!(fresh["online"], serde_json::json!(["d", "a", "b", "c"]));
 }
 

@@ -289,13 +289,7 @@ impl Room {
         // armed again for what waits.
         let out = inner.state.due(now_ms());
         inner.wake = out.wake;
-        let batch = inner.emit(Release {
-            events: out.events,
-            answer: None,
-        });
-        self.arm(&mut inner);
-        drop(inner);
-        self.submit(batch);
+        self.emitted(inner, out.events);
     }
 
     /// Subscribes a gateway's connections again, all at once, from `since`
@@ -372,8 +366,14 @@ impl Room {
         inner.links.remove(&link);
         let out = inner.state.drop_link(link, now_ms());
         inner.want(out.wake);
+        self.emitted(inner, out.events);
+    }
+
+    /// Emits what the room made by itself (no request to answer), arms
+    /// its timer, and hands what is to be stored to the journal.
+    fn emitted(self: &Arc<Self>, mut inner: MutexGuard<'_, Inner>, events: Vec<Event>) {
         let batch = inner.emit(Release {
-            events: out.events,
+            events,
             answer: None,
         });
         self.arm(&mut inner);

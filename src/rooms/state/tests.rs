@@ -37,6 +37,13 @@ fn who(user: &str, link: LinkId, conn: ConnId) -> Origin {
     }
 }
 
+/// The seqs of a `joined` frame's history.
+pub(crate) fn history_seqs(joined: &Value) -> Vec<u64> {
+    (joined["history"].as_array().unwrap().iter())
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
 fn json(s: &[u8]) -> Value {
     serde_json::from_slice(s).unwrap()
 }

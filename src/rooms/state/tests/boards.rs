@@ -72,14 +72,8 @@ fn a_board_rebuilt_from_its_log_and_snapshot_has_the_same_widgets_and_roles() {
     let ann = who("ann", 1, 1);
     let put = |id: &str| RoomOp::BoardPut {
         widget: Widget {
-            id: id.into(),
-            kind: "sticky".into(),
-            x: 1.0,
-            y: 2.0,
-            w: None,
-            h: None,
             text: Some("t".into()),
-            color: None,
+            ..sticky(id)
         },
         base: None,
     };

@@ -19,14 +19,7 @@ fn a_join_since_the_largest_seq_gets_an_empty_history_not_an_overflow() {
 #[test]
 fn a_replay_holds_the_last_thousand_events_in_at_most_8_mib() {
     let (mut r, ann) = chat_sent(1500, 1200, "x");
-    let seqs = |joined: &Value| -> Vec<u64> {
-        joined["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect()
-    };
+    let seqs = history_seqs;
     let all = join(&mut r, &ann, Some(0));
     assert_eq!(
         seqs(&all),
