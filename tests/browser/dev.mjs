@@ -1,4 +1,5 @@
 // A real `roomring dev` and a headless Chromium for one test file.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -64,4 +65,15 @@ export async function talkThrough(say, during) {
 export async function caughtUp(page, count) {
   await page.waitForSelector('#status.up', { timeout: 15000 });
   await page.waitForFunction((n) => document.querySelectorAll('.msg').length >= n, count, { timeout: 15000 });
+}
+
+// Asserts a chat page shows seqs 1..n gap-free, each message of `sent`
+// once, no error, and that it is online.
+export async function assertWhole(page, n, sent) {
+  const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
+  const texts = await page.$$eval('.msg .text', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(seqs, Array.from({ length: n }, (_, k) => k + 1), 'gap-free seqs 1..n');
+  assert.deepEqual([...texts].sort(), [...sent].sort(), 'every message once');
+  assert.equal(await page.textContent('#error'), '');
+  assert.equal(await page.textContent('#status'), 'online');
 }

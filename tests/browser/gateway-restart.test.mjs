@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launchBrowser, enterChat, talkThrough, caughtUp } from './dev.mjs';
+import { launchBrowser, enterChat, talkThrough, caughtUp, assertWhole } from './dev.mjs';
 
 const binary = process.env.ROOMRING_BIN || new URL('../../target/debug/roomring', import.meta.url).pathname;
 const shots = process.env.SCREENSHOTS;
@@ -122,12 +122,7 @@ test('the chat page comes back by itself, with no gap, when each gateway restart
   }
   for (const [i, page] of pages.entries()) {
     await caughtUp(page, n);
-    const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
-    const texts = await page.$$eval('.msg .text', (els) => els.map((e) => e.textContent));
-    assert.deepEqual(seqs, Array.from({ length: n }, (_, k) => k + 1), 'gap-free seqs 1..n');
-    assert.deepEqual([...texts].sort(), [...sent].sort(), 'every message once');
-    assert.equal(await page.textContent('#error'), '');
-    assert.equal(await page.textContent('#status'), 'online');
+    await assertWhole(page, n, sent);
     if (shots) await page.screenshot({ path: `${shots}/gateway-restart-${i + 1}.png` });
   }
 });

@@ -10,10 +10,9 @@
 // While each replacement runs, the pages keep sending, one message every
 // 300 ms in turn; the client queues a send while it reconnects and resends
 // it by id.
-import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
-import { talkThrough, caughtUp } from './dev.mjs';
+import { talkThrough, caughtUp, assertWhole } from './dev.mjs';
 
 const { BASE, TOKENS, ROLL, SERVICES, SCREENSHOTS } = process.env;
 if (!BASE || !TOKENS || !ROLL || !SERVICES) {
@@ -75,12 +74,7 @@ for (const page of pages) {
   await caughtUp(page, n);
 }
 for (const [i, page] of pages.entries()) {
-  const seqs = await page.$$eval('.msg', (els) => els.map((e) => Number(e.dataset.seq)));
-  const texts = await page.$$eval('.msg .text', (els) => els.map((e) => e.textContent));
-  assert.deepEqual(seqs, Array.from({ length: n }, (_, k) => k + 1), 'gap-free seqs 1..n');
-  assert.deepEqual([...texts].sort(), [...sent].sort(), 'every message once');
-  assert.equal(await page.textContent('#error'), '');
-  assert.equal(await page.textContent('#status'), 'online');
+  await assertWhole(page, n, sent);
   const log = await page.evaluate(() => window.statusLog);
   // Times offline: from a socket's loss (not each failed attempt after it)
   // to the next open one.
