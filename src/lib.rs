@@ -9,12 +9,14 @@
 //! - `link`: the cluster's internal transport, and the only place that
 //!   speaks it; binary records over authenticated TCP links (in mutual TLS
 //!   when the cluster has a CA) between gateways and nodes and between
-//!   nodes, one client and one server half.
+//!   nodes, one client and one server half, and the requests in flight on
+//!   them (`calls`: ids, deadlines, the parts of long answers).
 //! - `ring`: the consistent-hash ring and the pure diff of two rings.
 //! - `coordinator`: the `Membership` trait, its backends and their one
 //!   suite, where Redis is (one server, or the primary its Sentinels name,
-//!   over TLS or not), and the thread of its own that membership and leases
-//!   run on, out of reach of room work.
+//!   over TLS or not), the lease every member keeps (`keeper`), and the
+//!   thread of its own that membership and leases run on, out of reach of
+//!   room work.
 //! - `rooms`: pure chat and board state (presence counted past its limit,
 //!   ephemeral events paced), the live room (single writer,
 //!   applied in place by whoever delivers an operation), its durability

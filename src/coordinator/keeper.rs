@@ -132,3 +132,75 @@ pub async fn leave(coordinator: &Coordinator, id: &NodeId, lease: Lease) {
         Err(_) => tracing::warn!("leaving the cluster: the coordinator did not answer"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::coordinator::Embedded;
+
+    /// Counts what the lease loop tells its holder.
+    #[derive(Default)]
+    struct Counting {
+        renewed: AtomicU64,
+        rejoined: AtomicU64,
+        lost: AtomicU64,
+    }
+
+    impl Holder for Counting {
+        fn load(&self) -> u64 {
+            7
+        }
+        fn held(&self, rejoined: Option<u64>) {
+            match rejoined {
+                None => self.renewed.fetch_add(1, Ordering::SeqCst),
+                Some(generation) => self.rejoined.swap(generation, Ordering::SeqCst),
+            };
+        }
+        fn lost(&self) {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_renewed_each_third_of_its_ttl_and_taken_again_when_lost() {
+        let coordinator: Coordinator = Arc::new(Embedded::new(Duration::from_secs(3)));
+        let id = NodeId::parse("n1").unwrap();
+        let first = coordinator.join(Role::Node, &id, "a:1").await.unwrap();
+        let holder = Arc::new(Counting::default());
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let live = Liveness::start(shutdown.clone());
+        let task = tokio::spawn({
+            let (coordinator, id, holder) = (coordinator.clone(), id.clone(), holder.clone());
+            async move {
+                let me = Identity {
+                    id: &id,
+                    role: Role::Node,
+                    advertise: "a:1",
+                };
+                keep(&coordinator, me, &*holder, first, live, shutdown).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(
+            holder.renewed.load(Ordering::SeqCst),
+            3,
+            "one renewal a second"
+        );
+        coordinator.revoke(&id, first.generation).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(holder.lost.load(Ordering::SeqCst), 1);
+        let again = holder.rejoined.load(Ordering::SeqCst);
+        assert!(
+            again > first.generation,
+            "taken again with a newer generation"
+        );
+        trigger.fire();
+        match task.await.unwrap() {
+            Ended::Stopped(lease) => assert_eq!(lease.generation, again),
+            Ended::Taken(e) => panic!("taken: {e}"),
+        }
+    }
+}

@@ -39,7 +39,7 @@ async fn stored(store: &Arc<MemoryStore>, room: &RoomId, seq: u64) {
 /// A room left frozen by a move that got no answer may have been taken
 /// and written to by the node it went to: given back, it serves what
 /// storage holds, not what it held.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_frozen_room_given_back_reloads_what_storage_holds() {
     let store = MemoryStore::new(1000);
     let id = RoomId::parse("chat:back").unwrap();
@@ -114,7 +114,7 @@ impl Sink for Told {
 /// A room that reloads where it is and finds its history gone tells the
 /// links of its readers, which would otherwise wait for seqs that never
 /// come again.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_room_whose_history_is_lost_where_it_is_tells_its_readers() {
     let store = Arc::new(Losing {
         store: std::sync::Mutex::new(MemoryStore::new(1000)),
