@@ -1,60 +1,12 @@
-//! The links to the nodes: one task per node member (connect with backoff,
-//! then read records and fan them out to the local sockets), a node whose
-//! link dropped and refuses another reported gone, and the answers to
-//! requests matched to what waits for them.
+//! A link to a node: its task (connect with backoff, then read records
+//! and fan them out to the local sockets, reporting the link up and down
+//! to the supervisor), a node whose link dropped and refuses another
+//! reported gone, and the answers to requests matched to what waits for
+//! them.
 
 use super::*;
 
 impl Upstream {
-    /// Keeps one link per node member until shutdown.
-    pub(super) async fn supervise(self: Arc<Self>, mut shutdown: Shutdown) {
-        let mut ring = self.ring.clone();
-        let mut tasks: HashMap<NodeId, (String, watch::Sender<bool>)> = HashMap::new();
-        loop {
-            let view = ring.borrow_and_update().clone();
-            let members: HashMap<NodeId, String> = view
-                .view
-                .with_role(Role::Node)
-                .map(|m| (m.id.clone(), m.addr.clone()))
-                .collect();
-            tasks.retain(|id, (addr, _stop)| members.get(id) == Some(addr));
-            self.links
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|id, _| tasks.contains_key(id));
-            for (id, addr) in members {
-                if tasks.contains_key(&id) {
-                    continue;
-                }
-                let (stop_tx, stop_rx) = watch::channel(false);
-                let link = Arc::new(NodeLink {
-                    writer: Mutex::new(None),
-                    version: std::sync::atomic::AtomicU16::new(1),
-                });
-                self.links
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id.clone(), link.clone());
-                let span = tracing::debug_span!("upstream", node.id = %id);
-                let task = self.clone().keep_link(
-                    id.clone(),
-                    addr.clone(),
-                    link,
-                    stop_rx,
-                    shutdown.clone(),
-                );
-                self.tasks.spawn(task.instrument(span));
-                tasks.insert(id, (addr, stop_tx));
-            }
-            self.routes_changed();
-            self.resume_moved(None);
-            tokio::select! {
-                changed = ring.changed() => if changed.is_err() { return },
-                _ = shutdown.wait() => return,
-            }
-        }
-    }
-
     /// Connects to one node (with backoff) and serves the link until its
     /// node leaves the view or the gateway stops.
     pub(super) async fn keep_link(
@@ -62,7 +14,7 @@ impl Upstream {
         node: NodeId,
         addr: String,
         link: Arc<NodeLink>,
-        mut stop: watch::Receiver<bool>,
+        (mut stop, report): (watch::Receiver<bool>, Reporter),
         mut shutdown: Shutdown,
     ) {
         let mut backoff = Duration::from_millis(50);
@@ -82,7 +34,7 @@ impl Upstream {
                 Ok(up) if up.peer.id == node => {
                     backoff = Duration::from_millis(50);
                     let generation = self
-                        .serve_link(&node, &link, up, &mut stop, &mut shutdown)
+                        .serve_link(&link, up, (&mut stop, &report), &mut shutdown)
                         .await;
                     // A link this gateway ended itself (it stops, or the
                     // node left the view) is not tried again.
@@ -111,32 +63,34 @@ impl Upstream {
     }
 
     /// Serves a node's link that is up until it drops, the node leaves the
-    /// view or the gateway stops; the node's generation as of the link's
-    /// start.
+    /// view or the gateway stops, reporting it up and down to the
+    /// supervisor; the node's generation as of the link's start.
     async fn serve_link(
         self: &Arc<Self>,
-        node: &NodeId,
-        link: &NodeLink,
+        link: &Arc<NodeLink>,
         up: link::Link,
-        stop: &mut watch::Receiver<bool>,
+        (stop, report): (&mut watch::Receiver<bool>, &Reporter),
         shutdown: &mut Shutdown,
     ) -> Option<u64> {
+        let node = &up.peer.id;
         let generation = self.view().view.member(node).map(|m| m.generation);
         tracing::debug!(version = up.version, "link up");
-        link.version.store(up.version, Ordering::Release);
-        *link.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(up.writer.clone());
-        self.routes_changed();
+        let _ = report.send(Report::Up {
+            link: link.clone(),
+            writer: up.writer.clone(),
+            version: up.version,
+        });
         tokio::select! {
             _ = self.read_link(node, up.reader) => {}
             _ = shutdown.wait() => {}
             _ = stop.changed() => {}
         }
-        link.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         up.writer.close();
-        self.routes_changed();
         tracing::debug!("link down");
-        self.fail_pending(node);
-        self.resume_moved(Some(node));
+        let _ = report.send(Report::Down {
+            node: node.clone(),
+            link: link.clone(),
+        });
         generation
     }
 

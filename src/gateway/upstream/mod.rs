@@ -14,7 +14,8 @@
 //! another request.
 //!
 //! Here: the router's state and sending operations. `routing`: where a
-//! room's operations go; `links`: the link tasks and the answers they read;
+//! room's operations go; `supervise`: one link task per node, reporting
+//! its link up and down; `links`: a link task and the answers it reads;
 //! `pending`: requests in flight, routed again, failed or expired;
 //! `retry`: when a request goes again; `gathered`: joins gathered per room;
 //! `resumes`: rooms subscribed again after a move; `queries`: the HTTP
@@ -28,10 +29,12 @@ mod queries;
 mod resumes;
 mod retry;
 mod routing;
+mod supervise;
 
 use gathered::counted_joins;
 use retry::Patience;
 pub(in crate::gateway) use routing::Route;
+use supervise::{Report, Reporter};
 
 use std::collections::HashMap;
 use std::future::Future;
