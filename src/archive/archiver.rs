@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Archive, ArchiveError, Archived, Page};
+use super::{Answer, Archive, ArchiveError, Archived, Page};
 
 /// Events appended in one batch at most.
 const BATCH: usize = 2000;
@@ -31,7 +31,7 @@ enum Job {
     /// A room erased: its events go, after those handed over before.
     Delete {
         room: String,
-        done: tokio::sync::oneshot::Sender<Result<(), ArchiveError>>,
+        done: tokio::sync::oneshot::Sender<Answer<()>>,
     },
     /// A room's stored events as its new owner found them: those the
     /// archive does not hold go in.
@@ -115,7 +115,7 @@ impl Archiver {
     pub fn spawn<F, Fut>(connect: F) -> Arc<Self>
     where
         F: Fn() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<Arc<dyn Archive>, ArchiveError>> + Send + 'static,
+        Fut: std::future::Future<Output = Answer<Arc<dyn Archive>>> + Send + 'static,
     {
         let (jobs, rx) = mpsc::unbounded_channel();
         let archive = Arc::new(OnceLock::new());
@@ -197,7 +197,7 @@ impl Archiver {
     /// Removes every archived event of `room`, after the events handed
     /// over before (and before those handed over after); waits until the
     /// archive has done it.
-    pub async fn delete(&self, room: &str) -> Result<(), ArchiveError> {
+    pub async fn delete(&self, room: &str) -> Answer<()> {
         let (done, rx) = tokio::sync::oneshot::channel();
         let job = Job::Delete {
             room: room.into(),
@@ -211,13 +211,7 @@ impl Archiver {
     }
 
     /// A page of the archive (`Archive::page`), if it is connected.
-    pub async fn page(
-        &self,
-        room: &str,
-        epoch: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Page, ArchiveError> {
+    pub async fn page(&self, room: &str, epoch: &str, before: u64, limit: usize) -> Answer<Page> {
         let archive = self
             .archive
             .get()
@@ -233,7 +227,7 @@ async fn run<F, Fut>(
     pending: Arc<Pending>,
 ) where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<Arc<dyn Archive>, ArchiveError>>,
+    Fut: std::future::Future<Output = Answer<Arc<dyn Archive>>>,
 {
     let mut waiting = Waiting {
         pending,
@@ -282,10 +276,7 @@ type Found = (String, String, Vec<(u64, Bytes)>);
 /// What waits for the archive, in order.
 enum Item {
     Event(Archived),
-    Delete(
-        String,
-        tokio::sync::oneshot::Sender<Result<(), ArchiveError>>,
-    ),
+    Delete(String, tokio::sync::oneshot::Sender<Answer<()>>),
 }
 
 /// What waits for the archive.
@@ -330,7 +321,7 @@ impl Waiting {
 
     /// Appends what waits, a batch at a time; stops at the first failure
     /// (nothing is lost: the rest waits).
-    async fn flush(&mut self, archive: &dyn Archive) -> Result<(), ArchiveError> {
+    async fn flush(&mut self, archive: &dyn Archive) -> Answer<()> {
         while let Some((room, epoch, events)) = self.ensures.front() {
             let held = match (events.first(), events.last()) {
                 (Some((from, _)), Some((to, _))) => archive.held(room, epoch, *from..=*to).await?,

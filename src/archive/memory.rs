@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Archive, ArchiveError, Archived, Page, Seqs};
+use super::{Answer, Archive, Archived, Page, Seqs};
 
 /// Events by (room, epoch), then seq: (stored at, frame).
 type Histories = BTreeMap<(String, String), BTreeMap<u64, (u64, Bytes)>>;
@@ -24,7 +24,7 @@ impl MemoryArchive {
 
 #[async_trait::async_trait]
 impl Archive for MemoryArchive {
-    async fn append(&self, events: &[Archived]) -> Result<(), ArchiveError> {
+    async fn append(&self, events: &[Archived]) -> Answer<()> {
         let mut histories = self.lock();
         for e in events {
             histories
@@ -36,13 +36,7 @@ impl Archive for MemoryArchive {
         Ok(())
     }
 
-    async fn page(
-        &self,
-        room: &str,
-        epoch: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Page, ArchiveError> {
+    async fn page(&self, room: &str, epoch: &str, before: u64, limit: usize) -> Answer<Page> {
         let histories = self.lock();
         let Some(events) = histories.get(&(room.to_string(), epoch.to_string())) else {
             return Ok(Page::default());
@@ -60,7 +54,7 @@ impl Archive for MemoryArchive {
         })
     }
 
-    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError> {
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Answer<Vec<u64>> {
         let histories = self.lock();
         let key = (room.to_string(), epoch.to_string());
         Ok(histories
@@ -69,12 +63,12 @@ impl Archive for MemoryArchive {
             .unwrap_or_default())
     }
 
-    async fn delete(&self, room: &str) -> Result<(), ArchiveError> {
+    async fn delete(&self, room: &str) -> Answer<()> {
         self.lock().retain(|(r, _), _| r != room);
         Ok(())
     }
 
-    async fn retain(&self, cutoff: u64) -> Result<u64, ArchiveError> {
+    async fn retain(&self, cutoff: u64) -> Answer<u64> {
         let mut histories = self.lock();
         let mut gone = 0;
         for events in histories.values_mut() {

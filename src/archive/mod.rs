@@ -41,6 +41,9 @@ pub struct Page {
 #[error("archive unavailable: {0}")]
 pub struct ArchiveError(pub String);
 
+/// What the archive answers.
+pub type Answer<T> = Result<T, ArchiveError>;
+
 /// A range of seqs, both ends included.
 pub type Seqs = std::ops::RangeInclusive<u64>;
 
@@ -49,24 +52,18 @@ pub type Seqs = std::ops::RangeInclusive<u64>;
 pub trait Archive: Send + Sync + 'static {
     /// Stores events (any rooms, any order); one already stored is kept as
     /// it is, so that a batch may be sent again after a failure.
-    async fn append(&self, events: &[Archived]) -> Result<(), ArchiveError>;
+    async fn append(&self, events: &[Archived]) -> Answer<()>;
     /// The latest `limit` events of `room`'s history `epoch` below `before`,
     /// ascending.
-    async fn page(
-        &self,
-        room: &str,
-        epoch: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Page, ArchiveError>;
+    async fn page(&self, room: &str, epoch: &str, before: u64, limit: usize) -> Answer<Page>;
     /// The seqs of `room`'s history `epoch` within `seqs` that are archived, ascending: what a new owner need not
     /// archive again of what storage holds. Another node may have archived
     /// later events first, so the highest seq says nothing of those below.
-    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError>;
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Answer<Vec<u64>>;
     /// Removes every event of `room`, of every history; removing a room
     /// with none is not an error.
-    async fn delete(&self, room: &str) -> Result<(), ArchiveError>;
+    async fn delete(&self, room: &str) -> Answer<()>;
     /// Removes every event stored before `cutoff` (ms since the Unix
     /// epoch): the operator's retention. Returns how many went.
-    async fn retain(&self, cutoff: u64) -> Result<u64, ArchiveError>;
+    async fn retain(&self, cutoff: u64) -> Answer<u64>;
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{Archive, ArchiveError, Archived, Page, Seqs};
+use super::{Answer, Archive, ArchiveError, Archived, Page, Seqs};
 
 /// Partitions of the events table.
 const PARTITIONS: u32 = 8;
@@ -29,7 +29,7 @@ fn failed(e: impl std::fmt::Display) -> ArchiveError {
 impl PostgresArchive {
     /// Connects to `url` (`postgres://user[:password]@host:port/db`) and
     /// creates the table when it is missing.
-    pub async fn connect(url: &str) -> Result<Self, ArchiveError> {
+    pub async fn connect(url: &str) -> Answer<Self> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|_| ArchiveError("not a postgres://user@host:port/db URL".into()))?;
@@ -54,7 +54,7 @@ impl PostgresArchive {
 
     /// The table and its partitions, once, whoever starts first (an
     /// advisory lock keeps two processes from creating them together).
-    async fn create(&self) -> Result<(), ArchiveError> {
+    async fn create(&self) -> Answer<()> {
         let mut client = self.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         tx.execute("SELECT pg_advisory_xact_lock(7243001)", &[])
@@ -81,7 +81,7 @@ impl PostgresArchive {
 
 #[async_trait::async_trait]
 impl Archive for PostgresArchive {
-    async fn append(&self, events: &[Archived]) -> Result<(), ArchiveError> {
+    async fn append(&self, events: &[Archived]) -> Answer<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -106,13 +106,7 @@ impl Archive for PostgresArchive {
         Ok(())
     }
 
-    async fn page(
-        &self,
-        room: &str,
-        epoch: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Page, ArchiveError> {
+    async fn page(&self, room: &str, epoch: &str, before: u64, limit: usize) -> Answer<Page> {
         let client = self.pool.get().await.map_err(failed)?;
         let statement = client
             .prepare_cached(
@@ -142,7 +136,7 @@ impl Archive for PostgresArchive {
         Ok(Page { events, more })
     }
 
-    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Result<Vec<u64>, ArchiveError> {
+    async fn held(&self, room: &str, epoch: &str, seqs: Seqs) -> Answer<Vec<u64>> {
         let client = self.pool.get().await.map_err(failed)?;
         let (from, to) = (clamp(*seqs.start()), clamp(*seqs.end()));
         let rows = client
@@ -156,7 +150,7 @@ impl Archive for PostgresArchive {
         Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
     }
 
-    async fn delete(&self, room: &str) -> Result<(), ArchiveError> {
+    async fn delete(&self, room: &str) -> Answer<()> {
         let client = self.pool.get().await.map_err(failed)?;
         client
             .execute("DELETE FROM roomring_events WHERE room = $1", &[&room])
@@ -165,7 +159,7 @@ impl Archive for PostgresArchive {
         Ok(())
     }
 
-    async fn retain(&self, cutoff: u64) -> Result<u64, ArchiveError> {
+    async fn retain(&self, cutoff: u64) -> Answer<u64> {
         let client = self.pool.get().await.map_err(failed)?;
         let cutoff = clamp(cutoff);
         client
