@@ -30,6 +30,8 @@ mod resumes;
 mod retry;
 mod routing;
 mod supervise;
+#[cfg(test)]
+mod tests;
 
 use gathered::counted_joins;
 use retry::Patience;

@@ -12,6 +12,14 @@ pub(in crate::gateway) struct Route {
     writer: LinkWriter,
 }
 
+impl Route {
+    /// The version of the routes it was taken at.
+    #[cfg(test)]
+    pub(super) fn version_seen(&self) -> u64 {
+        self.version
+    }
+}
+
 impl Upstream {
     /// The route to a room's owner: the cached one while nothing changed.
     pub(super) fn route(
