@@ -136,11 +136,6 @@ impl<T> Calls<T> {
         self.in_flight.values()
     }
 
-    /// How many are in flight.
-    pub fn len(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.in_flight.is_empty()

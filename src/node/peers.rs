@@ -145,11 +145,8 @@ impl Peers {
     ) -> Result<Status, PeerError> {
         let link = self.link(to, addr).await.map_err(PeerError::Unreachable)?;
         let (tx, rx) = oneshot::channel();
-        let rid = {
-            let rid = link.ids.next();
-            link.calls().insert(rid, link.to.clone(), u64::MAX, tx);
-            rid
-        };
+        let rid = link.ids.next();
+        link.calls().insert(rid, link.to.clone(), u64::MAX, tx);
         if let Err(e) = link.writer.send_with(|buf| write(rid, buf)) {
             link.calls().take(rid);
             return Err(PeerError::Unreachable(e.to_string()));
