@@ -31,14 +31,21 @@ impl Parts {
         }
     }
 
+    /// The whole frame, owned: what came in parts (taken, not copied),
+    /// then `last`.
+    pub fn into_frame(&mut self, last: &[u8]) -> Bytes {
+        self.frame.extend_from_slice(last);
+        self.frame.split().freeze()
+    }
+
     /// Forgets what came (the request goes again).
     pub fn clear(&mut self) {
         self.events.clear();
         self.frame.clear();
     }
 
-    /// The whole frame: what came in parts, then `last` (`last` itself
-    /// when nothing came before it).
+    /// The whole frame, borrowed: what came in parts, then `last` (`last`
+    /// itself when nothing came before it).
     pub fn whole<'a>(&'a mut self, last: &'a [u8]) -> &'a [u8] {
         if self.frame.is_empty() {
             return last;
@@ -230,6 +237,10 @@ mod tests {
         parts.clear();
         assert!(parts.events.is_empty() && parts.frame.is_empty());
         assert_eq!(parts.whole(b"x"), b"x");
+        parts.clear();
+        parts.add(None, b"ab");
+        assert_eq!(parts.into_frame(b"c"), Bytes::from_static(b"abc"));
+        assert!(parts.frame.is_empty(), "taken");
     }
 
     #[test]

@@ -229,8 +229,7 @@ impl Upstream {
         let mut parts = call.parts;
         match call.call {
             Pending::Query(tx) => {
-                let answer = Bytes::copy_from_slice(parts.whole(payload));
-                let _ = tx.send((status, answer));
+                let _ = tx.send((status, parts.into_frame(payload)));
             }
             Pending::Op(op) => {
                 let reply = (status, seq, payload);
@@ -239,12 +238,9 @@ impl Upstream {
             Pending::Resume(resume) => match status {
                 Status::Ok => {
                     let room = resume.room.as_str();
-                    let joined = parts.whole(payload);
-                    let joined = match (seq, joined.is_empty()) {
-                        (Some(seq), false) => {
-                            let frame = Bytes::copy_from_slice(joined);
-                            Some((seq, joined_epoch(&frame), frame))
-                        }
+                    let frame = parts.into_frame(payload);
+                    let joined = match (seq, frame.is_empty()) {
+                        (Some(seq), false) => Some((seq, joined_epoch(&frame), frame)),
                         _ => None,
                     };
                     self.subs.resumed(room, node, &parts.events, joined, dirty);
