@@ -5,6 +5,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use roomring::dev::DevOptions;
 use serde_json::{json, Value};
 use support::{http, Client, TestCluster};
 
@@ -267,7 +268,12 @@ async fn gateway_shutdown_closes_clients_with_1012() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_closed_and_the_room_goes_on() {
-    let cluster = TestCluster::start(1, 1).await;
+    // The writer sends as fast as it is acked, for as long as the gateway
+    // takes to show the close: no frame limit in the way.
+    let mut options = DevOptions::for_test(1, 1);
+    options.clients.rate_per_sec = u32::MAX;
+    options.clients.rate_burst = u32::MAX;
+    let cluster = TestCluster::with(options).await;
     let gw = cluster.gateways[0].addr;
     let mut writer = Client::connect(gw, "wri").await;
     let mut slow = Client::connect(gw, "slo").await;
