@@ -7,8 +7,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+
+/// How long a role that stops waits for its tasks; each ends by itself
+/// once the shutdown fires (its socket closed, its link dropped).
+pub const TASK_GRACE: Duration = Duration::from_secs(2);
 
 /// Fires the shutdown of everything listening on its token; fires when
 /// dropped, too.
@@ -48,15 +52,6 @@ impl Trigger {
             token: self.token.clone(),
             tasks: self.tasks.clone(),
         }
-    }
-
-    /// Spawns a task this trigger waits for when it stops.
-    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.tasks.spawn(task)
     }
 
     /// Fires the shutdown and waits up to `grace` for every task spawned
@@ -101,6 +96,19 @@ impl Shutdown {
         F::Output: Send + 'static,
     {
         self.tasks.spawn(task)
+    }
+
+    /// A listener for one task that can also be stopped alone: it fires
+    /// with this one, or when the guard is dropped; what it spawns is
+    /// tracked by the same trigger.
+    pub fn child(&self) -> (Shutdown, DropGuard) {
+        let token = self.token.child_token();
+        let guard = token.clone().drop_guard();
+        let child = Shutdown {
+            token,
+            tasks: self.tasks.clone(),
+        };
+        (child, guard)
     }
 }
 
@@ -174,6 +182,18 @@ mod tests {
         assert!(!shutdown.is_fired());
         drop(trigger);
         shutdown.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_child_fires_alone_when_its_guard_drops_and_with_its_parent() {
+        let (trigger, shutdown) = super::channel();
+        let (mut alone, guard) = shutdown.child();
+        let (with_parent, _guard) = shutdown.child();
+        drop(guard);
+        alone.wait().await;
+        assert!(!shutdown.is_fired() && !with_parent.is_fired());
+        trigger.fire();
+        assert!(with_parent.is_fired());
     }
 
     #[tokio::test(start_paused = true)]

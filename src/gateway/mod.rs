@@ -66,10 +66,6 @@ pub use config::{
 /// How long sockets get to close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a stopped gateway waits for its tasks to end (each ends on its
-/// own once the gateway has stopped: its socket closed, its link dropped).
-const TASK_GRACE: Duration = Duration::from_secs(2);
-
 /// What only `dev` can do, offered to the HTTP API.
 #[async_trait::async_trait]
 pub trait DevControl: Send + Sync {
@@ -169,11 +165,11 @@ impl GatewayHandle {
     }
 
     /// Closes every client with 1012, leaves the cluster, and waits (for
-    /// its tasks, at most `TASK_GRACE`).
+    /// its tasks, at most `shutdown::TASK_GRACE`).
     pub async fn stop(self) {
         self.trigger.fire();
         let _ = self.task.await;
-        self.trigger.stopped(TASK_GRACE).await;
+        self.trigger.stopped(crate::shutdown::TASK_GRACE).await;
     }
 }
 

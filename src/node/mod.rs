@@ -278,14 +278,10 @@ async fn serving(node: Arc<Node>, listener: TcpListener, lease: Lease, shutdown:
     // to 5 s for its answer): a stopped node's rooms are taken over (from
     // storage) by their new owners.
     mover.abort();
-    node.stop.stopped(TASK_GRACE).await;
+    node.stop.stopped(crate::shutdown::TASK_GRACE).await;
     let _ = keeper.await;
     tracing::info!("node stopped");
 }
-
-/// How long a stopped node waits for its tasks (its links' tasks, its idle
-/// sweeper) to end; each ends by itself once the node stops.
-const TASK_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a node that ended waits for its archiver to have nothing left.
 const ARCHIVE_PATIENCE: Duration = Duration::from_secs(5);

@@ -273,7 +273,7 @@ pub(super) fn drop_lapsed_gateways_soon(node: &Arc<Node>, view: &crate::coordina
     }
     let mut stopped = node.stop.subscribe();
     let later = node.clone();
-    node.stop.spawn(
+    stopped.clone().spawn(
         async move {
             let node = later;
             tokio::select! {

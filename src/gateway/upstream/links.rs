@@ -7,15 +7,15 @@
 use super::*;
 
 impl Upstream {
-    /// Connects to one node (with backoff) and serves the link until its
-    /// node leaves the view or the gateway stops.
+    /// Connects to one node (with backoff) and serves the link until
+    /// `stops` fires: its node left the view, or the gateway stops.
     pub(super) async fn keep_link(
         self: Arc<Self>,
         node: NodeId,
         addr: String,
         link: Arc<NodeLink>,
-        (mut stop, report): (watch::Receiver<bool>, Reporter),
-        mut shutdown: Shutdown,
+        report: Reporter,
+        mut stops: Shutdown,
     ) {
         let mut backoff = Duration::from_millis(50);
         // Set when the link just dropped, with the node's generation as of
@@ -25,7 +25,7 @@ impl Upstream {
         loop {
             let connected = match dropped.take() {
                 Some(generation) => {
-                    self.reconnect_or_suspect(&addr, &node, generation, &stop, &shutdown)
+                    self.reconnect_or_suspect(&addr, &node, generation, &stops)
                         .await
                 }
                 None => link::client::connect(&addr, Role::Gateway, &self.me, &self.secret).await,
@@ -33,13 +33,10 @@ impl Upstream {
             match connected {
                 Ok(up) if up.peer.id == node => {
                     backoff = Duration::from_millis(50);
-                    let generation = self
-                        .serve_link(&link, up, (&mut stop, &report), &mut shutdown)
-                        .await;
+                    let generation = self.serve_link(&link, up, &report, &mut stops).await;
                     // A link this gateway ended itself (it stops, or the
                     // node left the view) is not tried again.
-                    let ended_here = shutdown.is_fired() || *stop.borrow();
-                    if generation.is_some() && !ended_here {
+                    if generation.is_some() && !stops.is_fired() {
                         dropped = generation;
                         continue;
                     }
@@ -50,27 +47,26 @@ impl Upstream {
                 }
                 Err(e) => tracing::debug!(addr = %addr, error = %e, "link connect failed"),
             }
-            if shutdown.is_fired() || *stop.borrow() || stop.has_changed().is_err() {
+            if stops.is_fired() {
                 return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return,
-                _ = stop.changed() => return,
+                _ = stops.wait() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
-    /// Serves a node's link that is up until it drops, the node leaves the
-    /// view or the gateway stops, reporting it up and down to the
-    /// supervisor; the node's generation as of the link's start.
+    /// Serves a node's link that is up until it drops or `stops` fires,
+    /// reporting it up and down to the supervisor; the node's generation as
+    /// of the link's start.
     async fn serve_link(
         self: &Arc<Self>,
         link: &Arc<NodeLink>,
         up: link::Link,
-        (stop, report): (&mut watch::Receiver<bool>, &Reporter),
-        shutdown: &mut Shutdown,
+        report: &Reporter,
+        stops: &mut Shutdown,
     ) -> Option<u64> {
         let node = &up.peer.id;
         let generation = self.view().view.member(node).map(|m| m.generation);
@@ -82,8 +78,7 @@ impl Upstream {
         });
         tokio::select! {
             _ = self.read_link(node, up.reader) => {}
-            _ = shutdown.wait() => {}
-            _ = stop.changed() => {}
+            _ = stops.wait() => {}
         }
         up.writer.close();
         tracing::debug!("link down");
@@ -104,8 +99,7 @@ impl Upstream {
         addr: &str,
         node: &NodeId,
         generation: u64,
-        stop: &watch::Receiver<bool>,
-        shutdown: &Shutdown,
+        stops: &Shutdown,
     ) -> Result<link::Link, LinkError> {
         let mut last = Err(LinkError::Timeout);
         for _ in 0..SUSPECT_TRIES {
@@ -116,7 +110,7 @@ impl Upstream {
             match &last {
                 Ok(_) => return last,
                 Err(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    if !shutdown.is_fired() && !*stop.borrow() {
+                    if !stops.is_fired() {
                         self.suspect(node, generation).await;
                     }
                     return last;

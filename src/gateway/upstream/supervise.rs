@@ -6,6 +6,7 @@
 
 use super::*;
 use tokio::sync::mpsc;
+use tokio_util::sync::DropGuard;
 
 /// What a link task tells the supervisor.
 pub(super) enum Report {
@@ -22,8 +23,9 @@ pub(super) enum Report {
 /// Where link tasks report.
 pub(super) type Reporter = mpsc::UnboundedSender<Report>;
 
-/// The running link tasks, by node: its address, and the switch that stops it.
-type Running = HashMap<NodeId, (String, watch::Sender<bool>)>;
+/// The running link tasks, by node: its address, and the guard whose drop
+/// stops it.
+type Running = HashMap<NodeId, (String, DropGuard)>;
 
 /// Which link tasks stop (their node left, or moved to another address)
 /// and which start, for the node `members` of a view.
@@ -46,24 +48,29 @@ pub(super) fn plan(
 
 impl Upstream {
     /// Keeps one link per node member until shutdown, and applies what the
-    /// links report.
+    /// links report, to the last link down (what was in flight on it is
+    /// answered then).
     pub(super) async fn supervise(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut ring = self.ring.clone();
         let (report, mut reports) = mpsc::unbounded_channel();
         let mut running = Running::new();
-        loop {
+        'views: loop {
             let view = ring.borrow_and_update().clone();
             self.follow(&view, &mut running, &report, &shutdown);
             loop {
                 tokio::select! {
                     changed = ring.changed() => match changed {
                         Ok(()) => break,
-                        Err(_) => return,
+                        Err(_) => break 'views,
                     },
                     Some(report) = reports.recv() => self.on_report(report),
-                    _ = shutdown.wait() => return,
+                    _ = shutdown.wait() => break 'views,
                 }
             }
+        }
+        drop((running, report));
+        while let Some(report) = reports.recv().await {
+            self.on_report(report);
         }
     }
 
@@ -91,7 +98,7 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| running.contains_key(id));
         for (id, addr) in start {
-            let (stop_tx, stop_rx) = watch::channel(false);
+            let (stops, guard) = shutdown.child();
             let link = Arc::new(NodeLink {
                 writer: Mutex::new(None),
                 version: std::sync::atomic::AtomicU16::new(1),
@@ -101,11 +108,10 @@ impl Upstream {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id.clone(), link.clone());
             let span = tracing::debug_span!("upstream", node.id = %id);
-            let switch = (stop_rx, report.clone());
             let task =
-                (self.clone()).keep_link(id.clone(), addr.clone(), link, switch, shutdown.clone());
+                (self.clone()).keep_link(id.clone(), addr.clone(), link, report.clone(), stops);
             self.tasks.spawn(task.instrument(span));
-            running.insert(id, (addr, stop_tx));
+            running.insert(id, (addr, guard));
         }
         self.routes_changed();
         self.resume_moved(None);
