@@ -135,6 +135,22 @@ impl ToNode<'_> {
                 | Self::Join { .. }
         )
     }
+
+    /// The request id and room of a request for one room (an operation, a
+    /// question, a resume, joins); `None` for the rest.
+    pub fn room(&self) -> Option<(Rid, &str)> {
+        match self {
+            Self::Op { rid, room, .. }
+            | Self::Query { rid, room, .. }
+            | Self::Resume { rid, room, .. }
+            | Self::Join { rid, room, .. } => Some((*rid, *room)),
+            Self::Notify { .. }
+            | Self::Broadcast { .. }
+            | Self::HandoffPart { .. }
+            | Self::Handoff { .. }
+            | Self::HandoffDone { .. } => None,
+        }
+    }
 }
 
 /// The durable scalars of a handed-off room; its entries and widgets come in

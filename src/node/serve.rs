@@ -130,7 +130,10 @@ fn handle(
         ToNode::HandoffPart { .. } | ToNode::Handoff { .. } | ToNode::HandoffDone { .. } => {
             handoff(node, peer, sink, parts, request)
         }
-        request => to_room(node, routes, sink, record, request),
+        request @ (ToNode::Op { .. }
+        | ToNode::Query { .. }
+        | ToNode::Resume { .. }
+        | ToNode::Join { .. }) => to_room(node, routes, sink, record, request),
     }
     true
 }
@@ -144,13 +147,10 @@ fn to_room(
     record: &Bytes,
     request: ToNode<'_>,
 ) {
-    let (rid, room) = match &request {
-        ToNode::Op { rid, room, .. }
-        | ToNode::Query { rid, room, .. }
-        | ToNode::Resume { rid, room, .. }
-        | ToNode::Join { rid, room, .. } => (*rid, *room),
-        _ => return,
+    let Some((rid, room)) = request.room() else {
+        return;
     };
+    counted_resume_op(&request);
     let Some(live) = routes.get(node, room) else {
         return sink.reply(rid, Reply::moved());
     };
@@ -159,9 +159,6 @@ fn to_room(
             conn, user, id, op, ..
         } => {
             let op = op.map_body(|body| record.slice_ref(body));
-            if matches!(op, RoomOp::Resume { .. }) {
-                counted_resume(1);
-            }
             let sub = Sub {
                 link: sink.link(),
                 conn,
@@ -238,6 +235,19 @@ fn handoff(
             node.registry.done_from(&peer.id, Epoch(epoch));
         }
         _ => {}
+    }
+}
+
+/// Counts a client's resume where it arrives, whether served or moved.
+fn counted_resume_op(request: &ToNode<'_>) {
+    if matches!(
+        request,
+        ToNode::Op {
+            op: RoomOp::Resume { .. },
+            ..
+        }
+    ) {
+        counted_resume(1);
     }
 }
 
