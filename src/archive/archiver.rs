@@ -66,29 +66,40 @@ impl Pending {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, room: &str, seqs: impl Iterator<Item = u64>) {
+    /// Events handed over, as (room, seq): one lock and one gauge update
+    /// for all of them.
+    fn add<'a>(&self, events: impl Iterator<Item = (&'a str, u64)>) {
         let mut guard = self.lock();
         let (rooms, total) = &mut *guard;
-        for seq in seqs {
-            let entry = rooms.entry(room.to_string()).or_insert((seq, 0));
-            entry.0 = entry.0.min(seq);
-            entry.1 += 1;
+        for (room, seq) in events {
+            match rooms.get_mut(room) {
+                Some(entry) => {
+                    entry.0 = entry.0.min(seq);
+                    entry.1 += 1;
+                }
+                None => {
+                    rooms.insert(room.to_string(), (seq, 1));
+                }
+            }
             *total += 1;
         }
         lag(*total);
     }
 
-    /// `seq` of `room` is archived (or let go): the next one is the lowest.
-    fn done(&self, room: &str, seq: u64) {
+    /// Events archived (or let go), as (room, seq): for each room, the
+    /// next one is the lowest.
+    fn done<'a>(&self, events: impl Iterator<Item = (&'a str, u64)>) {
         let mut guard = self.lock();
         let (rooms, total) = &mut *guard;
-        if let Some(entry) = rooms.get_mut(room) {
-            entry.1 = entry.1.saturating_sub(1);
-            *total = total.saturating_sub(1);
-            if entry.1 == 0 {
-                rooms.remove(room);
-            } else {
-                entry.0 = entry.0.max(seq + 1);
+        for (room, seq) in events {
+            if let Some(entry) = rooms.get_mut(room) {
+                entry.1 = entry.1.saturating_sub(1);
+                *total = total.saturating_sub(1);
+                if entry.1 == 0 {
+                    rooms.remove(room);
+                } else {
+                    entry.0 = entry.0.max(seq + 1);
+                }
             }
         }
         lag(*total);
@@ -151,16 +162,14 @@ impl Archiver {
     /// Committed events, to archive.
     pub fn push(&self, events: Vec<Archived>) {
         if !events.is_empty() {
-            for e in &events {
-                self.pending.add(&e.room, std::iter::once(e.seq));
-            }
+            (self.pending).add(events.iter().map(|e| (e.room.as_str(), e.seq)));
             let _ = self.jobs.send(Job::Events(events));
         }
     }
 
     /// A room's stored events as a new owner found them.
     pub fn ensure(&self, room: &str, epoch: &str, events: Vec<(u64, Bytes)>) {
-        self.pending.add(room, events.iter().map(|(seq, _)| *seq));
+        (self.pending).add(events.iter().map(|(seq, _)| (room, *seq)));
         let job = Job::Ensure {
             room: room.into(),
             epoch: epoch.into(),
@@ -305,7 +314,7 @@ impl Waiting {
                         break;
                     };
                     self.bytes -= old.frame.len();
-                    self.pending.done(&old.room, old.seq);
+                    (self.pending).done(std::iter::once((old.room.as_str(), old.seq)));
                     self.events.pop_front();
                     crate::telemetry::metrics().archive_dropped.increment(1);
                 }
@@ -341,9 +350,7 @@ impl Waiting {
             for chunk in missing.chunks(BATCH) {
                 archive.append(chunk).await?;
             }
-            for (seq, _) in events {
-                self.pending.done(room, *seq);
-            }
+            (self.pending).done(events.iter().map(|(seq, _)| (room.as_str(), *seq)));
             self.ensures.pop_front();
         }
         while let Some(front) = self.events.front() {
@@ -368,9 +375,9 @@ impl Waiting {
             for item in self.events.drain(..batch.len()) {
                 if let Item::Event(e) = item {
                     self.bytes -= e.frame.len();
-                    self.pending.done(&e.room, e.seq);
                 }
             }
+            (self.pending).done(batch.iter().map(|e| (e.room.as_str(), e.seq)));
             crate::telemetry::metrics()
                 .archived
                 .increment(batch.len() as u64);
