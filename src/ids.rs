@@ -117,8 +117,6 @@ impl NodeId {
     }
 }
 
-/// A hash map on the hot paths (ids, connections, requests): foldhash,
-/// seeded per process, instead of the standard library's SipHash.
 /// Which gateway link a connection arrived on (a node's own count).
 pub type LinkId = u64;
 
@@ -131,6 +129,8 @@ pub struct Sub {
     pub conn: ConnId,
 }
 
+/// A hash map on the hot paths (ids, connections, requests): foldhash,
+/// seeded per process, instead of the standard library's SipHash.
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// A hash set on the hot paths; see `Map`.
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -137,10 +137,4 @@ impl GatewayConfig {
             drain_window: None,
         }
     }
-
-    /// A gateway on a free loopback port with `--auth none`, for tests.
-    pub fn for_test(id: &str, cluster_secret: &str) -> Self {
-        let id = NodeId::parse(id).expect("valid test gateway id");
-        Self::new(id, Secret::new(cluster_secret))
-    }
 }

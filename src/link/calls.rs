@@ -38,12 +38,6 @@ impl Parts {
         self.frame.split().freeze()
     }
 
-    /// Forgets what came (the request goes again).
-    pub fn clear(&mut self) {
-        self.events.clear();
-        self.frame.clear();
-    }
-
     /// The whole frame, borrowed: what came in parts, then `last` (`last`
     /// itself when nothing came before it).
     pub fn whole<'a>(&'a mut self, last: &'a [u8]) -> &'a [u8] {
@@ -143,20 +137,9 @@ impl<T> Calls<T> {
         self.in_flight.values()
     }
 
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.in_flight.is_empty()
-    }
-
     fn take_where(&mut self, pick: impl Fn(&Call<T>) -> bool) -> Vec<(Rid, Call<T>)> {
-        let rids: Vec<Rid> = (self.in_flight.iter())
-            .filter(|(_, call)| pick(call))
-            .map(|(rid, _)| *rid)
-            .collect();
-        let mut taken: Vec<(Rid, Call<T>)> = rids
-            .into_iter()
-            .filter_map(|rid| Some((rid, self.in_flight.remove(&rid)?)))
-            .collect();
+        let mut taken: Vec<(Rid, Call<T>)> =
+            self.in_flight.extract_if(|_, call| pick(call)).collect();
         taken.sort_unstable_by_key(|(rid, _)| *rid);
         taken
     }
@@ -222,7 +205,7 @@ mod tests {
             .map(|(rid, c)| (rid, c.call))
             .collect();
         assert_eq!(dropped, [(c, "c")]);
-        assert!(calls.is_empty());
+        assert_eq!(calls.iter().count(), 0, "all taken");
     }
 
     #[test]
@@ -234,10 +217,8 @@ mod tests {
         assert_eq!(parts.events.len(), 2);
         assert_eq!(parts.events[1], (8, Bytes::from_static(b"eight")));
         assert_eq!(parts.whole(b"1}"), b"{\"type\":1}");
-        parts.clear();
-        assert!(parts.events.is_empty() && parts.frame.is_empty());
+        let mut parts = Parts::default();
         assert_eq!(parts.whole(b"x"), b"x");
-        parts.clear();
         parts.add(None, b"ab");
         assert_eq!(parts.into_frame(b"c"), Bytes::from_static(b"abc"));
         assert!(parts.frame.is_empty(), "taken");
