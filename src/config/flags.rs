@@ -224,7 +224,7 @@ pub(super) struct ClientAuth {
     #[arg(long, env = "ROOMRING_JWT_PREVIOUS_SECRET", hide_env_values = true)]
     pub(super) jwt_previous_secret: Option<String>,
     /// Clock leeway for tokens' `exp` and `nbf`, in seconds.
-    #[arg(long, env = "ROOMRING_TOKEN_LEEWAY", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
+    #[arg(long, env = "ROOMRING_TOKEN_LEEWAY", default_value_t = crate::gateway::LEEWAY_SECS, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub(super) token_leeway: u64,
 }
 
@@ -348,7 +348,7 @@ pub(super) struct GatewayArgs {
     /// Milliseconds, on SIGTERM, that /readyz answers 503 while the gateway
     /// still serves, before it closes its clients: at least the time a load
     /// balancer's health check takes to mark it down.
-    #[arg(long, env = "ROOMRING_DRAIN_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    #[arg(long, env = "ROOMRING_DRAIN_DELAY_MS", default_value_t = crate::gateway::DRAIN_DELAY_MS, value_parser = clap::value_parser!(u64).range(0..=300_000))]
     pub(super) drain_delay_ms: u64,
     /// Milliseconds, on SIGTERM, over which the clients are closed one by
     /// one (0: all at once); by default max(2 s, connections / 1000 s), at

@@ -8,6 +8,7 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::LEEWAY_SECS;
 use crate::ids::UserId;
 use crate::protocol::{ErrorCode, Failure};
 
@@ -48,9 +49,9 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// JWT auth with this HS256 secret and a 5 s leeway.
+    /// JWT auth with this HS256 secret and the default leeway.
     pub fn jwt(secret: &str) -> Self {
-        Self::jwt_keys(&[secret], 5)
+        Self::jwt_keys(&[secret], LEEWAY_SECS)
     }
 
     /// JWT auth accepting tokens signed with any of `secrets`.

@@ -22,6 +22,11 @@ pub const MAX_CONNECTIONS: u32 = 100_000;
 pub const ROOMS_PER_CONN: u32 = 256;
 /// Seconds of a client's silence before it is pinged, by default.
 pub const PING_INTERVAL_SECS: u64 = 25;
+/// Clock leeway for tokens' `exp` and `nbf`, in seconds, by default.
+pub const LEEWAY_SECS: u64 = 5;
+/// Milliseconds, on SIGTERM, that readiness fails before the clients are
+/// closed, by default.
+pub const DRAIN_DELAY_MS: u64 = 0;
 
 /// How a gateway is run.
 #[derive(Debug, Clone)]
@@ -133,7 +138,7 @@ impl GatewayConfig {
             cluster_secret,
             clients: ClientLimits::default(),
             outbox: OutboxLimits::default(),
-            drain_delay: Duration::ZERO,
+            drain_delay: Duration::from_millis(DRAIN_DELAY_MS),
             drain_window: None,
         }
     }

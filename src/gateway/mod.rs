@@ -59,8 +59,8 @@ use subs::Subscriptions;
 use upstream::Upstream;
 
 pub use config::{
-    ClientLimits, GatewayConfig, HttpLimits, ACCEPT_RATE, MAX_CONNECTIONS, PING_INTERVAL_SECS,
-    RATE_BURST, RATE_PER_SEC, ROOMS_PER_CONN,
+    ClientLimits, GatewayConfig, HttpLimits, ACCEPT_RATE, DRAIN_DELAY_MS, LEEWAY_SECS,
+    MAX_CONNECTIONS, PING_INTERVAL_SECS, RATE_BURST, RATE_PER_SEC, ROOMS_PER_CONN,
 };
 
 /// How long sockets get to close on shutdown.
