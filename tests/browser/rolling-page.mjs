@@ -59,14 +59,14 @@ function roll(service) {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const child = spawn('sh', ['-c', `${ROLL} ${service}`], { stdio: ['ignore', 'inherit', 'inherit'] });
-    child.on('exit', (code) => (code === 0 ? resolve(Date.now() - started) : reject(new Error(`${service}: replacing it exited ${code}`))));
+    child.on('exit', (code) => (code === 0 ? resolve({ started, ms: Date.now() - started }) : reject(new Error(`${service}: replacing it exited ${code}`))));
   });
 }
 
 const rolls = []; // [service, when its replacement began]
 for (const service of SERVICES.split(',')) {
-  const ms = await talkThrough(say, () => roll(service));
-  rolls.push([service, Date.now() - ms]);
+  const { started, ms } = await talkThrough(say, () => roll(service));
+  rolls.push([service, started]);
   console.log(`replaced ${service} in ${ms} ms, ${n} messages sent so far`);
 }
 
