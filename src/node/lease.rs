@@ -30,7 +30,7 @@ impl Holder for Node {
     }
 
     fn lost(&self) {
-        tracing::warn!("lease lost; dropping rooms");
+        tracing::debug!("dropping rooms");
         self.registry.set_fenced(true);
         self.registry.clear();
         super::serve::close_links(self);
