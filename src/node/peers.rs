@@ -31,7 +31,6 @@ type Pending = Arc<Mutex<Calls<oneshot::Sender<Status>>>>;
 
 struct PeerLink {
     addr: String,
-    to: NodeId,
     writer: LinkWriter,
     pending: Pending,
     ids: Ids,
@@ -146,7 +145,7 @@ impl Peers {
         let link = self.link(to, addr).await.map_err(PeerError::Unreachable)?;
         let (tx, rx) = oneshot::channel();
         let rid = link.ids.next();
-        link.calls().insert(rid, link.to.clone(), u64::MAX, tx);
+        link.calls().insert(rid, to.clone(), u64::MAX, tx);
         if let Err(e) = link.writer.send_with(|buf| write(rid, buf)) {
             link.calls().take(rid);
             return Err(PeerError::Unreachable(e.to_string()));
@@ -220,7 +219,6 @@ async fn connect(
     });
     Ok(Arc::new(PeerLink {
         addr,
-        to,
         writer: link.writer,
         pending,
         ids: Ids::default(),
