@@ -67,9 +67,12 @@ async fn open(addr: &str, role: Role, me: &NodeId, secret: &Secret) -> Result<Li
     write_record(&mut write, &proof).await?;
     let record = reader.next_within(RECORD_MAX).await?;
     // A newer node proves itself last (its proof comes with its verdict).
-    let proof = verdict(&record)?;
-    if client_first && !transcript.verify(secret.bytes(), Side::Server, &proof?) {
-        return Err(not_the_node());
+    let rest = verdict(&record)?;
+    if client_first {
+        let proof: [u8; 32] = codec::decode(rest)?;
+        if !transcript.verify(secret.bytes(), Side::Server, &proof) {
+            return Err(not_the_node());
+        }
     }
     Ok(Link {
         peer: Peer {
@@ -95,12 +98,12 @@ async fn secured(addr: &str, secret: &Secret) -> Result<(LinkReader, WriteHalf),
     Ok((LinkReader::new(read), write))
 }
 
-/// The node's verdict on this side's proof: refused, or taken with the
-/// node's own proof (absent before link version 4).
-fn verdict(record: &[u8]) -> Result<Result<[u8; 32], LinkError>, LinkError> {
+/// The node's verdict on this side's proof: refused, or taken with what
+/// follows it (the node's own proof, from link version 4).
+fn verdict(record: &[u8]) -> Result<&[u8], LinkError> {
     let (verdict, rest): (Verdict<'_>, _) = codec::decode_front(record)?;
     if let Verdict::Refused(reason) = verdict {
         return Err(LinkError::Handshake(reason.to_string()));
     }
-    Ok(codec::decode(rest).map_err(LinkError::from))
+    Ok(rest)
 }
