@@ -36,8 +36,7 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Moves rooms away as the ring says, until shutdown.
 pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
     let mut rings = node.ring.clone();
-    let mut seen = Arc::new(RingView::default());
-    let mut first = true;
+    let mut seen: Option<Arc<RingView>> = None;
     let mut retry = tokio::time::interval(RETRY);
     // Set once a move left a room frozen here (timed out, or unanswered):
     // from then on each round thaws the frozen rooms the ring gives back.
@@ -49,8 +48,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let view = rings.borrow_and_update().clone();
-        seen_view(&node, &view, (!first).then_some(&*seen));
-        first = false;
+        seen_view(&node, &view, seen.as_deref());
         let draining = view
             .view
             .member(&node.config.id)
@@ -86,7 +84,7 @@ pub(super) async fn run(node: Arc<Node>, mut shutdown: Shutdown) {
         if node.registry.not_owned(&view.ring).is_empty() {
             tell_done(&node, &view).await;
         }
-        seen = view.clone();
+        seen = Some(view.clone());
         if draining && node.registry.len() == 0 {
             return drained(&node).await;
         }
